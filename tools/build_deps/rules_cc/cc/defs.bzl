@@ -1,0 +1,40 @@
+"""Offline stand-in for @rules_cc//cc:defs.bzl.
+
+Debian's bazel-rules-cc is too new for Bazel 4.2.3 (it loads
+use_cpp_toolchain, which 4.2.3 lacks), and the real repository cannot be
+downloaded on machines that reach only Debian's archive. Bazel 4.2.3 still has
+every C++ rule built in, so this file forwards to the native rules.
+"""
+
+def cc_binary(**attrs):
+    native.cc_binary(**attrs)
+
+def cc_library(**attrs):
+    native.cc_library(**attrs)
+
+def cc_test(**attrs):
+    native.cc_test(**attrs)
+
+def cc_import(**attrs):
+    native.cc_import(**attrs)
+
+def cc_proto_library(**attrs):
+    native.cc_proto_library(**attrs)
+
+def cc_toolchain(**attrs):
+    native.cc_toolchain(**attrs)
+
+def cc_toolchain_suite(**attrs):
+    native.cc_toolchain_suite(**attrs)
+
+def fdo_profile(**attrs):
+    native.fdo_profile(**attrs)
+
+def fdo_prefetch_hints(**attrs):
+    native.fdo_prefetch_hints(**attrs)
+
+def objc_library(**attrs):
+    native.objc_library(**attrs)
+
+def objc_import(**attrs):
+    native.objc_import(**attrs)
