@@ -26,34 +26,16 @@ BlockPool::~BlockPool() {
   ReleaseFreeBlocks();
 }
 
-void* BlockPool::Allocate() {
-  void* block;
-  if (free_list_ != nullptr) {
-    FreeBlock* free = free_list_;
-    free_list_ = free->next;
-    free->~FreeBlock();
-    --blocks_free_;
-    block = free;
-  } else {
-    // operator new: aligned for any fundamental type, and counted by
-    // //tools/bench:alloc_counter, so benchmarks see every heap block.
-    block = ::operator new(block_size_);
-    ++blocks_allocated_;
-  }
+void* BlockPool::AllocateFromHeap() {
+  // operator new: aligned for any fundamental type, and counted by
+  // //tools/bench:alloc_counter, so benchmarks see every heap block.
+  void* block = ::operator new(block_size_);
+  ++blocks_allocated_;
   ++blocks_in_use_;
   return block;
 }
 
-void BlockPool::Deallocate(void* block) noexcept {
-  NBIO_DCHECK(blocks_in_use_ > 0);
-  --blocks_in_use_;
-  if (blocks_free_ >= max_free_blocks_) {
-    ::operator delete(block);
-    return;
-  }
-  free_list_ = new (block) FreeBlock{free_list_};
-  ++blocks_free_;
-}
+void BlockPool::FreeToHeap(void* block) noexcept { ::operator delete(block); }
 
 void BlockPool::ReleaseFreeBlocks() noexcept {
   while (free_list_ != nullptr) {

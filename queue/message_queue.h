@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -66,10 +67,28 @@ class BlockPool {
 
   // A block of block_size() bytes, aligned for any fundamental type: from the
   // free list, else from the heap (throws std::bad_alloc when that fails).
-  void* Allocate();
+  // The free-list paths are inline: they run for every message a queue
+  // sends.
+  void* Allocate() {
+    FreeBlock* block = free_list_;
+    if (block == nullptr) return AllocateFromHeap();
+    free_list_ = block->next;
+    block->~FreeBlock();
+    --blocks_free_;
+    ++blocks_in_use_;
+    return block;
+  }
   // Takes back a block this pool allocated. Kept for reuse while fewer than
   // max_free_blocks() are kept, freed otherwise.
-  void Deallocate(void* block) noexcept;
+  void Deallocate(void* block) noexcept {
+    --blocks_in_use_;
+    if (blocks_free_ >= max_free_blocks_) {
+      FreeToHeap(block);
+      return;
+    }
+    free_list_ = new (block) FreeBlock{free_list_};
+    ++blocks_free_;
+  }
   // Frees every kept block (e.g. on memory pressure). O(blocks_free()).
   void ReleaseFreeBlocks() noexcept;
 
@@ -88,6 +107,9 @@ class BlockPool {
   struct FreeBlock {
     FreeBlock* next;
   };
+
+  void* AllocateFromHeap();
+  void FreeToHeap(void* block) noexcept;
 
   const std::size_t block_size_;
   const std::size_t max_free_blocks_;
