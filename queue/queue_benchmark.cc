@@ -233,30 +233,6 @@ void BM_MutexDeque(benchmark::State& state) {
 constexpr std::size_t kMessageSize = 64;
 constexpr int kMaxIov = 64;
 
-// One iteration: append range(0) 64-byte messages, then one writev-shaped
-// drain: expose the front as iovecs and consume what "writev" took (all of
-// it). items = messages.
-void BM_MessageQueue_Append64Writev(benchmark::State& state) {
-  const int messages = static_cast<int>(state.range(0));
-  const std::string message(kMessageSize, 'm');
-  BlockPool pool;
-  MessageQueue queue(&pool);
-  struct iovec iov[kMaxIov];
-  auto round = [&] {
-    for (int m = 0; m < messages; ++m) queue.Append(message);
-    const int n = queue.FillIovec(iov, kMaxIov);
-    std::size_t written = 0;
-    for (int i = 0; i < n; ++i) written += iov[i].iov_len;
-    benchmark::DoNotOptimize(iov);
-    queue.Consume(written);
-  };
-  round();  // warm-up: the pool's first block
-  AllocationMeter allocs;
-  for (auto _ : state) round();
-  allocs.Report(state, messages);
-  state.SetItemsProcessed(state.iterations() * messages);
-}
-
 // The baseline: a deque of owned strings and an offset into the first.
 class StringDequeOutput {
  public:
@@ -290,24 +266,40 @@ class StringDequeOutput {
   std::size_t front_offset_ = 0;
 };
 
-void BM_DequeString_Append64Writev(benchmark::State& state) {
+// One iteration: append range(0) 64-byte messages to `output` (a
+// MessageQueue or the baseline; the message is an lvalue, so both copy it),
+// then one writev-shaped drain: expose the front as iovecs and consume what
+// "writev" took (all of it). items = messages; allocs/op is per message,
+// after one warm-up round.
+template <typename Output>
+void RunAppend64Writev(benchmark::State& state, Output& output) {
   const int messages = static_cast<int>(state.range(0));
   const std::string message(kMessageSize, 'm');
-  StringDequeOutput queue;
   struct iovec iov[kMaxIov];
   auto round = [&] {
-    for (int m = 0; m < messages; ++m) queue.Append(message);
-    const int n = queue.FillIovec(iov, kMaxIov);
+    for (int m = 0; m < messages; ++m) output.Append(message);
+    const int n = output.FillIovec(iov, kMaxIov);
     std::size_t written = 0;
     for (int i = 0; i < n; ++i) written += iov[i].iov_len;
     benchmark::DoNotOptimize(iov);
-    queue.Consume(written);
+    output.Consume(written);
   };
   round();
   AllocationMeter allocs;
   for (auto _ : state) round();
   allocs.Report(state, messages);
   state.SetItemsProcessed(state.iterations() * messages);
+}
+
+void BM_MessageQueue_Append64Writev(benchmark::State& state) {
+  BlockPool pool;
+  MessageQueue queue(&pool);
+  RunAppend64Writev(state, queue);
+}
+
+void BM_DequeString_Append64Writev(benchmark::State& state) {
+  StringDequeOutput queue;
+  RunAppend64Writev(state, queue);
 }
 
 // Registered in pairs, nbio first, so each baseline is the next row.
