@@ -1,7 +1,5 @@
 #include "queue/message_queue.h"
 
-#include <limits.h>  // IOV_MAX
-
 #include <algorithm>
 #include <cstring>
 #include <new>
@@ -49,22 +47,6 @@ void BlockPool::ReleaseFreeBlocks() noexcept {
 
 // ------------------------------------------------------------- MessageQueue
 
-// The header at the start of every block. Copied bytes follow it up to the
-// end of the pool block; an adopted block holds a std::string there instead,
-// and [read, end) lies in that string's buffer. Pointers rather than offsets
-// so FillIovec is a copy of two fields per block; 32 bytes of a 4 KiB block.
-struct MessageQueue::Block {
-  Block* next;
-  char* read;  // first unsent byte
-  char* end;   // one past the last queued byte
-  bool adopted;
-
-  char* payload() { return reinterpret_cast<char*>(this + 1); }
-  std::string* adopted_string() {
-    return std::launder(reinterpret_cast<std::string*>(payload()));
-  }
-};
-
 MessageQueue::MessageQueue(MessageQueue&& other) noexcept
     : pool_(other.pool_),
       head_(std::exchange(other.head_, nullptr)),
@@ -83,7 +65,7 @@ MessageQueue& MessageQueue::operator=(MessageQueue&& other) noexcept {
   return *this;
 }
 
-MessageQueue::Block* MessageQueue::NewBlock(bool adopted) {
+inline MessageQueue::Block* MessageQueue::NewBlock(bool adopted) {
   // What a block must hold beyond the header: one adopted std::string, and
   // at least a few copied bytes. (Here because Block is private.)
   static_assert(sizeof(Block) + sizeof(std::string) <= BlockPool::kMinBlockSize,
@@ -98,7 +80,7 @@ MessageQueue::Block* MessageQueue::NewBlock(bool adopted) {
   return block;
 }
 
-void MessageQueue::Link(Block* block) {
+inline void MessageQueue::Link(Block* block) {
   if (tail_ == nullptr) {
     head_ = block;
   } else {
@@ -107,30 +89,27 @@ void MessageQueue::Link(Block* block) {
   tail_ = block;
 }
 
-void MessageQueue::Release(Block* block) noexcept {
+inline void MessageQueue::Release(Block* block) noexcept {
   if (block->adopted) {
     using std::string;
-    block->adopted_string()->~string();
+    std::launder(reinterpret_cast<std::string*>(block->payload()))->~string();
   }
   block->~Block();
   pool_->Deallocate(block);
 }
 
-void MessageQueue::Append(absl::string_view bytes) {
+void MessageQueue::AppendSlow(absl::string_view bytes) {
   const char* src = bytes.data();
   std::size_t left = bytes.size();
-  if (left == 0) return;
   size_ += left;
   // Fill what the tail block has left first: many small messages share one
   // block, and so one iovec.
-  if (tail_ != nullptr && !tail_->adopted) {
-    char* const limit = reinterpret_cast<char*>(tail_) + pool_->block_size();
-    const std::size_t n =
-        std::min(left, static_cast<std::size_t>(limit - tail_->end));
-    std::memcpy(tail_->end, src, n);
-    tail_->end += n;
-    src += n;
-    left -= n;
+  const std::size_t room = std::min(left, TailRoom());
+  if (room > 0) {
+    std::memcpy(tail_->end, src, room);
+    tail_->end += room;
+    src += room;
+    left -= room;
   }
   const std::size_t capacity = pool_->block_size() - sizeof(Block);
   while (left > 0) {
@@ -159,19 +138,7 @@ void MessageQueue::Append(std::string&& owned) {
   Link(block);
 }
 
-int MessageQueue::FillIovec(struct iovec* iov, int max_iov) const {
-  const int limit = std::min(max_iov, IOV_MAX);
-  int n = 0;
-  for (Block* block = head_; block != nullptr && n < limit;
-       block = block->next) {
-    iov[n].iov_base = block->read;
-    iov[n].iov_len = static_cast<std::size_t>(block->end - block->read);
-    ++n;
-  }
-  return n;
-}
-
-void MessageQueue::Consume(std::size_t n) {
+void MessageQueue::ConsumeSlow(std::size_t n) {
   NBIO_CHECK_MSG(n <= size_, "Consume() past the end of the queue");
   size_ -= n;
   while (n > 0) {
