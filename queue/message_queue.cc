@@ -65,21 +65,6 @@ MessageQueue& MessageQueue::operator=(MessageQueue&& other) noexcept {
   return *this;
 }
 
-inline MessageQueue::Block* MessageQueue::NewBlock(bool adopted) {
-  // What a block must hold beyond the header: one adopted std::string, and
-  // at least a few copied bytes. (Here because Block is private.)
-  static_assert(sizeof(Block) + sizeof(std::string) <= BlockPool::kMinBlockSize,
-                "kMinBlockSize cannot hold a header and an adopted string");
-  static_assert(alignof(std::string) <= alignof(Block) &&
-                    sizeof(Block) % alignof(std::string) == 0,
-                "an adopted string would be misaligned after the header");
-  Block* block = new (pool_->Allocate()) Block;
-  block->next = nullptr;
-  block->read = block->end = block->payload();
-  block->adopted = adopted;
-  return block;
-}
-
 inline void MessageQueue::Link(Block* block) {
   if (tail_ == nullptr) {
     head_ = block;
@@ -111,7 +96,7 @@ void MessageQueue::AppendSlow(absl::string_view bytes) {
     src += room;
     left -= room;
   }
-  const std::size_t capacity = pool_->block_size() - sizeof(Block);
+  const std::size_t capacity = BlockCapacity();
   while (left > 0) {
     Block* block = NewBlock(/*adopted=*/false);
     const std::size_t n = std::min(left, capacity);
@@ -124,6 +109,12 @@ void MessageQueue::AppendSlow(absl::string_view bytes) {
 }
 
 void MessageQueue::Append(std::string&& owned) {
+  // A block must hold its header and one adopted std::string, aligned.
+  static_assert(sizeof(Block) + sizeof(std::string) <= BlockPool::kMinBlockSize,
+                "kMinBlockSize cannot hold a header and an adopted string");
+  static_assert(alignof(std::string) <= alignof(Block) &&
+                    sizeof(Block) % alignof(std::string) == 0,
+                "an adopted string would be misaligned after the header");
   if (owned.size() < kMinAdoptSize) {
     Append(absl::string_view(owned));
     return;

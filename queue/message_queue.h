@@ -166,10 +166,20 @@ class MessageQueue {
   // new pool blocks. Zero bytes: a no-op.
   void Append(absl::string_view bytes) {
     if (bytes.empty()) return;
-    if (bytes.size() <= TailRoom()) {  // the common case: inline
+    // The common cases inline: the bytes fit in the tail block, or the queue
+    // is empty and they fit in one new block.
+    if (bytes.size() <= TailRoom()) {
       std::memcpy(tail_->end, bytes.data(), bytes.size());
       tail_->end += bytes.size();
       size_ += bytes.size();
+      return;
+    }
+    if (tail_ == nullptr && bytes.size() <= BlockCapacity()) {
+      Block* block = NewBlock(/*adopted=*/false);
+      std::memcpy(block->end, bytes.data(), bytes.size());
+      block->end += bytes.size();
+      head_ = tail_ = block;
+      size_ = bytes.size();
       return;
     }
     AppendSlow(bytes);
@@ -202,11 +212,22 @@ class MessageQueue {
   // Drops the first `n` bytes, `n <= size()` (a broken invariant otherwise),
   // typically what writev() returned. Blocks emptied go back to the pool.
   void Consume(std::size_t n) {
-    if (head_ != nullptr &&
-        n < static_cast<std::size_t>(head_->end - head_->read)) {
-      head_->read += n;  // the common partial write: inline
-      size_ -= n;
-      return;
+    // The common cases inline: a partial write inside the first block, and
+    // a write that took everything from a one-block queue.
+    if (head_ != nullptr) {
+      if (n < static_cast<std::size_t>(head_->end - head_->read)) {
+        head_->read += n;
+        size_ -= n;
+        return;
+      }
+      if (n == size_ && head_ == tail_ && !head_->adopted) {
+        Block* block = head_;
+        head_ = tail_ = nullptr;
+        size_ = 0;
+        block->~Block();
+        pool_->Deallocate(block);
+        return;
+      }
     }
     ConsumeSlow(n);
   }
@@ -242,12 +263,24 @@ class MessageQueue {
                                     pool_->block_size() - tail_->end);
   }
 
+  // Bytes of copied data a block holds after its header.
+  std::size_t BlockCapacity() const {
+    return pool_->block_size() - sizeof(Block);
+  }
+
+  // A new block from the pool, header initialised, not yet linked.
+  Block* NewBlock(bool adopted) {
+    Block* block = new (pool_->Allocate()) Block;
+    block->next = nullptr;
+    block->read = block->end = block->payload();
+    block->adopted = adopted;
+    return block;
+  }
+
   // The out-of-line halves of Append and Consume: filling the tail and
   // taking new blocks; consuming past the first block.
   void AppendSlow(absl::string_view bytes);
   void ConsumeSlow(std::size_t n);
-  // A new block from the pool, header initialised, not yet linked.
-  Block* NewBlock(bool adopted);
   void Link(Block* block);
   void Release(Block* block) noexcept;
 
