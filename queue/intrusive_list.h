@@ -26,10 +26,11 @@
 #define NBIO_QUEUE_INTRUSIVE_LIST_H_
 
 #include <cstddef>
-#include <cstring>
 #include <iterator>
 #include <type_traits>
 #include <utility>
+
+#include "queue/container_of.h"
 
 namespace nbio {
 
@@ -222,21 +223,8 @@ class IntrusiveList {
  private:
   static ListHook& HookOf(T& item) noexcept { return item.*Hook; }
 
-  // Byte offset of the hook inside T. Under the Itanium C++ ABI (GCC, Clang on
-  // Linux) a pointer to data member is represented as exactly that offset;
-  // reading it this way avoids the null-pointer arithmetic of offsetof-style
-  // tricks, which UBSan rightly flags on non-standard-layout types.
-  static std::ptrdiff_t HookOffset() noexcept {
-    static_assert(sizeof(Hook) == sizeof(std::ptrdiff_t),
-                  "pointer-to-member is not an offset on this ABI");
-    ListHook T::*member = Hook;
-    std::ptrdiff_t offset;
-    std::memcpy(&offset, &member, sizeof(offset));
-    return offset;
-  }
   static T* FromHook(const ListHook* hook) noexcept {
-    return reinterpret_cast<T*>(
-        const_cast<char*>(reinterpret_cast<const char*>(hook)) - HookOffset());
+    return internal::ContainerOf(hook, Hook);
   }
 
   T* Pop(ListHook* hook) noexcept {
