@@ -72,21 +72,11 @@ FdWatcher::~FdWatcher() {
 absl::Status FdWatcher::SetInterest(uint32_t interest) {
   NBIO_DCHECK(loop_->IsInLoopThread());
   NBIO_CHECK((interest & ~(kReadable | kWritable)) == 0);
-  const bool was_active = entry_.is_registered() && entry_.interest() != 0;
-  absl::Status status =
-      entry_.is_registered()
-          ? loop_->poller_->Modify(&entry_, interest)
-          : loop_->poller_->Add(&entry_, fd_, interest);
-  if (!status.ok()) return status;
-  loop_->active_fd_watchers_ += (interest != 0 ? 1 : 0) - (was_active ? 1 : 0);
-  return absl::OkStatus();
+  return entry_.is_registered() ? loop_->poller_->Modify(&entry_, interest)
+                                : loop_->poller_->Add(&entry_, fd_, interest);
 }
 
-void FdWatcher::Stop() {
-  if (!entry_.is_registered()) return;
-  if (entry_.interest() != 0) --loop_->active_fd_watchers_;
-  loop_->poller_->Remove(&entry_);
-}
+void FdWatcher::Stop() { loop_->poller_->Remove(&entry_); }
 
 void FdWatcher::OnEvents(PollerEntry* entry, uint32_t events) {
   FdWatcher* self = static_cast<Entry*>(entry)->owner;
@@ -199,8 +189,14 @@ bool EventLoop::IsInLoopThread() const {
                        owner_thread_.load(std::memory_order_relaxed));
 }
 
+int EventLoop::ActiveIo() const {
+  int internal = wakeup_entry_.interest() != 0 ? 1 : 0;
+  if (signal_entry_.is_registered() && signal_entry_.interest() != 0) ++internal;
+  return poller_->active() - internal;
+}
+
 bool EventLoop::HasWork() const {
-  return !tasks_.empty() || timers_scheduled_ > 0 || active_fd_watchers_ > 0 ||
+  return !tasks_.empty() || timers_scheduled_ > 0 || ActiveIo() > 0 ||
          !signal_handlers_.empty() || keep_alive_ > 0 ||
          !remote_tasks_.empty() || !deferred_.empty();
 }
@@ -466,7 +462,7 @@ EventLoop::KeepAlive::~KeepAlive() {
 LoopLoad EventLoop::Load() const {
   LoopLoad load;
   load.tasks_ready = tasks_.size();
-  load.fds_waiting = active_fd_watchers_;
+  load.fds_waiting = ActiveIo();
   load.timers_sleeping = timers_scheduled_;
   return load;
 }

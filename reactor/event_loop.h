@@ -79,7 +79,7 @@ struct LoopCounters {
 // A snapshot of what is waiting, for issue-6-style queue introspection.
 struct LoopLoad {
   size_t tasks_ready = 0;      // posted, not yet run
-  int fds_waiting = 0;         // user fd watchers with interest
+  int fds_waiting = 0;         // fd watchers and connections with interest
   size_t timers_sleeping = 0;  // scheduled user timers
 };
 
@@ -281,6 +281,9 @@ class EventLoop {
             std::unique_ptr<Wakeup> wakeup, Clock* clock);
 
   bool HasWork() const;
+  // Registered entries with interest, not counting the loop's own (the
+  // wake-up fd, the signalfd).
+  int ActiveIo() const;
   void RunDueTimers();
   void RunTasks();
   void DrainRemoteTasks();
@@ -318,7 +321,6 @@ class EventLoop {
   SignalEntry signal_entry_{this};
   absl::flat_hash_map<int, absl::AnyInvocable<void(int)>> signal_handlers_;
 
-  int active_fd_watchers_ = 0;
   int keep_alive_ = 0;
   std::vector<DeferredDelete> deferred_;
   LoopCounters counters_;

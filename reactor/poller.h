@@ -65,13 +65,18 @@ class PollerEntry {
 
  private:
   friend class Poller;
+  // Ordered so the data ends at byte 18 on LP64: a class deriving from
+  // PollerEntry (a TCP connection) may place its own small fields in the
+  // 6 bytes of tail padding (Itanium C++ ABI), which keeps an idle
+  // connection within its 128-byte budget.
   Callback callback_;
   int fd_ = -1;
-  uint8_t interest_ = 0;
-  // Backend-private state: the epoll backend's "interest the kernel has", the
-  // poll backend's slot index. Kept here so backends need no per-fd map.
-  uint8_t backend_flags_ = 0;
+  // Backend-private state: the poll backend's slot index and the epoll
+  // backend's "interest the kernel has". Kept here so backends need no
+  // per-fd map.
   int32_t backend_index_ = -1;
+  uint8_t interest_ = 0;
+  uint8_t backend_flags_ = 0;
 };
 
 class Poller {
@@ -105,16 +110,24 @@ class Poller {
   // How many entries are registered.
   virtual int size() const = 0;
 
+  // How many registered entries have some interest: what keeps a loop alive,
+  // whoever embeds the entry (a watcher, a connection). Kept by the helpers
+  // below, so every backend gets it right.
+  int active() const { return active_; }
+
  protected:
   // Backends reach the entry's fields only through these.
-  static void SetRegistration(PollerEntry* e, int fd, uint32_t interest) {
+  void SetRegistration(PollerEntry* e, int fd, uint32_t interest) {
     e->fd_ = fd;
     e->interest_ = static_cast<uint8_t>(interest);
+    if (interest != 0) ++active_;
   }
-  static void SetInterest(PollerEntry* e, uint32_t interest) {
+  void SetInterest(PollerEntry* e, uint32_t interest) {
+    active_ += (interest != 0 ? 1 : 0) - (e->interest_ != 0 ? 1 : 0);
     e->interest_ = static_cast<uint8_t>(interest);
   }
-  static void ClearRegistration(PollerEntry* e) {
+  void ClearRegistration(PollerEntry* e) {
+    if (e->interest_ != 0) --active_;
     e->fd_ = -1;
     e->interest_ = 0;
     e->backend_flags_ = 0;
@@ -137,6 +150,9 @@ class Poller {
   // -1 stays -1, and huge values are capped at INT_MAX ms (24 days: the loop
   // simply waits again).
   static int TimeoutMillis(int64_t timeout_nanos);
+
+ private:
+  int active_ = 0;
 };
 
 }  // namespace nbio
