@@ -95,12 +95,16 @@ void EpollPoller::Remove(PollerEntry* entry) {
   if (BackendFlags(entry) & kInKernel) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, entry->fd(), nullptr);
   }
+  // Wait() noted the entry's slot in this batch (read it before the
+  // registration is cleared): drop its event if not dispatched yet. O(1);
+  // epoll reports an fd once per batch, and the pointer check rejects a slot
+  // noted in an earlier batch.
+  const int32_t slot = BackendIndex(entry);
   ClearRegistration(entry);
   --size_;
-  if (dispatching_) {
-    for (int i = dispatch_index_ + 1; i < dispatch_count_; ++i) {
-      if (events_[i].data.ptr == entry) events_[i].data.ptr = nullptr;
-    }
+  if (dispatching_ && slot > dispatch_index_ && slot < dispatch_count_ &&
+      events_[slot].data.ptr == entry) {
+    events_[slot].data.ptr = nullptr;
   }
 }
 
@@ -111,6 +115,11 @@ absl::StatusOr<int> EpollPoller::Wait(int64_t timeout_nanos) {
   if (n < 0) {
     if (errno == EINTR) return 0;
     return ErrnoStatus("epoll_wait", errno);
+  }
+  // Note each entry's slot, for Remove() during dispatch (backend_index_ is
+  // otherwise unused by this backend).
+  for (int i = 0; i < n; ++i) {
+    BackendIndex(static_cast<PollerEntry*>(events_[i].data.ptr)) = i;
   }
   dispatching_ = true;
   dispatch_count_ = n;

@@ -4,9 +4,10 @@
 // and again only when the interest really changes (a re-arm per operation is
 // the classic 25% throughput loss); an entry with no interest leaves the
 // kernel's set until it has some again. The event array grows when a Wait fills
-// it, up to kMaxEvents. Removing an entry during dispatch scans the rest of
-// the current batch and drops its events (libuv's approach): O(batch) per
-// removal, and nothing is ever delivered to a removed or re-added entry.
+// it, up to kMaxEvents. Before dispatching, each entry's slot in the batch is
+// noted in the entry, so removing an entry during dispatch drops its pending
+// event in O(1) (libuv scans the rest of the batch instead): nothing is ever
+// delivered to a removed or re-added entry.
 #ifndef NBIO_REACTOR_EPOLL_POLLER_H_
 #define NBIO_REACTOR_EPOLL_POLLER_H_
 

@@ -91,11 +91,14 @@ absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
     return ErrnoStatus("select", err);
   }
   int dispatched = 0;
-  for (int fd = 0; fd < limit && n > 0; ++fd) {
+  // select() counts ready bits, not fds: stop once all n have been seen.
+  int bits_left = n;
+  for (int fd = 0; fd < limit && bits_left > 0; ++fd) {
     uint32_t raw = 0;
     if (FD_ISSET(fd, &read_ready_)) raw |= kReadable;
     if (FD_ISSET(fd, &write_ready_)) raw |= kWritable;
     if (raw == 0) continue;
+    bits_left -= ((raw & kReadable) ? 1 : 0) + ((raw & kWritable) ? 1 : 0);
     FD_CLR(fd, &read_ready_);
     FD_CLR(fd, &write_ready_);
     PollerEntry* entry = entries_[fd];
