@@ -53,8 +53,7 @@ absl::StatusOr<std::unique_ptr<TcpServer>> TcpServer::Create(
 TcpServer::TcpServer(EventLoop* loop, ConnectionHandler* handler,
                      TcpServerOptions options, int listen_fd,
                      SocketAddress address)
-    : loop_(loop),
-      options_(std::move(options)),
+    : options_(std::move(options)),
       listen_fd_(listen_fd),
       address_(address),
       reserve_fd_(OpenReserveFd()),

@@ -102,7 +102,6 @@ class TcpServer {
   void ResumeAccepting();
   void Refuse(const absl::Status& reason);
 
-  EventLoop* const loop_;
   TcpServerOptions options_;
   int listen_fd_;
   SocketAddress address_;
