@@ -16,6 +16,7 @@
 //     is not in the past unless a timer is due, is stable when asked twice,
 //     and advancing to it makes progress (something runs, or it moves later);
 //   - is_scheduled(), deadline(), empty() and now() agree with the model.
+// Callbacks of even-numbered timers also call NextExpiry() mid-Advance.
 // Callbacks perform actions (cancel or destroy another timer, re-arm
 // themselves in the past / same slot / elsewhere, periodic re-arms, destroy
 // their own owner) that the model mirrors.
