@@ -4,16 +4,16 @@
 // Timers are intrusive: a TimerNode is embedded in the object it times out
 // (a connection, a task), so scheduling and cancelling never allocate.
 //
-//   struct Connection {
+//   struct Connection : nbio::TimerNode {  // its idle timeout
+//     Connection() : TimerNode(&Connection::OnIdle) {}
 //     static void OnIdle(nbio::TimerNode* node) {
-//       Connection* c = ...;  // recover the owner from the node
-//       c->Close();
+//       static_cast<Connection*>(node)->Close();
 //     }
-//     nbio::TimerNode idle_timer{&Connection::OnIdle};
+//     void Close();
 //   };
 //
 //   nbio::TimerWheel wheel(clock->NowNanos());
-//   wheel.Schedule(&conn->idle_timer, clock->NowNanos() + kIdleNanos);
+//   wheel.Schedule(conn, clock->NowNanos() + kIdleNanos);
 //   for (;;) {
 //     std::optional<int64_t> next = wheel.NextExpiry();
 //     poller.Wait(next ? *next - clock->NowNanos() : kForever);
@@ -90,9 +90,10 @@ class UnsignedDivider {
 
 }  // namespace timers_internal
 
-// A timer, embedded in the object it belongs to; 32 bytes. The owner's
-// callback gets the node back and recovers itself from it (a member offset, or
-// a node at the start of the owner).
+// A timer, embedded in the object it belongs to; 32 bytes. The callback gets
+// the node back and recovers its owner from it: a static_cast when the owner
+// derives from TimerNode (one timer per owner), or the member's offset, as
+// queue/intrusive_list.h does for its hooks (several).
 //
 // Ownership: the embedding object owns the node; a wheel never owns a node, it
 // only links it. A node cancels itself when destroyed, so an owner may be
@@ -151,11 +152,12 @@ static_assert(sizeof(TimerNode) <= 32, "TimerNode must stay within 32 bytes");
 // boundary.
 //
 // Range: six levels of 64 slots. Level L slots are 64^L ticks wide; the top
-// level is circular and covers the next 63 * 2^30 ticks (2.1 years at 1 ms,
-// 19 hours at 1 us). A deadline beyond that is clamped into the farthest top
-// level slot, re-checked when that slot is reached, and placed again (or
-// clamped again): it is never fired early, and costs one re-placement per
-// 2^30 ticks.
+// level (2^30-tick slots) is circular and holds the 63 slots after the
+// current one, so deadlines up to at least 62 * 2^30 ticks ahead are placed
+// exactly (2.1 years at 1 ms, 18 hours at 1 us, 66 s at 1 ns). A deadline
+// beyond that is clamped into the farthest top-level slot, re-checked when
+// that slot is reached, and placed again (or clamped again): it never fires
+// early, and costs one re-placement per rotation of the top level.
 //
 // Complexity: Schedule, Cancel: O(1); ScheduleWithin: O(levels); none
 // allocates. NextExpiry: O(levels) from the bitmaps, cached until the wheel
@@ -238,21 +240,21 @@ class TimerWheel {
   // in (Advance at that time moves it down; it makes progress, so waking up
   // at NextExpiry() never loops). A multiple of the resolution, or INT64_MAX
   // when that time is beyond int64_t nanoseconds. nullopt when nothing is
-  // scheduled. O(levels) from the bitmaps, cached until a slot is emptied or
-  // Advance runs.
+  // scheduled. O(levels) from the bitmaps; cached until a list empties or
+  // Advance runs (scheduling lowers the cached value in place).
   std::optional<int64_t> NextExpiry();
 
   // Moves the wheel to `now_nanos` and runs every timer whose rounded-up
-  // deadline is <= now_nanos, each exactly once; returns how many ran. Timers
-  // already overdue when it starts (scheduled in the past) run first, in the
-  // order they were scheduled; the others in deadline order (those of the
-  // same tick in no particular order). A time
-  // earlier than now() is taken as now(). A callback may schedule, re-arm or
-  // cancel any timer, including one due in this same batch (which then does
-  // not run), and may destroy any node's owner. A timer (re)scheduled from
-  // inside a callback never runs within the same Advance call, even if
-  // already due: it runs on the next one, so a zero-period periodic timer
-  // cannot spin the loop. Must not be called from a callback.
+  // deadline is <= now_nanos, each exactly once; returns how many ran. A time
+  // earlier than now() is taken as now(). Timers already overdue when it
+  // starts (scheduled in the past) run first, in the order they were
+  // scheduled; the others in deadline order (those of one tick in no
+  // particular order). A callback may schedule, re-arm or cancel any timer,
+  // including one due in this same batch (which then does not run), and may
+  // destroy any node's owner. A timer (re)scheduled from inside a callback
+  // never runs within the same Advance call, even if already due: it runs on
+  // the next one, so a zero-period periodic timer cannot spin the loop. Must
+  // not be called from a callback.
   size_t Advance(int64_t now_nanos);
 
   // The latest time given to the constructor or Advance.
