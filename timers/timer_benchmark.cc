@@ -17,6 +17,8 @@
 //   RearmRandom/N       N outstanding timers (deadlines spread over 60 s); a
 //                       random one is cancelled and re-armed to a random
 //                       deadline: connection timeouts under load.
+//   RandomNodeTouch/N   its floor: a read and write of a random node of the
+//                       same size, the cache miss no structure avoids.
 //   Expire/N            N timers over 10 s, all run by one Advance.
 //   ExpireStepwise/N    the same, one Advance per millisecond, as a loop
 //                       does.
@@ -152,6 +154,32 @@ void BM_RearmRandom(benchmark::State& state) {
   }
   meter.Report(state);
 }
+
+// The floor under RearmRandom: the one cache miss every structure pays per
+// operation, a read and a write of a random 32-byte node among n. Not a
+// timer structure, so not in the ratio table.
+void BM_RandomNodeTouch(benchmark::State& state) {
+  struct Node {
+    int64_t fields[4];
+  };
+  static_assert(sizeof(Node) == sizeof(TimerNode), "same footprint");
+  const size_t n = static_cast<size_t>(state.range(0));
+  constexpr size_t kOps = size_t{1} << 20;
+  auto nodes = std::make_unique<Node[]>(n);
+  std::vector<std::pair<uint32_t, int64_t>> ops(kOps);
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<uint32_t> which(0,
+                                                static_cast<uint32_t>(n - 1));
+  for (auto& op : ops) op = {which(rng), static_cast<int64_t>(rng())};
+  size_t k = 0;
+  for (auto _ : state) {
+    Node& node = nodes[ops[k].first];
+    node.fields[0] = node.fields[1] + ops[k].second;
+    k = (k + 1) & (kOps - 1);
+  }
+  benchmark::DoNotOptimize(nodes.get());
+}
+BENCHMARK(BM_RandomNodeTouch)->Arg(1000000);
 
 // One Advance (or one per millisecond) runs n timers spread over 10 s.
 template <typename Q, bool kStepwise>
