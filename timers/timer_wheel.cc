@@ -88,6 +88,7 @@ namespace {
 
 using timers_internal::Link;
 using timers_internal::ListHead;
+using timers_internal::PushBack;
 
 constexpr int kBitsBelowTop = (TimerWheel::kLevels - 1) * TimerWheel::kSlotBits;
 
@@ -117,13 +118,6 @@ void InitHead(ListHead* head, TimerWheel* wheel, uint32_t id) {
   head->prev = head->next = head;
   head->wheel = wheel;
   head->id = id;
-}
-
-void PushBack(ListHead* head, Link* link) {
-  link->next = head;
-  link->prev = head->prev;
-  head->prev->next = link;
-  head->prev = link;
 }
 
 // Moves every node of `from` to the end of `to`, leaving `from` empty.
@@ -180,44 +174,6 @@ TimerWheel::~TimerWheel() {
   Orphan(&batch_);
 }
 
-uint64_t TimerWheel::CeilTick(int64_t deadline) const {
-  if (deadline <= origin_nanos_) return 0;
-  const uint64_t delta =
-      static_cast<uint64_t>(deadline) - static_cast<uint64_t>(origin_nanos_);
-  return divider_.Divide(delta - 1) + 1;
-}
-
-int64_t TimerWheel::TickToNanos(uint64_t tick) const {
-  if (tick > max_tick_) return std::numeric_limits<int64_t>::max();
-  return static_cast<int64_t>(static_cast<uint64_t>(origin_nanos_) +
-                              tick * static_cast<uint64_t>(resolution_));
-}
-
-uint32_t TimerWheel::SlotFor(uint64_t t) const {
-  const uint64_t diff = t ^ elapsed_;
-  if (diff >> kBitsBelowTop == 0) {
-    // `| 63` makes a difference in the lowest digit count as level 0.
-    const int level =
-        (63 - __builtin_clzll(diff | (kSlotsPerLevel - 1))) / kSlotBits;
-    return static_cast<uint32_t>(level * kSlotsPerLevel) +
-           static_cast<uint32_t>((t >> (level * kSlotBits)) &
-                                 (kSlotsPerLevel - 1));
-  }
-  // Top level: at most 63 slots ahead of elapsed_'s own top-level slot.
-  const uint64_t distance = std::min<uint64_t>(
-      (t >> kBitsBelowTop) - (elapsed_ >> kBitsBelowTop), kSlotsPerLevel - 1);
-  return static_cast<uint32_t>(kTopLevel * kSlotsPerLevel) +
-         static_cast<uint32_t>(((elapsed_ >> kBitsBelowTop) + distance) &
-                               (kSlotsPerLevel - 1));
-}
-
-uint64_t TimerWheel::SlotStartTick(uint32_t id) const {
-  const int shift = static_cast<int>(id / kSlotsPerLevel) * kSlotBits;
-  const uint64_t distance =
-      (id - (elapsed_ >> shift)) & (kSlotsPerLevel - 1);  // 1..63
-  return ((elapsed_ >> shift) + distance) << shift;
-}
-
 uint64_t TimerWheel::NextSlotTick() const {
   // Every slot of level L is reached before any slot of level L + 1, so the
   // first non-empty level has the answer.
@@ -236,16 +192,6 @@ uint64_t TimerWheel::NextSlotTick() const {
   return kNoTick;
 }
 
-void TimerWheel::LinkToSlot(TimerNode* node, uint32_t id) {
-  PushBack(&slots_[id], node);
-  uint64_t& word = occupied_[id >> kSlotBits];
-  const uint64_t bit = uint64_t{1} << (id & (kSlotsPerLevel - 1));
-  if ((word & bit) == 0) {
-    word |= bit;
-    cached_tick_ = std::min(cached_tick_, SlotStartTick(id));
-  }
-}
-
 void TimerWheel::NoteDue(int64_t fire_nanos) {
   if (ListEmpty(pending_) && ListEmpty(batch_)) {
     due_min_nanos_ = fire_nanos;
@@ -257,40 +203,26 @@ void TimerWheel::NoteDue(int64_t fire_nanos) {
 void TimerWheel::LinkDue(TimerNode* node, ListHead* list, int64_t fire_nanos) {
   NoteDue(fire_nanos);
   PushBack(list, node);
+  if (cache_valid_ &&
+      (!cached_next_.has_value() || fire_nanos < *cached_next_)) {
+    cached_next_ = fire_nanos;
+  }
 }
 
-void TimerWheel::Schedule(TimerNode* node, int64_t deadline_nanos) {
-  NBIO_DCHECK(node != nullptr);
-  const uint64_t t = CeilTick(deadline_nanos);
-  if (t <= horizon_) {
-    node->Unlink();
-    node->deadline_ = deadline_nanos;
-    // The firing time, for NextExpiry: the deadline rounded up to a tick.
-    int64_t fire = origin_nanos_;
-    if (deadline_nanos > origin_nanos_) {
-      fire = TickToNanos(t);
-    } else {
-      const uint64_t back = static_cast<uint64_t>(origin_nanos_) -
-                            static_cast<uint64_t>(deadline_nanos);
-      fire = static_cast<int64_t>(static_cast<uint64_t>(origin_nanos_) -
-                                  divider_.Divide(back) *
-                                      static_cast<uint64_t>(resolution_));
-    }
-    LinkDue(node, &pending_, fire);
-    return;
-  }
-  const uint32_t id = SlotFor(t);
-  if (node->is_scheduled()) {
-    // Ticks above horizon_ mean a slot, not a due list (horizon_ only grows).
-    const uint64_t old = CeilTick(node->deadline_);
-    if (old > horizon_ && SlotFor(old) == id) {
-      node->deadline_ = deadline_nanos;  // same slot: nothing to move
-      return;
-    }
-    node->Unlink();
-  }
+void TimerWheel::ScheduleDue(TimerNode* node, int64_t deadline_nanos,
+                             uint64_t tick) {
+  node->Unlink();
   node->deadline_ = deadline_nanos;
-  LinkToSlot(node, id);
+  // The firing time, for NextExpiry: the deadline rounded up to a tick.
+  int64_t fire = TickToNanos(tick);
+  if (deadline_nanos <= origin_nanos_) {
+    const uint64_t back = static_cast<uint64_t>(origin_nanos_) -
+                          static_cast<uint64_t>(deadline_nanos);
+    fire = static_cast<int64_t>(static_cast<uint64_t>(origin_nanos_) -
+                                divider_.Divide(back) *
+                                    static_cast<uint64_t>(resolution_));
+  }
+  LinkDue(node, &pending_, fire);
 }
 
 void TimerWheel::ScheduleWithin(TimerNode* node, int64_t deadline_nanos,
@@ -343,18 +275,16 @@ void TimerWheel::ScheduleNextPeriod(TimerNode* node, int64_t period_nanos,
   Schedule(node, next > kMax ? kMax : static_cast<int64_t>(next));
 }
 
-std::optional<int64_t> TimerWheel::NextExpiry() {
-  if (!cache_valid_) {
-    cached_tick_ = NextSlotTick();
-    cache_valid_ = true;
+std::optional<int64_t> TimerWheel::ComputeNextExpiry() {
+  const uint64_t tick = NextSlotTick();
+  std::optional<int64_t> next;
+  if (tick != kNoTick) next = TickToNanos(tick);
+  if (!ListEmpty(pending_) || !ListEmpty(batch_)) {
+    next = next.has_value() ? std::min(*next, due_min_nanos_) : due_min_nanos_;
   }
-  const bool due = !ListEmpty(pending_) || !ListEmpty(batch_);
-  if (cached_tick_ == kNoTick) {
-    if (!due) return std::nullopt;
-    return due_min_nanos_;
-  }
-  const int64_t slot = TickToNanos(cached_tick_);
-  return due ? std::min(slot, due_min_nanos_) : slot;
+  cached_next_ = next;
+  cache_valid_ = true;
+  return next;
 }
 
 bool TimerWheel::empty() const {
@@ -436,6 +366,7 @@ size_t TimerWheel::Advance(int64_t now_nanos) {
                                           static_cast<uint64_t>(origin_nanos_));
   in_advance_ = true;
   horizon_ = target;
+  cache_valid_ = false;  // and so not kept up to date while advancing
 
   // Timers that were already due ran first: they are the earliest.
   SpliceBack(&pending_, &batch_);

@@ -4,16 +4,16 @@
 // Timers are intrusive: a TimerNode is embedded in the object it times out
 // (a connection, a task), so scheduling and cancelling never allocate.
 //
-//   struct Connection {
+//   struct Connection : nbio::TimerNode {  // its idle timeout
+//     Connection() : TimerNode(&Connection::OnIdle) {}
 //     static void OnIdle(nbio::TimerNode* node) {
-//       Connection* c = ...;  // recover the owner from the node
-//       c->Close();
+//       static_cast<Connection*>(node)->Close();
 //     }
-//     nbio::TimerNode idle_timer{&Connection::OnIdle};
+//     void Close();
 //   };
 //
 //   nbio::TimerWheel wheel(clock->NowNanos());
-//   wheel.Schedule(&conn->idle_timer, clock->NowNanos() + kIdleNanos);
+//   wheel.Schedule(conn, clock->NowNanos() + kIdleNanos);
 //   for (;;) {
 //     std::optional<int64_t> next = wheel.NextExpiry();
 //     poller.Wait(next ? *next - clock->NowNanos() : kForever);
@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 
 #include "absl/time/time.h"
@@ -58,6 +59,14 @@ struct ListHead : Link {
   uint32_t id = 0;  // level * 64 + slot, or kNotASlot
 };
 
+// Links `link` (unlinked) at the end of the list headed by `head`.
+inline void PushBack(ListHead* head, Link* link) {
+  link->next = head;
+  link->prev = head->prev;
+  head->prev->next = link;
+  head->prev = link;
+}
+
 // floor(n / d) for a divisor fixed at construction, without a divide
 // instruction: a multiply-high, a subtract, an add and two shifts (Granlund and
 // Montgomery, "Division by invariant integers using multiplication", 1994,
@@ -81,9 +90,10 @@ class UnsignedDivider {
 
 }  // namespace timers_internal
 
-// A timer, embedded in the object it belongs to; 32 bytes. The owner's
-// callback gets the node back and recovers itself from it (a member offset, or
-// a node at the start of the owner).
+// A timer, embedded in the object it belongs to; 32 bytes. The callback gets
+// the node back and recovers its owner from it: a static_cast when the owner
+// derives from TimerNode (one timer per owner), or the member's offset, as
+// queue/intrusive_list.h does for its hooks (several).
 //
 // Ownership: the embedding object owns the node; a wheel never owns a node, it
 // only links it. A node cancels itself when destroyed, so an owner may be
@@ -142,11 +152,12 @@ static_assert(sizeof(TimerNode) <= 32, "TimerNode must stay within 32 bytes");
 // boundary.
 //
 // Range: six levels of 64 slots. Level L slots are 64^L ticks wide; the top
-// level is circular and covers the next 63 * 2^30 ticks (2.1 years at 1 ms,
-// 19 hours at 1 us). A deadline beyond that is clamped into the farthest top
-// level slot, re-checked when that slot is reached, and placed again (or
-// clamped again): it is never fired early, and costs one re-placement per
-// 2^30 ticks.
+// level (2^30-tick slots) is circular and holds the 63 slots after the
+// current one, so deadlines up to at least 62 * 2^30 ticks ahead are placed
+// exactly (2.1 years at 1 ms, 18 hours at 1 us, 66 s at 1 ns). A deadline
+// beyond that is clamped into the farthest top-level slot, re-checked when
+// that slot is reached, and placed again (or clamped again): it never fires
+// early, and costs one re-placement per rotation of the top level.
 //
 // Complexity: Schedule, Cancel: O(1); ScheduleWithin: O(levels); none
 // allocates. NextExpiry: O(levels) from the bitmaps, cached until the wheel
@@ -229,21 +240,21 @@ class TimerWheel {
   // in (Advance at that time moves it down; it makes progress, so waking up
   // at NextExpiry() never loops). A multiple of the resolution, or INT64_MAX
   // when that time is beyond int64_t nanoseconds. nullopt when nothing is
-  // scheduled. O(levels) from the bitmaps, cached until a slot is emptied or
-  // Advance runs.
+  // scheduled. O(levels) from the bitmaps; cached until a list empties or
+  // Advance runs (scheduling lowers the cached value in place).
   std::optional<int64_t> NextExpiry();
 
   // Moves the wheel to `now_nanos` and runs every timer whose rounded-up
-  // deadline is <= now_nanos, each exactly once; returns how many ran. Timers
-  // already overdue when it starts (scheduled in the past) run first, in the
-  // order they were scheduled; the others in deadline order (those of the
-  // same tick in no particular order). A time
-  // earlier than now() is taken as now(). A callback may schedule, re-arm or
-  // cancel any timer, including one due in this same batch (which then does
-  // not run), and may destroy any node's owner. A timer (re)scheduled from
-  // inside a callback never runs within the same Advance call, even if
-  // already due: it runs on the next one, so a zero-period periodic timer
-  // cannot spin the loop. Must not be called from a callback.
+  // deadline is <= now_nanos, each exactly once; returns how many ran. A time
+  // earlier than now() is taken as now(). Timers already overdue when it
+  // starts (scheduled in the past) run first, in the order they were
+  // scheduled; the others in deadline order (those of one tick in no
+  // particular order). A callback may schedule, re-arm or cancel any timer,
+  // including one due in this same batch (which then does not run), and may
+  // destroy any node's owner. A timer (re)scheduled from inside a callback
+  // never runs within the same Advance call, even if already due: it runs on
+  // the next one, so a zero-period periodic timer cannot spin the loop. Must
+  // not be called from a callback.
   size_t Advance(int64_t now_nanos);
 
   // The latest time given to the constructor or Advance.
@@ -262,29 +273,34 @@ class TimerWheel {
   static constexpr uint32_t kNotASlot = kNumSlots;
   static constexpr uint64_t kNoTick = ~uint64_t{0};
 
-  // Called by the node whose unlinking emptied the list `head`.
+  // Called by the node whose unlinking emptied the list `head`: a slot's
+  // bit goes; a due list's minimum is forgotten.
   static void ListEmptied(timers_internal::ListHead* head) {
+    TimerWheel* wheel = head->wheel;
     if (head->id < kNumSlots) {
-      TimerWheel* wheel = head->wheel;
       wheel->occupied_[head->id >> kSlotBits] &=
           ~(uint64_t{1} << (head->id & (kSlotsPerLevel - 1)));
-      wheel->cache_valid_ = false;
     }
+    wheel->cache_valid_ = false;
   }
 
   // Ticks since origin_nanos_ of the first tick boundary at or after
   // `deadline` (0 for a deadline at or before the origin).
-  uint64_t CeilTick(int64_t deadline) const;
+  inline uint64_t CeilTick(int64_t deadline) const;
   // The time of tick boundary `tick`, saturated at INT64_MAX.
-  int64_t TickToNanos(uint64_t tick) const;
+  inline int64_t TickToNanos(uint64_t tick) const;
   // The slot (level * 64 + slot) for tick `t` > elapsed_.
-  uint32_t SlotFor(uint64_t t) const;
+  inline uint32_t SlotFor(uint64_t t) const;
   // The tick at which slot `id` is next reached from elapsed_.
-  uint64_t SlotStartTick(uint32_t id) const;
+  inline uint64_t SlotStartTick(uint32_t id) const;
   // The earliest SlotStartTick of any occupied slot, or kNoTick.
   uint64_t NextSlotTick() const;
+  // NextExpiry() when the cache is stale: computes and caches it.
+  std::optional<int64_t> ComputeNextExpiry();
 
-  void LinkToSlot(TimerNode* node, uint32_t id);
+  inline void LinkToSlot(TimerNode* node, uint32_t id);
+  // Schedule for a tick <= horizon_: the timer goes to pending_.
+  void ScheduleDue(TimerNode* node, int64_t deadline_nanos, uint64_t tick);
   // Lowers due_min_nanos_ for a timer about to join pending_ or batch_.
   void NoteDue(int64_t fire_nanos);
   // Appends to `list`, one of the due lists, keeping due_min_nanos_.
@@ -318,10 +334,11 @@ class TimerWheel {
   uint64_t horizon_ = 0;
   bool in_advance_ = false;
 
-  // NextSlotTick(), valid while cache_valid_. Linking into a newly occupied
-  // slot lowers it in place; emptying a slot or advancing invalidates it.
+  // NextExpiry()'s answer while cache_valid_. Linking into a newly occupied
+  // slot or a due list lowers it in place; emptying a list or advancing
+  // invalidates it.
   bool cache_valid_ = true;
-  uint64_t cached_tick_ = kNoTick;
+  std::optional<int64_t> cached_next_;
   // A lower bound of the firing times of the timers in pending_ and batch_,
   // meaningful while either is non-empty.
   int64_t due_min_nanos_ = 0;
@@ -333,6 +350,83 @@ class TimerWheel {
   // Due timers being run by the current Advance.
   timers_internal::ListHead batch_;
 };
+
+inline uint64_t TimerWheel::CeilTick(int64_t deadline) const {
+  if (deadline <= origin_nanos_) return 0;
+  const uint64_t delta =
+      static_cast<uint64_t>(deadline) - static_cast<uint64_t>(origin_nanos_);
+  return divider_.Divide(delta - 1) + 1;
+}
+
+inline int64_t TimerWheel::TickToNanos(uint64_t tick) const {
+  if (tick > max_tick_) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(static_cast<uint64_t>(origin_nanos_) +
+                              tick * static_cast<uint64_t>(resolution_));
+}
+
+inline uint32_t TimerWheel::SlotFor(uint64_t t) const {
+  constexpr int kBitsBelowTop = kTopLevel * kSlotBits;
+  constexpr uint64_t kSlotMask = kSlotsPerLevel - 1;
+  const uint64_t diff = t ^ elapsed_;
+  if (diff >> kBitsBelowTop == 0) {
+    // The level of the highest differing bit; `| kSlotMask` makes a
+    // difference in the lowest digit count as level 0.
+    const int level = (63 - __builtin_clzll(diff | kSlotMask)) / kSlotBits;
+    return static_cast<uint32_t>(level * kSlotsPerLevel) +
+           static_cast<uint32_t>((t >> (level * kSlotBits)) & kSlotMask);
+  }
+  // Top level: at most 63 slots ahead of elapsed_'s own top-level slot.
+  uint64_t distance = (t >> kBitsBelowTop) - (elapsed_ >> kBitsBelowTop);
+  if (distance > kSlotMask) distance = kSlotMask;
+  return static_cast<uint32_t>(kTopLevel * kSlotsPerLevel) +
+         static_cast<uint32_t>(((elapsed_ >> kBitsBelowTop) + distance) &
+                               kSlotMask);
+}
+
+inline uint64_t TimerWheel::SlotStartTick(uint32_t id) const {
+  const int shift = static_cast<int>(id / kSlotsPerLevel) * kSlotBits;
+  const uint64_t distance =  // 1..63
+      (id - (elapsed_ >> shift)) & (kSlotsPerLevel - 1);
+  return ((elapsed_ >> shift) + distance) << shift;
+}
+
+inline void TimerWheel::LinkToSlot(TimerNode* node, uint32_t id) {
+  timers_internal::PushBack(&slots_[id], node);
+  uint64_t& word = occupied_[id >> kSlotBits];
+  const uint64_t bit = uint64_t{1} << (id & (kSlotsPerLevel - 1));
+  if ((word & bit) == 0) {
+    word |= bit;
+    if (cache_valid_) {
+      const int64_t at = TickToNanos(SlotStartTick(id));
+      if (!cached_next_.has_value() || at < *cached_next_) cached_next_ = at;
+    }
+  }
+}
+
+inline void TimerWheel::Schedule(TimerNode* node, int64_t deadline_nanos) {
+  const uint64_t t = CeilTick(deadline_nanos);
+  if (t <= horizon_) {
+    ScheduleDue(node, deadline_nanos, t);
+    return;
+  }
+  const uint32_t id = SlotFor(t);
+  if (node->is_scheduled()) {
+    // Ticks above horizon_ mean a slot, not a due list (horizon_ only grows).
+    const uint64_t old = CeilTick(node->deadline_);
+    if (old > horizon_ && SlotFor(old) == id) {
+      node->deadline_ = deadline_nanos;  // same slot: nothing to move
+      return;
+    }
+    node->Unlink();
+  }
+  node->deadline_ = deadline_nanos;
+  LinkToSlot(node, id);
+}
+
+inline std::optional<int64_t> TimerWheel::NextExpiry() {
+  if (cache_valid_) return cached_next_;
+  return ComputeNextExpiry();
+}
 
 inline void TimerNode::Unlink() {
   if (next == nullptr) return;

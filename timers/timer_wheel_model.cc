@@ -216,6 +216,9 @@ void WheelChecker::Fired(int id) {
   ModelUnschedule(id);
   ++ran_this_advance_;
   ++runs_;
+  // Asking mid-Advance fills the cache from a state Advance then changes;
+  // the checks after Advance catch a cache that outlives it.
+  if (id % 2 == 0) wheel_.NextExpiry();
   RunAction(id);
 }
 
@@ -342,39 +345,14 @@ namespace {
 // A tick count for an offset from now: mostly near, some at the level
 // boundaries, some beyond the wheel's range.
 uint64_t DrawTicks(BitSource& s) {
-  static constexpr uint64_t kEdges[] = {1,
-                                        2,
-                                        63,
-                                        64,
-                                        65,
-                                        127,
-                                        128,
-                                        4095,
-                                        4096,
-                                        4097,
-                                        262143,
-                                        262144,
-                                        262145,
-                                        16777215,
-                                        16777216,
-                                        16777217,
-                                        1073741823,
-                                        1073741824,
-                                        1073741825,
-                                        63ull << 30,
-                                        (64ull << 30) - 1,
-                                        64ull << 30,
-                                        (64ull << 30) + 1,
-                                        65ull << 30,
-                                        1ull << 37,
-                                        1ull << 40};
   switch (s.Bits(3)) {
     case 0:
       return s.Bits(2);
     case 1:
       return s.Bits(7);
     case 2:
-      return kEdges[s.Bits(5) % (sizeof(kEdges) / sizeof(kEdges[0]))];
+      return kBoundaryTicks[s.Bits(5) % (sizeof(kBoundaryTicks) /
+                                         sizeof(kBoundaryTicks[0]))];
     case 3:
       return s.Bits(13);
     case 4:

@@ -16,6 +16,7 @@
 //     is not in the past unless a timer is due, is stable when asked twice,
 //     and advancing to it makes progress (something runs, or it moves later);
 //   - is_scheduled(), deadline(), empty() and now() agree with the model.
+// Callbacks of even-numbered timers also call NextExpiry() mid-Advance.
 // Callbacks perform actions (cancel or destroy another timer, re-arm
 // themselves in the past / same slot / elsewhere, periodic re-arms, destroy
 // their own owner) that the model mirrors.
@@ -36,6 +37,37 @@
 
 namespace nbio {
 namespace timers_testing {
+
+// Tick offsets where placement changes: at and around each level boundary
+// (64^L - 1, 64^L, 64^L + 1), at the end of the range (63 and 64 top-level
+// slots of 2^30 ticks) and beyond it, where deadlines are clamped. Shared by
+// the driver below and the edge-case tests.
+inline constexpr uint64_t kBoundaryTicks[] = {1,
+                                              2,
+                                              63,
+                                              64,
+                                              65,
+                                              127,
+                                              128,
+                                              4095,
+                                              4096,
+                                              4097,
+                                              262143,
+                                              262144,
+                                              262145,
+                                              16777215,
+                                              16777216,
+                                              16777217,
+                                              1073741823,
+                                              1073741824,
+                                              1073741825,
+                                              uint64_t{63} << 30,
+                                              (uint64_t{64} << 30) - 1,
+                                              uint64_t{64} << 30,
+                                              (uint64_t{64} << 30) + 1,
+                                              uint64_t{65} << 30,
+                                              uint64_t{1} << 37,
+                                              uint64_t{1} << 40};
 
 // What a timer's callback does when it runs, besides being recorded.
 struct Action {

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "timers/clock.h"
+#include "timers/timer_wheel_model.h"
 
 namespace nbio {
 namespace {
@@ -57,6 +58,27 @@ int WakeUpsUntilRun(TimerWheel& wheel, TestTimer& timer, int64_t fire_time) {
   }
   EXPECT_EQ(wheel.now(), fire_time);
   return wake_ups;
+}
+
+// Schedules a timer for `deadline` and checks NextExpiry() (equal to
+// `next_expiry` if given, else no later than `fire_time` and a multiple of
+// the resolution), then that an Advance just before `fire_time` runs nothing
+// and one at it runs the timer.
+void ExpectRunsAt(TimerWheel& wheel, int64_t deadline, int64_t fire_time,
+                  std::optional<int64_t> next_expiry = std::nullopt) {
+  TestTimer t;
+  wheel.Schedule(&t, deadline);
+  const std::optional<int64_t> next = wheel.NextExpiry();
+  ASSERT_TRUE(next.has_value());
+  if (next_expiry.has_value()) {
+    EXPECT_EQ(*next, *next_expiry);
+  } else {
+    EXPECT_LE(*next, fire_time);
+    EXPECT_EQ(*next % wheel.resolution_nanos(), 0);
+  }
+  EXPECT_EQ(wheel.Advance(fire_time - 1), 0u);
+  EXPECT_EQ(wheel.Advance(fire_time), 1u);
+  EXPECT_EQ(t.runs, 1);
 }
 
 TEST(UnsignedDividerTest, MatchesDivision) {
@@ -145,11 +167,7 @@ TEST(TimerWheelTest, RunsAtTheDeadlineNeverBefore) {
 
 TEST(TimerWheelTest, DeadlinesRoundUpToATick) {
   TimerWheel wheel(0);
-  TestTimer t;
-  wheel.Schedule(&t, 5 * kMs + 1);
-  EXPECT_EQ(wheel.NextExpiry(), 6 * kMs);
-  EXPECT_EQ(wheel.Advance(6 * kMs - 1), 0u);
-  EXPECT_EQ(wheel.Advance(6 * kMs), 1u);
+  ExpectRunsAt(wheel, 5 * kMs + 1, 6 * kMs, 6 * kMs);
 }
 
 TEST(TimerWheelTest, DeadlineEqualToNow) {
@@ -306,32 +324,10 @@ TEST(TimerWheelTest, ReArmToAnotherSlotOrThePast) {
 // Deadlines at the level boundaries (63 / 64 / 4095 / 4096 ticks...), from
 // elapsed times on and off those boundaries.
 TEST(TimerWheelTest, LevelBoundaries) {
-  const int64_t kTicks[] = {1,
-                            2,
-                            63,
-                            64,
-                            65,
-                            127,
-                            128,
-                            4095,
-                            4096,
-                            4097,
-                            262143,
-                            262144,
-                            262145,
-                            (int64_t{1} << 24) - 1,
-                            int64_t{1} << 24,
-                            (int64_t{1} << 30) - 1,
-                            int64_t{1} << 30,
-                            (int64_t{1} << 30) + 1,
-                            int64_t{63} << 30,
-                            (int64_t{64} << 30) - 1,
-                            int64_t{64} << 30,
-                            int64_t{65} << 30,
-                            int64_t{1} << 37};
   const int64_t kStarts[] = {0, 37, 63, 64, 4000, 4096, (int64_t{1} << 30) - 1};
   for (int64_t start : kStarts) {
-    for (int64_t ticks : kTicks) {
+    for (uint64_t boundary : timers_testing::kBoundaryTicks) {
+      const int64_t ticks = static_cast<int64_t>(boundary);
       SCOPED_TRACE(testing::Message()
                    << "start " << start << " ticks " << ticks);
       // Time runs from an arbitrary point, so construction and elapsed
@@ -351,10 +347,7 @@ TEST(TimerWheelTest, LevelBoundaries) {
       // The same deadline reached by one Advance just before and one at it.
       TimerWheel direct(0);
       direct.Advance(start * kMs);
-      TestTimer u;
-      direct.Schedule(&u, deadline);
-      EXPECT_EQ(direct.Advance(deadline - 1), 0u);
-      EXPECT_EQ(direct.Advance(deadline), 1u);
+      ExpectRunsAt(direct, deadline, deadline);
     }
   }
 }
@@ -402,10 +395,7 @@ TEST(TimerWheelTest, EndOfTime) {
 
   // At 1 ns it is a tick like any other.
   TimerWheel fine(0, TimerWheel::Options{absl::Nanoseconds(1)});
-  TestTimer u;
-  fine.Schedule(&u, kMaxTime);
-  EXPECT_EQ(fine.Advance(kMaxTime - 1), 0u);
-  EXPECT_EQ(fine.Advance(kMaxTime), 1u);
+  ExpectRunsAt(fine, kMaxTime, kMaxTime);
 }
 
 TEST(TimerWheelTest, TimeGoingBackwardsIsIgnored) {
@@ -422,19 +412,11 @@ TEST(TimerWheelTest, OtherResolutions) {
   // 10 ms ticks, aligned to multiples of 10 ms since the clock's epoch.
   TimerWheel coarse(3 * kMs, TimerWheel::Options{absl::Milliseconds(10)});
   EXPECT_EQ(coarse.resolution_nanos(), 10 * kMs);
-  TestTimer a;
-  coarse.Schedule(&a, 15 * kMs);
-  EXPECT_EQ(coarse.NextExpiry(), 20 * kMs);
-  EXPECT_EQ(coarse.Advance(19 * kMs), 0u);
-  EXPECT_EQ(coarse.Advance(20 * kMs), 1u);
+  ExpectRunsAt(coarse, 15 * kMs, 20 * kMs, 20 * kMs);
 
   // 1 us ticks from an unaligned start.
   TimerWheel micro(12345, TimerWheel::Options{absl::Microseconds(1)});
-  TestTimer b;
-  micro.Schedule(&b, 12845);
-  EXPECT_EQ(micro.NextExpiry(), 13000);
-  EXPECT_EQ(micro.Advance(12999), 0u);
-  EXPECT_EQ(micro.Advance(13000), 1u);
+  ExpectRunsAt(micro, 12845, 13000, 13000);
 
   // 1 ns ticks: exact.
   TimerWheel nano(-7, TimerWheel::Options{absl::Nanoseconds(1)});
@@ -444,13 +426,9 @@ TEST(TimerWheelTest, OtherResolutions) {
 
   // An odd resolution and a negative clock.
   TimerWheel odd(-1000, TimerWheel::Options{absl::Nanoseconds(7)});
-  TestTimer d;
-  odd.Schedule(&d, -500);  // rounds up to -497 = -71 * 7
-  ASSERT_TRUE(odd.NextExpiry().has_value());
-  EXPECT_LE(*odd.NextExpiry(), -497);  // 72 ticks ahead: a cascade point
-  EXPECT_EQ(*odd.NextExpiry() % 7, 0);
-  EXPECT_EQ(odd.Advance(-498), 0u);
-  EXPECT_EQ(odd.Advance(-497), 1u);
+  // -500 rounds up to -497 = -71 * 7, 72 ticks ahead: NextExpiry() is the
+  // cascade point before it.
+  ExpectRunsAt(odd, -500, -497);
 }
 
 TEST(TimerWheelTest, ScheduleWithinPicksTheCoarsestLevelInTolerance) {
