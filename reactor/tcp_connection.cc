@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstddef>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "queue/check.h"
@@ -32,10 +34,13 @@ bool IsPeerGone(int err) {
 
 }  // namespace
 
-// The budget of the README's promise: an idle connection is one object of at
-// most 120 bytes, which glibc serves from a 128-byte chunk.
-static_assert(sizeof(TcpConnection) <= 120,
+// The budget of the README's promise (at most 128 bytes of user-space memory
+// per idle connection): the object itself, in a slab slot with no malloc
+// header, leaves room for the loop's fixed costs spread over connections.
+static_assert(sizeof(TcpConnection) <= 112,
               "TcpConnection outgrew the 128-byte-per-connection budget");
+
+constexpr size_t kSlotsPerChunk = 64;
 
 void ConnectionHandler::OnPeerClosed(TcpConnection* conn) { conn->Shutdown(); }
 
@@ -45,8 +50,11 @@ void ConnectionHandler::OnPeerClosed(TcpConnection* conn) { conn->Shutdown(); }
 TcpConnection::TcpConnection(TcpContext* context)
     : PollerEntry(&TcpConnection::OnEvents),
       output_(&context->pool_),
-      idle_timer_(&TcpConnection::OnIdleTimer),
-      context_(context) {}
+      idle_timer_(&TcpConnection::OnIdleTimer) {}
+
+TcpContext* TcpConnection::context() const {
+  return internal::ContainerOf(output_.pool(), &TcpContext::pool_);
+}
 
 TcpConnection::~TcpConnection() { NBIO_DCHECK(is_closing()); }
 
@@ -64,7 +72,7 @@ void TcpConnection::StopReading() {
 void TcpConnection::Touch() {
   // Rounded up, so the idle check can never fire early.
   last_activity_ms_ = static_cast<uint32_t>(
-      (context_->loop_->NowNanos() + kNanosPerMilli - 1) / kNanosPerMilli);
+      (context()->loop_->NowNanos() + kNanosPerMilli - 1) / kNanosPerMilli);
 }
 
 void TcpConnection::UpdateInterest() {
@@ -75,7 +83,7 @@ void TcpConnection::UpdateInterest() {
   }
   if (!output_.empty()) want |= kWritable;
   if (want == interest()) return;
-  absl::Status status = context_->loop_->poller()->Modify(this, want);
+  absl::Status status = context()->loop_->poller()->Modify(this, want);
   if (!status.ok()) Close(status);
 }
 
@@ -87,7 +95,7 @@ void TcpConnection::OnEvents(PollerEntry* entry, uint32_t events) {
 }
 
 void TcpConnection::HandleRead() {
-  TcpContext* ctx = context_;
+  TcpContext* ctx = context();
   const TcpOptions& opt = ctx->options_;
   for (int i = 0; i < opt.max_reads_per_event; ++i) {
     if ((flags_ & (kReading | kPaused | kPeerClosed | kClosing)) != kReading) {
@@ -142,7 +150,7 @@ bool TcpConnection::WriteDirect(absl::string_view* bytes) {
     return send(fd(), bytes->data(), bytes->size(), MSG_NOSIGNAL);
   });
   if (n >= 0) {
-    context_->stats_.bytes_written += n;
+    context()->stats_.bytes_written += n;
     if (n > 0) Touch();
     bytes->remove_prefix(n);
     return true;
@@ -160,7 +168,7 @@ bool TcpConnection::Write(absl::string_view bytes) {
     if (bytes.empty()) return true;
   }
   output_.Append(bytes);
-  context_->stats_.queued_bytes += bytes.size();
+  context()->stats_.queued_bytes += bytes.size();
   AfterQueueChange();
   return true;
 }
@@ -175,20 +183,20 @@ bool TcpConnection::Write(std::string&& bytes) {
     if (rest.size() != bytes.size()) {
       // Partly written: queue the rest (a copy of the tail only).
       output_.Append(rest);
-      context_->stats_.queued_bytes += rest.size();
+      context()->stats_.queued_bytes += rest.size();
       AfterQueueChange();
       return true;
     }
   }
   const size_t size = bytes.size();
   output_.Append(std::move(bytes));  // large buffers are adopted, not copied
-  context_->stats_.queued_bytes += size;
+  context()->stats_.queued_bytes += size;
   AfterQueueChange();
   return true;
 }
 
 void TcpConnection::HandleWrite() {
-  TcpContext* ctx = context_;
+  TcpContext* ctx = context();
   while (!output_.empty()) {
     iovec iov[kMaxIovecs];
     const int count = output_.FillIovec(iov, kMaxIovecs);
@@ -214,7 +222,7 @@ void TcpConnection::HandleWrite() {
 }
 
 void TcpConnection::AfterQueueChange() {
-  TcpContext* ctx = context_;
+  TcpContext* ctx = context();
   const size_t queued = output_.size();
   if (queued > 0) {
     if (!(flags_ & kQueuedWrite)) {
@@ -260,14 +268,14 @@ void TcpConnection::MaybeFinishShutdown() {
 }
 
 void TcpConnection::FailErrno(const char* call, int err) {
-  if (IsPeerGone(err)) ++context_->stats_.resets;
+  if (IsPeerGone(err)) ++context()->stats_.resets;
   Close(ErrnoStatus(call, err));
 }
 
 void TcpConnection::Close(const absl::Status& reason) {
   if (flags_ & kClosing) return;
   flags_ |= kClosing;
-  TcpContext* ctx = context_;
+  TcpContext* ctx = context();
   const int fd = this->fd();
   ctx->loop_->poller()->Remove(this);
   close(fd);
@@ -284,7 +292,7 @@ absl::StatusOr<SocketAddress> TcpConnection::PeerAddress() const {
 
 void TcpConnection::OnIdleTimer(TimerNode* node) {
   TcpConnection* self = internal::ContainerOf(node, &TcpConnection::idle_timer_);
-  TcpContext* ctx = self->context_;
+  TcpContext* ctx = self->context();
   const int64_t now = ctx->loop_->NowNanos();
   // Now rounded down, activity rounded up: the idle time is never
   // overestimated, so no connection is closed early. Negative when there
@@ -342,12 +350,40 @@ TcpContext::~TcpContext() {
   FlushClosed();
 }
 
+void* TcpContext::AllocateSlot() {
+  if (free_slots_ == nullptr) {
+    // new[] of char is aligned for any fundamental type, and the slot size
+    // is a multiple of TcpConnection's alignment.
+    static_assert(alignof(TcpConnection) <= alignof(std::max_align_t), "");
+    static_assert(sizeof(TcpConnection) % alignof(TcpConnection) == 0, "");
+    slot_chunks_.emplace_back(new char[kSlotsPerChunk * sizeof(TcpConnection)]);
+    char* chunk = slot_chunks_.back().get();
+    for (size_t i = kSlotsPerChunk; i-- > 0;) {
+      FreeSlot(chunk + i * sizeof(TcpConnection));
+    }
+  }
+  FreeSlotLink* slot = free_slots_;
+  free_slots_ = slot->next;
+  return slot;
+}
+
+void TcpContext::FreeSlot(void* slot) {
+  auto* link = static_cast<FreeSlotLink*>(slot);
+  link->next = free_slots_;
+  free_slots_ = link;
+}
+
+void TcpContext::Destroy(TcpConnection* conn) {
+  conn->~TcpConnection();
+  FreeSlot(conn);
+}
+
 absl::Status TcpContext::Adopt(int fd) {
-  auto* conn = new TcpConnection(this);
+  auto* conn = new (AllocateSlot()) TcpConnection(this);
   absl::Status status = loop_->poller()->Add(conn, fd, 0);
   if (!status.ok()) {
     conn->flags_ |= TcpConnection::kClosing;  // never opened
-    delete conn;
+    Destroy(conn);
     close(fd);
     return status;
   }
@@ -391,7 +427,7 @@ void TcpContext::FlushClosed() {
       handler_->OnClosed(conn, reason);
       ++stats_.connections_closed;
       --stats_.connections;
-      delete conn;
+      Destroy(conn);
     }
     closing_batch_.clear();
   }

@@ -23,9 +23,9 @@
 // sends but never reads cannot grow the server's memory past the high mark per
 // connection.
 //
-// Memory: an idle connection is one 120-byte object (a 128-byte malloc chunk)
-// and no buffer: reads use the context's shared buffer, and the output queue
-// owns blocks only while it holds bytes.
+// Memory: an idle connection is one 112-byte object in a slab of its
+// context, and no buffer: reads use the context's shared buffer, and the
+// output queue owns blocks only while it holds bytes.
 //
 // Threading: a connection and its context belong to one loop's thread.
 // Lifetime: connections are owned by their TcpContext (a TcpServer holds one);
@@ -155,7 +155,7 @@ class TcpConnection : private PollerEntry {
   bool is_reading() const { return (flags_ & kReading) != 0; }
   bool is_closing() const { return (flags_ & kClosing) != 0; }
   absl::StatusOr<SocketAddress> PeerAddress() const;
-  TcpContext* context() const { return context_; }
+  TcpContext* context() const;
 
   // A pointer for the user (libuv's handle->data).
   void* user_data() const { return user_data_; }
@@ -198,10 +198,11 @@ class TcpConnection : private PollerEntry {
   // padding of the PollerEntry base (see poller.h).
   uint16_t flags_ = 0;
   uint32_t last_activity_ms_ = 0;  // loop time in ms, wrapping (idle check)
-  ListHook hook_;                  // in context_->connections_
+  ListHook hook_;  // in the context's list of open connections
+  // Its pool is the context's: context() is found from it, which saves a
+  // pointer per connection.
   MessageQueue output_;
   TimerNode idle_timer_;
-  TcpContext* const context_;
   void* user_data_ = nullptr;
 };
 
@@ -248,6 +249,14 @@ class TcpContext {
   void ScheduleClosed(TcpConnection* conn, const absl::Status& reason);
   // Delivers OnClosed to every closing connection and destroys it.
   void FlushClosed();
+  // Connection memory: slots of sizeof(TcpConnection) carved from chunks
+  // and recycled through a free list, so an accept allocates nothing after
+  // warm-up and a connection costs its size, with no malloc header. Chunks
+  // are kept until the context goes (memory stays at the high-water mark).
+  void* AllocateSlot();
+  void FreeSlot(void* slot);
+  // Runs the destructor and recycles the slot.
+  void Destroy(TcpConnection* conn);
   void MaybeFinishDrain();
 
   EventLoop* const loop_;
@@ -267,6 +276,11 @@ class TcpContext {
   Timer flush_closed_;
   absl::AnyInvocable<void()> drain_done_;
   bool draining_ = false;
+  struct FreeSlotLink {
+    FreeSlotLink* next;
+  };
+  FreeSlotLink* free_slots_ = nullptr;
+  std::vector<std::unique_ptr<char[]>> slot_chunks_;
   TcpStats stats_;
 };
 
