@@ -91,6 +91,7 @@ class TcpServer {
   void Drain(absl::AnyInvocable<void()> done);
 
   TcpContext* context() { return &context_; }
+  const TcpContext* context() const { return &context_; }
   const TcpServerStats& stats() const { return stats_; }
 
  private:
