@@ -51,6 +51,31 @@ std::string AbslUnparseFlag(ByteSize size) {
   return absl::StrCat(b);
 }
 
+namespace {
+
+// Flags of absl/flags/parse.cc and absl/flags/internal/usage.cc.
+constexpr absl::string_view kBuiltinSwitches[] = {
+    "help", "helpfull", "helpshort", "helppackage", "version",
+    "only_check_args"};
+constexpr absl::string_view kBuiltinWithValue[] = {
+    "helpon", "helpmatch", "flagfile", "fromenv", "tryfromenv", "undefok"};
+
+bool TakesValue(absl::string_view name) {
+  for (absl::string_view b : kBuiltinWithValue) {
+    if (name == b) return true;
+  }
+  return false;
+}
+
+bool IsAbslBuiltinFlag(absl::string_view name) {
+  for (absl::string_view b : kBuiltinSwitches) {
+    if (name == b) return true;
+  }
+  return TakesValue(name);
+}
+
+}  // namespace
+
 absl::Status CheckCommandLine(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -68,8 +93,12 @@ absl::Status CheckCommandLine(int argc, char** argv) {
       value = arg.substr(eq + 1);
       has_value = true;
     }
-    // Abseil's own flags (--help, --flagfile, ...) are registered flags
-    // too, so they are checked like any other.
+    // Abseil's built-in flags are handled by ParseCommandLine() itself and
+    // are not visible to FindCommandLineFlag() before it runs.
+    if (IsAbslBuiltinFlag(name)) {
+      if (!has_value && TakesValue(name)) ++i;
+      continue;
+    }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     bool negated = false;
     if (flag == nullptr && absl::StartsWith(name, "no")) {

@@ -48,6 +48,10 @@ TEST(CheckCommandLineTest, AcceptsGoodFlagsInEveryForm) {
   EXPECT_TRUE(Check({"--test_count", "3", "--notest_switch"}).ok());
   EXPECT_TRUE(Check({"-test_count=4", "--test_switch=false"}).ok());
   EXPECT_TRUE(Check({}).ok());
+  // Abseil's own flags are left to ParseCommandLine().
+  EXPECT_TRUE(Check({"--help"}).ok());
+  EXPECT_TRUE(Check({"--helpfull", "--helpon", "flags"}).ok());
+  EXPECT_TRUE(Check({"--flagfile=/dev/null", "--test_count=2"}).ok());
 }
 
 TEST(CheckCommandLineTest, ReportsTheFirstErrorInOneLine) {
