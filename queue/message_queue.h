@@ -154,6 +154,9 @@ class MessageQueue {
 
   // `pool` must outlive the queue.
   explicit MessageQueue(BlockPool* pool) noexcept : pool_(pool) {}
+
+  // The pool this queue takes its blocks from.
+  BlockPool* pool() const noexcept { return pool_; }
   ~MessageQueue() { Clear(); }
 
   // Takes `other`'s bytes (and its pool); `other` is left empty.

@@ -1,0 +1,79 @@
+#include "echo/flags.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "gtest/gtest.h"
+
+ABSL_FLAG(int, test_count, 1, "an int");
+ABSL_FLAG(bool, test_switch, false, "a bool");
+ABSL_FLAG(nbio::ByteSize, test_size, nbio::ByteSize{0}, "a size");
+
+namespace nbio {
+namespace {
+
+absl::Status Check(std::vector<std::string> args) {
+  args.insert(args.begin(), "prog");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return CheckCommandLine(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(ByteSizeTest, ParsesSuffixesAndRejectsJunk) {
+  struct Case {
+    const char* text;
+    uint64_t bytes;
+  } good[] = {{"0", 0},         {"65536", 65536},         {"64KiB", 65536},
+              {"1MiB", 1 << 20}, {"2GiB", uint64_t{2} << 30}, {"10B", 10}};
+  for (const Case& c : good) {
+    ByteSize size;
+    std::string error;
+    ASSERT_TRUE(AbslParseFlag(c.text, &size, &error)) << c.text << ": " << error;
+    EXPECT_EQ(size.bytes, c.bytes) << c.text;
+  }
+  for (const char* bad : {"", "KiB", "-1", "1.5MiB", "12kb", "1 TiB", "x1",
+                          "99999999999999999999GiB"}) {
+    ByteSize size;
+    std::string error;
+    EXPECT_FALSE(AbslParseFlag(bad, &size, &error)) << bad;
+    EXPECT_FALSE(error.empty());
+  }
+  EXPECT_EQ(AbslUnparseFlag(ByteSize{262144}), "256KiB");
+  EXPECT_EQ(AbslUnparseFlag(ByteSize{1000}), "1000");
+}
+
+TEST(CheckCommandLineTest, AcceptsGoodFlagsInEveryForm) {
+  EXPECT_TRUE(Check({"--test_count=3", "--test_switch", "--test_size=1MiB"}).ok());
+  EXPECT_TRUE(Check({"--test_count", "3", "--notest_switch"}).ok());
+  EXPECT_TRUE(Check({"-test_count=4", "--test_switch=false"}).ok());
+  EXPECT_TRUE(Check({}).ok());
+  // Abseil's own flags are left to ParseCommandLine().
+  EXPECT_TRUE(Check({"--help"}).ok());
+  EXPECT_TRUE(Check({"--helpfull", "--helpon", "flags"}).ok());
+  EXPECT_TRUE(Check({"--flagfile=/dev/null", "--test_count=2"}).ok());
+}
+
+TEST(CheckCommandLineTest, ReportsTheFirstErrorInOneLine) {
+  struct Case {
+    std::vector<std::string> args;
+    const char* message;
+  } cases[] = {
+      {{"--bogus=1"}, "unknown flag --bogus"},
+      {{"--nobogus"}, "unknown flag --nobogus"},
+      {{"--notest_count"}, "unknown flag --notest_count"},
+      {{"--test_count"}, "missing value for --test_count"},
+      {{"--test_count=many"}, "invalid value \"many\" for --test_count"},
+      {{"--test_size=1TB"}, "invalid value \"1TB\" for --test_size"},
+      {{"stray"}, "unexpected argument \"stray\""},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = Check(c.args);
+    ASSERT_FALSE(s.ok()) << c.args[0];
+    EXPECT_NE(s.message().find(c.message), absl::string_view::npos) << s;
+    EXPECT_EQ(s.message().find('\n'), absl::string_view::npos) << s;
+  }
+}
+
+}  // namespace
+}  // namespace nbio

@@ -1,0 +1,470 @@
+#include "reactor/event_loop.h"
+
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "queue/check.h"
+#include "reactor/poller_registry.h"
+#include "reactor/syscall.h"
+
+namespace nbio {
+namespace {
+
+// now + d, saturating at the ends of int64 (absl::InfiniteDuration() means
+// "never", which the wheel clamps and keeps re-checking).
+int64_t AddDuration(int64_t now, absl::Duration d) {
+  const int64_t delta = absl::ToInt64Nanoseconds(d);
+  if (delta > 0 && now > std::numeric_limits<int64_t>::max() - delta) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  if (delta < 0 && now < std::numeric_limits<int64_t>::min() - delta) {
+    return std::numeric_limits<int64_t>::min();
+  }
+  return now + delta;
+}
+
+// The next deadline of a periodic timer that was due at `deadline`: the first
+// deadline + n * period later than `now` (missed periods are skipped).
+int64_t NextPeriodicDeadline(int64_t deadline, int64_t period, int64_t now) {
+  int64_t next = deadline + period;
+  if (next <= now) next += ((now - next) / period + 1) * period;
+  return next;
+}
+
+int64_t MonotonicNanos() { return DefaultClock()->NowNanos(); }
+
+}  // namespace
+
+// A timer started with RunAfter/RunEvery: owned by the loop, found by id.
+struct EventLoop::OwnedTimer : TimerNode {
+  OwnedTimer(EventLoop* l, uint64_t i, int64_t p, absl::AnyInvocable<void()> f)
+      : TimerNode(&EventLoop::OnOwnedTimer),
+        loop(l),
+        id(i),
+        period(p),
+        fn(std::move(f)) {}
+  EventLoop* const loop;
+  const uint64_t id;
+  const int64_t period;  // 0: one-shot
+  absl::AnyInvocable<void()> fn;
+  bool running = false;
+  bool cancelled = false;
+};
+
+// ---------------------------------------------------------------------------
+// FdWatcher
+
+FdWatcher::FdWatcher(EventLoop* loop, int fd, Callback callback)
+    : loop_(loop), fd_(fd), entry_(this), callback_(std::move(callback)) {}
+
+FdWatcher::~FdWatcher() {
+  NBIO_CHECK_MSG(!in_callback_,
+                 "FdWatcher destroyed inside its own callback; hand it to "
+                 "EventLoop::DeleteLater instead");
+  Stop();
+}
+
+absl::Status FdWatcher::SetInterest(uint32_t interest) {
+  NBIO_DCHECK(loop_->IsInLoopThread());
+  NBIO_CHECK((interest & ~(kReadable | kWritable)) == 0);
+  return entry_.is_registered() ? loop_->poller_->Modify(&entry_, interest)
+                                : loop_->poller_->Add(&entry_, fd_, interest);
+}
+
+void FdWatcher::Stop() { loop_->poller_->Remove(&entry_); }
+
+void FdWatcher::OnEvents(PollerEntry* entry, uint32_t events) {
+  FdWatcher* self = static_cast<Entry*>(entry)->owner;
+  self->in_callback_ = true;
+  self->callback_(events);
+  self->in_callback_ = false;
+}
+
+// ---------------------------------------------------------------------------
+// Timer
+
+Timer::Timer(EventLoop* loop, Callback callback)
+    : TimerNode(&Timer::OnFire), loop_(loop), callback_(std::move(callback)) {}
+
+Timer::~Timer() {
+  NBIO_CHECK_MSG(!in_callback_,
+                 "Timer destroyed inside its own callback; hand it to "
+                 "EventLoop::DeleteLater instead");
+  Cancel();
+}
+
+void Timer::StartAt(int64_t deadline_nanos) {
+  NBIO_DCHECK(loop_->IsInLoopThread());
+  if (!is_scheduled()) loop_->TimerScheduled();
+  period_nanos_ = 0;
+  loop_->wheel_.Schedule(this, deadline_nanos);
+}
+
+void Timer::Start(absl::Duration delay) {
+  StartAt(AddDuration(loop_->NowNanos(), delay));
+}
+
+void Timer::StartPeriodic(absl::Duration period) {
+  NBIO_CHECK_MSG(period > absl::ZeroDuration(), "period must be positive");
+  StartAt(AddDuration(loop_->NowNanos(), period));
+  period_nanos_ = absl::ToInt64Nanoseconds(period);
+}
+
+void Timer::Cancel() {
+  period_nanos_ = 0;
+  if (!is_scheduled()) return;
+  loop_->wheel_.Cancel(this);
+  loop_->TimerUnscheduled();
+}
+
+void Timer::OnFire(TimerNode* node) {
+  Timer* self = static_cast<Timer*>(node);
+  EventLoop* loop = self->loop_;
+  if (self->period_nanos_ > 0) {
+    // Re-armed before the callback, which may Cancel() or Start() it.
+    loop->wheel_.Schedule(self, NextPeriodicDeadline(self->deadline(),
+                                                     self->period_nanos_,
+                                                     loop->now_nanos_));
+  } else {
+    loop->TimerUnscheduled();
+  }
+  self->in_callback_ = true;
+  self->callback_();
+  self->in_callback_ = false;
+}
+
+// ---------------------------------------------------------------------------
+// EventLoop
+
+absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(Options options) {
+  absl::StatusOr<std::unique_ptr<Poller>> poller =
+      CreatePoller(options.backend);
+  if (!poller.ok()) return poller.status();
+  absl::StatusOr<std::unique_ptr<Wakeup>> wakeup =
+      Wakeup::Create(options.force_pipe_wakeup ? Wakeup::Kind::kPipe
+                                               : Wakeup::Kind::kEventFd);
+  if (!wakeup.ok()) return wakeup.status();
+  Clock* clock = options.clock != nullptr ? options.clock : DefaultClock();
+  std::unique_ptr<EventLoop> loop(new EventLoop(
+      std::move(options), std::move(*poller), std::move(*wakeup), clock));
+  absl::Status status = loop->poller_->Add(&loop->wakeup_entry_,
+                                           loop->wakeup_->fd(), kReadable);
+  if (!status.ok()) return status;
+  return loop;
+}
+
+EventLoop::EventLoop(Options options, std::unique_ptr<Poller> poller,
+                     std::unique_ptr<Wakeup> wakeup, Clock* clock)
+    : options_(std::move(options)),
+      clock_(clock),
+      poller_(std::move(poller)),
+      wheel_(clock->NowNanos(),
+             TimerWheel::Options{options_.timer_resolution}),
+      now_nanos_(clock->NowNanos()),
+      owner_thread_(pthread_self()),
+      wakeup_(std::move(wakeup)) {
+  sigemptyset(&signal_mask_);
+}
+
+EventLoop::~EventLoop() {
+  RunDeferredDeletes();
+  poller_->Remove(&wakeup_entry_);
+  if (signal_fd_ >= 0) {
+    poller_->Remove(&signal_entry_);
+    close(signal_fd_);
+    pthread_sigmask(SIG_UNBLOCK, &signal_mask_, nullptr);
+  }
+  // Tasks posted from other threads that never ran: destroyed unrun.
+  while (RemoteTask* task = remote_tasks_.Pop()) delete task;
+  // owned_timers_ unlink themselves from wheel_ (declared before them).
+}
+
+bool EventLoop::IsInLoopThread() const {
+  return pthread_equal(pthread_self(),
+                       owner_thread_.load(std::memory_order_relaxed));
+}
+
+int EventLoop::ActiveIo() const {
+  int internal = wakeup_entry_.interest() != 0 ? 1 : 0;
+  if (signal_entry_.is_registered() && signal_entry_.interest() != 0) ++internal;
+  return poller_->active() - internal;
+}
+
+bool EventLoop::HasWork() const {
+  return !tasks_.empty() || timers_scheduled_ > 0 || ActiveIo() > 0 ||
+         !signal_handlers_.empty() || keep_alive_ > 0 ||
+         !remote_tasks_.empty() || !deferred_.empty();
+}
+
+absl::Status EventLoop::Run() {
+  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  absl::Status status;
+  while (!stop_requested_.load(std::memory_order_acquire) && HasWork()) {
+    status = RunOnce(RunMode::kWait);
+    if (!status.ok()) break;
+  }
+  // As in libuv: a Stop() applies to the Run() it interrupts.
+  stop_requested_.store(false, std::memory_order_release);
+  return status;
+}
+
+absl::Status EventLoop::RunOnce(RunMode mode) {
+  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  ++counters_.iterations;
+  now_nanos_ = clock_->NowNanos();
+  RunDueTimers();
+  RunTasks();
+
+  const int64_t timeout = mode == RunMode::kNoWait ? 0 : NextPollTimeoutNanos();
+  const int64_t started = timeout != 0 ? MonotonicNanos() : 0;
+  absl::StatusOr<int> dispatched = poller_->Wait(timeout);
+  if (timeout != 0) counters_.poll_blocked_nanos += MonotonicNanos() - started;
+  ++counters_.poll_calls;
+  if (!dispatched.ok()) return dispatched.status();
+  counters_.events_dispatched += *dispatched;
+
+  RunDeferredDeletes();
+  return absl::OkStatus();
+}
+
+int64_t EventLoop::NextPollTimeoutNanos() {
+  // No blocking when there is something to run, or nothing at all to wait
+  // for (the timers that ran at the top of this iteration may have been the
+  // last work: Run() must get to return instead of blocking forever).
+  if (!tasks_.empty() || !deferred_.empty() ||
+      stop_requested_.load(std::memory_order_relaxed) || !HasWork()) {
+    return 0;
+  }
+  std::optional<int64_t> next = wheel_.NextExpiry();
+  if (!next.has_value()) return -1;
+  return *next > now_nanos_ ? *next - now_nanos_ : 0;
+}
+
+void EventLoop::RunDueTimers() {
+  counters_.timers_fired += wheel_.Advance(now_nanos_);
+}
+
+void EventLoop::RunTasks() {
+  // Only the tasks already queued: what they post waits for the next
+  // iteration, after the poller has had its turn.
+  for (size_t n = tasks_.size(); n > 0; --n) {
+    TaskQueue::Task task = tasks_.Pop();
+    task();
+    ++counters_.tasks_run;
+  }
+}
+
+void EventLoop::RunDeferredDeletes() {
+  // A destructor may DeleteLater() more: loop until none is left.
+  while (!deferred_.empty()) {
+    std::vector<DeferredDelete> batch;
+    batch.swap(deferred_);
+    batch.clear();
+  }
+}
+
+void EventLoop::Stop() {
+  stop_requested_.store(true, std::memory_order_release);
+  if (!IsInLoopThread()) {
+    wakeups_sent_.fetch_add(1, std::memory_order_relaxed);
+    wakeup_->Signal();
+  }
+}
+
+void EventLoop::Post(absl::AnyInvocable<void()> task) {
+  if (IsInLoopThread()) {
+    tasks_.Push(std::move(task));
+    return;
+  }
+  auto* remote = new RemoteTask{MpscNode(), std::move(task)};
+  // Only the post that finds the queue empty wakes the loop: the loop drains
+  // the whole queue on every wake-up, so later posts of a burst ride along.
+  if (remote_tasks_.Push(remote)) {
+    wakeups_sent_.fetch_add(1, std::memory_order_relaxed);
+    wakeup_->Signal();
+  }
+}
+
+void EventLoop::OnWakeupFd(PollerEntry* entry, uint32_t /*events*/) {
+  EventLoop* loop = static_cast<WakeupEntry*>(entry)->loop;
+  // Drain the fd first: a post that lands after this point signals again.
+  loop->wakeup_->Drain();
+  loop->DrainRemoteTasks();
+}
+
+void EventLoop::DrainRemoteTasks() {
+  while (RemoteTask* remote = remote_tasks_.Pop()) {
+    tasks_.Push(std::move(remote->fn));
+    delete remote;
+    ++counters_.remote_posts;
+  }
+}
+
+TimerId EventLoop::RunAfter(absl::Duration delay,
+                            absl::AnyInvocable<void()> fn) {
+  NBIO_DCHECK(IsInLoopThread());
+  const uint64_t id = next_timer_id_++;
+  auto timer = std::make_unique<OwnedTimer>(this, id, 0, std::move(fn));
+  wheel_.Schedule(timer.get(), AddDuration(now_nanos_, delay));
+  TimerScheduled();
+  owned_timers_.emplace(id, std::move(timer));
+  return TimerId{id};
+}
+
+TimerId EventLoop::RunEvery(absl::Duration period,
+                            absl::AnyInvocable<void()> fn) {
+  NBIO_DCHECK(IsInLoopThread());
+  NBIO_CHECK_MSG(period > absl::ZeroDuration(), "period must be positive");
+  const uint64_t id = next_timer_id_++;
+  auto timer = std::make_unique<OwnedTimer>(
+      this, id, absl::ToInt64Nanoseconds(period), std::move(fn));
+  wheel_.Schedule(timer.get(), AddDuration(now_nanos_, period));
+  TimerScheduled();
+  owned_timers_.emplace(id, std::move(timer));
+  return TimerId{id};
+}
+
+void EventLoop::OnOwnedTimer(TimerNode* node) {
+  OwnedTimer* timer = static_cast<OwnedTimer*>(node);
+  EventLoop* loop = timer->loop;
+  if (timer->period > 0) {
+    loop->wheel_.Schedule(timer, NextPeriodicDeadline(timer->deadline(),
+                                                      timer->period,
+                                                      loop->now_nanos_));
+  } else {
+    loop->TimerUnscheduled();
+  }
+  timer->running = true;
+  timer->fn();
+  timer->running = false;
+  if (timer->period == 0 || timer->cancelled) {
+    loop->owned_timers_.erase(timer->id);  // destroys `timer`
+  }
+}
+
+bool EventLoop::Cancel(TimerId id) {
+  NBIO_DCHECK(IsInLoopThread());
+  auto it = owned_timers_.find(id.value);
+  if (it == owned_timers_.end()) return false;
+  OwnedTimer* timer = it->second.get();
+  if (timer->running) {
+    // Inside its own callback: a one-shot has already fired; a periodic one
+    // stops, and OnOwnedTimer frees it once the callback returns.
+    if (timer->period == 0 || timer->cancelled) return false;
+    timer->cancelled = true;
+    wheel_.Cancel(timer);
+    TimerUnscheduled();
+    return true;
+  }
+  wheel_.Cancel(timer);
+  TimerUnscheduled();
+  owned_timers_.erase(it);
+  return true;
+}
+
+absl::Status EventLoop::OnSignal(int signo,
+                                 absl::AnyInvocable<void(int)> handler) {
+  NBIO_DCHECK(IsInLoopThread());
+  sigset_t one;
+  sigemptyset(&one);
+  if (signo == SIGKILL || signo == SIGSTOP || sigaddset(&one, signo) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot handle signal ", signo));
+  }
+  const bool added = !sigismember(&signal_mask_, signo);
+  if (added) {
+    sigaddset(&signal_mask_, signo);
+    pthread_sigmask(SIG_BLOCK, &one, nullptr);
+    absl::Status status = UpdateSignalFd();
+    if (!status.ok()) {
+      sigdelset(&signal_mask_, signo);
+      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+      return status;
+    }
+  }
+  signal_handlers_[signo] = std::move(handler);
+  return absl::OkStatus();
+}
+
+void EventLoop::RemoveSignal(int signo) {
+  NBIO_DCHECK(IsInLoopThread());
+  if (signal_handlers_.erase(signo) == 0) return;
+  sigdelset(&signal_mask_, signo);
+  // Best effort: with the fd shrinking, only a failed signalfd() could fail,
+  // and then the old mask keeps working.
+  UpdateSignalFd().IgnoreError();
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, signo);
+  pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+}
+
+absl::Status EventLoop::UpdateSignalFd() {
+  if (signal_handlers_.empty() && sigisemptyset(&signal_mask_)) {
+    if (signal_fd_ >= 0) {
+      poller_->Remove(&signal_entry_);
+      close(signal_fd_);
+      signal_fd_ = -1;
+    }
+    return absl::OkStatus();
+  }
+  if (signal_fd_ >= 0) {
+    if (signalfd(signal_fd_, &signal_mask_, 0) < 0) {
+      return ErrnoStatus("signalfd", errno);
+    }
+    return absl::OkStatus();
+  }
+  const int fd = signalfd(-1, &signal_mask_, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("signalfd", errno);
+  absl::Status status = poller_->Add(&signal_entry_, fd, kReadable);
+  if (!status.ok()) {
+    close(fd);
+    return status;
+  }
+  signal_fd_ = fd;
+  return absl::OkStatus();
+}
+
+void EventLoop::OnSignalFd(PollerEntry* entry, uint32_t /*events*/) {
+  EventLoop* loop = static_cast<SignalEntry*>(entry)->loop;
+  signalfd_siginfo info;
+  while (loop->signal_fd_ >= 0 &&
+         RetryOnEintr([&] {
+           return read(loop->signal_fd_, &info, sizeof(info));
+         }) == static_cast<ssize_t>(sizeof(info))) {
+    const int signo = static_cast<int>(info.ssi_signo);
+    auto it = loop->signal_handlers_.find(signo);
+    if (it == loop->signal_handlers_.end()) continue;
+    // Run a moved-out copy: the handler may remove or replace itself.
+    absl::AnyInvocable<void(int)> handler = std::move(it->second);
+    handler(signo);
+    it = loop->signal_handlers_.find(signo);
+    if (it != loop->signal_handlers_.end() && !it->second) {
+      it->second = std::move(handler);
+    }
+  }
+}
+
+EventLoop::KeepAlive EventLoop::KeepAliveToken() {
+  ++keep_alive_;
+  return KeepAlive(this);
+}
+
+EventLoop::KeepAlive::~KeepAlive() {
+  if (loop_ != nullptr) --loop_->keep_alive_;
+}
+
+LoopLoad EventLoop::Load() const {
+  LoopLoad load;
+  load.tasks_ready = tasks_.size();
+  load.fds_waiting = ActiveIo();
+  load.timers_sleeping = timers_scheduled_;
+  return load;
+}
+
+}  // namespace nbio

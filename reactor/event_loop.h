@@ -1,0 +1,331 @@
+// EventLoop: one thread's reactor. fd watchers, tasks, timers, signals.
+//
+//   absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+//   (*loop)->Post([] { std::puts("next iteration"); });
+//   Timer tick(loop->get(), [] { std::puts("tick"); });
+//   tick.StartPeriodic(absl::Seconds(1));
+//   FdWatcher w(loop->get(), fd, [](uint32_t events) { ... });
+//   w.Start(kReadable);
+//   (*loop)->Run();   // until Stop() or nothing is left to do
+//
+// One iteration (libuv's order):
+//   1. read the clock (once per iteration; NowNanos() returns that reading);
+//   2. run due timers;
+//   3. run the tasks posted before this point (tasks they post run in the next
+//      iteration, so a task that re-posts itself cannot starve I/O);
+//   4. wait in the poller: not at all when tasks are pending, else until the
+//      timer wheel's next expiry (rounded up: a timer never fires early), or
+//      indefinitely when no timer is scheduled; dispatch ready fds;
+//   5. destroy what DeleteLater() was given.
+//
+// Threading: a loop belongs to one thread: the thread that created it until
+// Run()/RunOnce() is first called, then the thread running it. Every method is
+// for that thread only, except Post() and Stop(), which are safe from any
+// thread. Cross-thread posts go through an intrusive MPSC queue and an eventfd
+// (a self-pipe where eventfd is missing); a burst costs one wake-up.
+//
+// Lifetime: handles (FdWatcher, Timer) are owned by the caller, must not
+// outlive the loop, and unregister themselves when destroyed. Nothing may be
+// destroyed inside its own callback: hand it to DeleteLater() instead (a
+// check fails otherwise).
+#ifndef NBIO_REACTOR_EVENT_LOOP_H_
+#define NBIO_REACTOR_EVENT_LOOP_H_
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "queue/mpsc_queue.h"
+#include "reactor/poller.h"
+#include "reactor/task_queue.h"
+#include "reactor/wakeup.h"
+#include "timers/clock.h"
+#include "timers/timer_wheel.h"
+
+namespace nbio {
+
+class EventLoop;
+
+// Identifies a timer started with RunAfter/RunEvery, for Cancel().
+struct TimerId {
+  uint64_t value = 0;
+  bool operator==(const TimerId& o) const { return value == o.value; }
+};
+
+// What the loop has done, for stats lines and benchmarks. Read on the loop's
+// thread.
+struct LoopCounters {
+  uint64_t iterations = 0;
+  int64_t poll_blocked_nanos = 0;  // wall time spent inside the poller
+  uint64_t poll_calls = 0;
+  uint64_t events_dispatched = 0;
+  uint64_t tasks_run = 0;
+  uint64_t timers_fired = 0;
+  uint64_t remote_posts = 0;    // Post() calls from other threads, drained
+  uint64_t wakeups_sent = 0;    // Signal()s on the wakeup fd (all threads)
+};
+
+// A snapshot of what is waiting, for issue-6-style queue introspection.
+struct LoopLoad {
+  size_t tasks_ready = 0;      // posted, not yet run
+  int fds_waiting = 0;         // fd watchers and connections with interest
+  size_t timers_sleeping = 0;  // scheduled user timers
+};
+
+// Watches one fd for readiness. Owned by the caller; does not own the fd.
+// The callback receives PollEvents bits; see poller.h for what is reported.
+class FdWatcher {
+ public:
+  using Callback = absl::AnyInvocable<void(uint32_t events)>;
+
+  FdWatcher(EventLoop* loop, int fd, Callback callback);
+  // Stops watching. Must not run inside this watcher's own callback.
+  ~FdWatcher();
+
+  FdWatcher(const FdWatcher&) = delete;
+  FdWatcher& operator=(const FdWatcher&) = delete;
+
+  // Starts watching, or changes the interest (kReadable | kWritable). 0 keeps
+  // the fd registered but silent. Errors: the backend cannot watch this fd
+  // (select: fd >= FD_SETSIZE), or the kernel refused it.
+  absl::Status SetInterest(uint32_t interest);
+  // Stops watching (the callback is not called again, not even for events
+  // already collected in this iteration). Call it before closing the fd.
+  void Stop();
+
+  int fd() const { return fd_; }
+  uint32_t interest() const { return entry_.interest(); }
+  bool is_active() const { return entry_.is_registered(); }
+
+ private:
+  struct Entry : PollerEntry {
+    explicit Entry(FdWatcher* w) : PollerEntry(&FdWatcher::OnEvents), owner(w) {}
+    FdWatcher* owner;
+  };
+  static void OnEvents(PollerEntry* entry, uint32_t events);
+
+  EventLoop* const loop_;
+  const int fd_;
+  Entry entry_;
+  Callback callback_;
+  bool in_callback_ = false;
+};
+
+// A timer owned by the caller: zero allocation to start, re-arm or cancel.
+// Re-usable: Start() again after it fired or was cancelled.
+class Timer : private TimerNode {
+ public:
+  using Callback = absl::AnyInvocable<void()>;
+
+  Timer(EventLoop* loop, Callback callback);
+  // Cancels. Must not run inside this timer's own callback.
+  ~Timer();
+
+  // Fires once, `delay` from the loop's current time (NowNanos()). Re-arms
+  // if pending. A zero or negative delay fires in the next iteration.
+  void Start(absl::Duration delay);
+  // Fires once at `deadline_nanos` on the loop clock.
+  void StartAt(int64_t deadline_nanos);
+  // Fires every `period` (> 0), without drift: the n-th firing is due at
+  // start + n * period. Periods missed while the loop was busy are skipped,
+  // not replayed in a burst.
+  void StartPeriodic(absl::Duration period);
+  // Stops it; a no-op when not pending. Safe inside its own callback.
+  void Cancel();
+
+  bool is_pending() const { return is_scheduled(); }
+  // The deadline it is (or was last) scheduled for, on the loop clock.
+  int64_t deadline_nanos() const { return deadline(); }
+
+ private:
+  static void OnFire(TimerNode* node);
+
+  EventLoop* const loop_;
+  Callback callback_;
+  int64_t period_nanos_ = 0;
+  bool in_callback_ = false;
+};
+
+class EventLoop {
+ public:
+  struct Options {
+    // "epoll", "poll", "select"; empty: the best available.
+    std::string backend;
+    // nullptr: DefaultClock(). A ManualClock makes timer tests sleep-free.
+    Clock* clock = nullptr;
+    absl::Duration timer_resolution = absl::Milliseconds(1);
+    // Use a self-pipe rather than an eventfd to wake the loop (for tests).
+    bool force_pipe_wakeup = false;
+  };
+
+  static absl::StatusOr<std::unique_ptr<EventLoop>> Create(Options options);
+  static absl::StatusOr<std::unique_ptr<EventLoop>> Create() {
+    return Create(Options());
+  }
+  ~EventLoop();
+
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Runs iterations until Stop() is called or no work is left: no task, no
+  // user timer, no fd watcher with interest, no signal handler and no
+  // KeepAlive. Returns an error only when the poller fails unrecoverably.
+  absl::Status Run();
+
+  enum class RunMode {
+    kWait,    // block in the poller as long as the timers allow
+    kNoWait,  // poll without blocking (tests with a manual clock)
+  };
+  // One iteration.
+  absl::Status RunOnce(RunMode mode = RunMode::kWait);
+
+  // Makes Run() return after the current iteration. Safe from any thread and
+  // from callbacks; wakes the loop if it is blocked.
+  void Stop();
+
+  // Runs `task` on the loop thread in a later iteration, FIFO. Safe from any
+  // thread. From the loop thread it allocates nothing for small callables;
+  // from another thread it allocates one node and wakes the loop only when
+  // the queue was empty.
+  void Post(absl::AnyInvocable<void()> task);
+
+  // One-shot and periodic timers owned by the loop, cancellable by id.
+  TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> fn);
+  TimerId RunEvery(absl::Duration period, absl::AnyInvocable<void()> fn);
+  // True when the timer was pending and now will never run again. False when
+  // it already ran (one-shot), was cancelled, or never existed. Safe inside
+  // the timer's own callback (a periodic timer then stops).
+  bool Cancel(TimerId id);
+
+  // Calls `handler(signo)` on the loop thread when `signo` arrives (signalfd;
+  // no work is done in async-signal context). Blocks the signal in the
+  // calling thread, so install handlers before starting other threads (or
+  // block the signal in them too). A second call for the same signal replaces
+  // the handler. A registered handler keeps Run() going.
+  absl::Status OnSignal(int signo, absl::AnyInvocable<void(int signo)> handler);
+  // Removes the handler and unblocks the signal.
+  void RemoveSignal(int signo);
+
+  // Destroys `object` after the current callback has returned (at the end of
+  // this iteration). Loop thread only.
+  template <typename T>
+  void DeleteLater(std::unique_ptr<T> object) {
+    deferred_.push_back(
+        DeferredDelete(object.release(), [](void* p) { delete static_cast<T*>(p); }));
+  }
+
+  // Keeps Run() going while the returned token lives, though nothing else is
+  // pending (e.g. while waiting for posts from another thread).
+  class KeepAlive {
+   public:
+    KeepAlive(KeepAlive&& other) noexcept : loop_(std::exchange(other.loop_, nullptr)) {}
+    KeepAlive& operator=(KeepAlive&&) = delete;
+    ~KeepAlive();
+
+   private:
+    friend class EventLoop;
+    explicit KeepAlive(EventLoop* loop) : loop_(loop) {}
+    EventLoop* loop_;
+  };
+  KeepAlive KeepAliveToken();
+
+  // The clock reading taken at the start of this iteration.
+  int64_t NowNanos() const { return now_nanos_; }
+  Clock* clock() const { return clock_; }
+  const char* backend_name() const { return poller_->name(); }
+  bool IsInLoopThread() const;
+  LoopCounters counters() const {
+    LoopCounters c = counters_;
+    c.wakeups_sent = wakeups_sent_.load(std::memory_order_relaxed);
+    return c;
+  }
+  LoopLoad Load() const;
+
+  // For the TCP layer and other parts of nbio that embed their own entries
+  // and timer nodes (zero allocation, no std::function per connection).
+  Poller* poller() { return poller_.get(); }
+  TimerWheel* timer_wheel() { return &wheel_; }
+  // The poll timeout the next iteration would use, in nanoseconds (-1: none).
+  int64_t NextPollTimeoutNanos();
+
+ private:
+  friend class FdWatcher;
+  friend class Timer;
+  struct OwnedTimer;
+  struct RemoteTask {
+    MpscNode node;
+    absl::AnyInvocable<void()> fn;
+  };
+  struct SignalEntry : PollerEntry {
+    explicit SignalEntry(EventLoop* l) : PollerEntry(&EventLoop::OnSignalFd), loop(l) {}
+    EventLoop* loop;
+  };
+  struct WakeupEntry : PollerEntry {
+    explicit WakeupEntry(EventLoop* l) : PollerEntry(&EventLoop::OnWakeupFd), loop(l) {}
+    EventLoop* loop;
+  };
+  using DeferredDelete = std::unique_ptr<void, void (*)(void*)>;
+
+  EventLoop(Options options, std::unique_ptr<Poller> poller,
+            std::unique_ptr<Wakeup> wakeup, Clock* clock);
+
+  bool HasWork() const;
+  // Registered entries with interest, not counting the loop's own (the
+  // wake-up fd, the signalfd).
+  int ActiveIo() const;
+  void RunDueTimers();
+  void RunTasks();
+  void DrainRemoteTasks();
+  void RunDeferredDeletes();
+  static void OnWakeupFd(PollerEntry* entry, uint32_t events);
+  static void OnSignalFd(PollerEntry* entry, uint32_t events);
+  static void OnOwnedTimer(TimerNode* node);
+  absl::Status UpdateSignalFd();
+
+  // Timers: count of scheduled user timers (Timer and RunAfter/RunEvery).
+  void TimerScheduled() { ++timers_scheduled_; }
+  void TimerUnscheduled() { --timers_scheduled_; }
+
+  Options options_;
+  Clock* const clock_;
+  std::unique_ptr<Poller> poller_;
+  TimerWheel wheel_;
+  int64_t now_nanos_;
+
+  std::atomic<pthread_t> owner_thread_;
+  std::atomic<bool> stop_requested_{false};
+
+  TaskQueue tasks_;
+  MpscQueue<RemoteTask, &RemoteTask::node> remote_tasks_;
+  std::unique_ptr<Wakeup> wakeup_;
+  WakeupEntry wakeup_entry_{this};
+  std::atomic<uint64_t> wakeups_sent_{0};
+
+  uint64_t next_timer_id_ = 1;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<OwnedTimer>> owned_timers_;
+  size_t timers_scheduled_ = 0;
+
+  int signal_fd_ = -1;
+  sigset_t signal_mask_;
+  SignalEntry signal_entry_{this};
+  absl::flat_hash_map<int, absl::AnyInvocable<void(int)>> signal_handlers_;
+
+  int keep_alive_ = 0;
+  std::vector<DeferredDelete> deferred_;
+  LoopCounters counters_;
+};
+
+}  // namespace nbio
+
+#endif  // NBIO_REACTOR_EVENT_LOOP_H_

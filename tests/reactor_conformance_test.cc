@@ -1,0 +1,497 @@
+// The reactor's conformance suite: every poller backend must pass all of it.
+//
+// Parameterised over PollerNames() x {eventfd, self-pipe} wake-up, so a new
+// backend added to the registry is tested here without touching this file.
+// Timing tests use a ManualClock and RunOnce(kNoWait): nothing sleeps.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "reactor/event_loop.h"
+#include "reactor/poller_registry.h"
+#include "timers/clock.h"
+
+namespace nbio {
+namespace {
+
+struct Pipe {
+  Pipe() {
+    int fds[2];
+    EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+    r = fds[0];
+    w = fds[1];
+  }
+  ~Pipe() {
+    if (r >= 0) close(r);
+    if (w >= 0) close(w);
+  }
+  int r = -1, w = -1;
+};
+
+struct SocketPair {
+  SocketPair() {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                         0, fds),
+              0);
+    a = fds[0];
+    b = fds[1];
+  }
+  ~SocketPair() {
+    if (a >= 0) close(a);
+    if (b >= 0) close(b);
+  }
+  int a = -1, b = -1;
+};
+
+using Param = std::tuple<std::string, bool>;  // backend, force_pipe_wakeup
+
+class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
+ protected:
+  std::unique_ptr<EventLoop> MakeLoop(Clock* clock = nullptr) {
+    EventLoop::Options options;
+    options.backend = std::get<0>(GetParam());
+    options.force_pipe_wakeup = std::get<1>(GetParam());
+    options.clock = clock;
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+        EventLoop::Create(options);
+    EXPECT_TRUE(loop.ok()) << loop.status();
+    if (!loop.ok()) return nullptr;
+    EXPECT_EQ(std::string((*loop)->backend_name()), std::get<0>(GetParam()));
+    return std::move(*loop);
+  }
+
+  static void RunNoWait(EventLoop* loop, int iterations = 1) {
+    for (int i = 0; i < iterations; ++i) {
+      ASSERT_TRUE(loop->RunOnce(EventLoop::RunMode::kNoWait).ok());
+    }
+  }
+};
+
+// --- readiness --------------------------------------------------------------
+
+TEST_P(ReactorConformanceTest, PipeReadinessReachesWatcher) {
+  auto loop = MakeLoop();
+  Pipe p;
+  std::string got;
+  FdWatcher watcher(loop.get(), p.r, [&](uint32_t events) {
+    EXPECT_TRUE(events & kReadable);
+    char buf[64];
+    ssize_t n;
+    while ((n = read(p.r, buf, sizeof(buf))) > 0) got.append(buf, n);
+    if (n == 0) watcher.Stop();  // EOF: nothing left to wait for
+  });
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  EXPECT_TRUE(watcher.is_active());
+  ASSERT_EQ(write(p.w, "hello", 5), 5);
+  close(p.w);
+  p.w = -1;
+  // Run() returns by itself once the watcher stops: no work is left.
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(got, "hello");
+  EXPECT_FALSE(watcher.is_active());
+}
+
+TEST_P(ReactorConformanceTest, SocketPairBothDirectionsAndInterestChanges) {
+  auto loop = MakeLoop();
+  SocketPair s;
+  std::vector<uint32_t> seen;
+  FdWatcher watcher(loop.get(), s.a,
+                    [&](uint32_t events) { seen.push_back(events); });
+  ASSERT_TRUE(watcher.SetInterest(kWritable).ok());
+  RunNoWait(loop.get());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], kWritable);
+
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  RunNoWait(loop.get());
+  EXPECT_EQ(seen.size(), 1u);  // nothing to read, no longer asks to write
+
+  ASSERT_EQ(write(s.b, "x", 1), 1);
+  RunNoWait(loop.get());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1], kReadable);
+
+  ASSERT_TRUE(watcher.SetInterest(kReadable | kWritable).ok());
+  RunNoWait(loop.get());
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[2], kReadable | kWritable);
+
+  ASSERT_TRUE(watcher.SetInterest(0).ok());  // paused: silent
+  RunNoWait(loop.get());
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+}
+
+// --- unregister during dispatch ----------------------------------------------
+
+TEST_P(ReactorConformanceTest, WatcherStopsItselfDuringDispatch) {
+  auto loop = MakeLoop();
+  Pipe p;
+  int calls = 0;
+  FdWatcher watcher(loop.get(), p.r, [&](uint32_t) {
+    ++calls;
+    watcher.Stop();
+  });
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get(), 3);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST_P(ReactorConformanceTest, WatcherDeletesAnotherInSameBatch) {
+  auto loop = MakeLoop();
+  Pipe p1, p2;
+  int calls = 0;
+  std::unique_ptr<FdWatcher> w1, w2;
+  // Whichever runs first destroys the other (outside the other's callback,
+  // so destroying it directly is allowed) and its fd's event is dropped.
+  w1 = std::make_unique<FdWatcher>(loop.get(), p1.r, [&](uint32_t) {
+    ++calls;
+    w2.reset();
+  });
+  w2 = std::make_unique<FdWatcher>(loop.get(), p2.r, [&](uint32_t) {
+    ++calls;
+    w1.reset();
+  });
+  ASSERT_TRUE(w1->SetInterest(kReadable).ok());
+  ASSERT_TRUE(w2->SetInterest(kReadable).ok());
+  ASSERT_EQ(write(p1.w, "x", 1), 1);
+  ASSERT_EQ(write(p2.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+}
+
+// An object that owns a watcher and is destroyed from that watcher's own
+// callback goes through DeleteLater: it dies after the callback returns.
+struct Owner {
+  Owner(EventLoop* loop, int fd, bool* destroyed)
+      : destroyed(destroyed),
+        watcher(loop, fd, [this, loop](uint32_t) {
+          ++calls;
+          loop->DeleteLater(std::unique_ptr<Owner>(this));
+          EXPECT_FALSE(*this->destroyed);  // still alive in the callback
+        }) {}
+  ~Owner() { *destroyed = true; }
+  bool* destroyed;
+  int calls = 0;
+  FdWatcher watcher;
+};
+
+TEST_P(ReactorConformanceTest, DeleteLaterInsideOwnCallback) {
+  auto loop = MakeLoop();
+  Pipe p;
+  bool destroyed = false;
+  auto* owner = new Owner(loop.get(), p.r, &destroyed);
+  ASSERT_TRUE(owner->watcher.SetInterest(kReadable).ok());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_TRUE(destroyed);
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  RunNoWait(loop.get());  // the fd is still readable: nobody is called
+}
+
+TEST_P(ReactorConformanceTest, DestroyingWatcherInOwnCallbackIsCaught) {
+  auto loop = MakeLoop();
+  Pipe p;
+  FdWatcher* watcher = nullptr;
+  watcher = new FdWatcher(loop.get(), p.r, [&](uint32_t) { delete watcher; });
+  ASSERT_TRUE(watcher->SetInterest(kReadable).ok());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  EXPECT_DEATH(RunNoWait(loop.get()), "destroyed inside its own callback");
+  delete watcher;
+}
+
+// --- timers: ordering and never early -------------------------------------
+
+TEST_P(ReactorConformanceTest, TimersFireInDeadlineOrderNeverEarly) {
+  ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(100)));
+  auto loop = MakeLoop(&clock);
+  RunNoWait(loop.get());  // take the clock's reading
+  std::vector<int> order;
+  Timer t30(loop.get(), [&] { order.push_back(30); });
+  Timer t10(loop.get(), [&] { order.push_back(10); });
+  Timer t20a(loop.get(), [&] { order.push_back(20); });
+  Timer t20b(loop.get(), [&] { order.push_back(21); });
+  t30.Start(absl::Milliseconds(30));
+  t10.Start(absl::Milliseconds(10));
+  t20a.Start(absl::Milliseconds(20));
+  t20b.Start(absl::Milliseconds(20));  // same deadline: after t20a (FIFO)
+  EXPECT_EQ(loop->Load().timers_sleeping, 4u);
+
+  // The poll timeout is the nearest deadline.
+  EXPECT_EQ(loop->NextPollTimeoutNanos(),
+            absl::ToInt64Nanoseconds(absl::Milliseconds(10)));
+
+  clock.Advance(absl::Milliseconds(10) - absl::Nanoseconds(1));
+  RunNoWait(loop.get());
+  EXPECT_TRUE(order.empty()) << "fired before its deadline";
+  // Rounded up, never down: 1 ns left is a whole (1 ms) poll timeout.
+  EXPECT_GT(loop->NextPollTimeoutNanos(), 0);
+
+  clock.Advance(absl::Nanoseconds(1));
+  RunNoWait(loop.get());
+  EXPECT_EQ(order, (std::vector<int>{10}));
+
+  clock.Advance(absl::Milliseconds(25));  // past 20 and 30 at once
+  RunNoWait(loop.get());
+  EXPECT_EQ(order, (std::vector<int>{10, 20, 21, 30}));
+  EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+  // Nothing left to do: do not block at all (Run() is about to return)...
+  EXPECT_EQ(loop->NextPollTimeoutNanos(), 0);
+  // ...but with something to wait for and no timer, block with no limit.
+  auto keep = loop->KeepAliveToken();
+  EXPECT_EQ(loop->NextPollTimeoutNanos(), -1);
+}
+
+TEST_P(ReactorConformanceTest, PeriodicTimerDoesNotDriftAndSkipsMissed) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  RunNoWait(loop.get());
+  std::vector<int64_t> fired_at;
+  Timer tick(loop.get(), [&] { fired_at.push_back(loop->NowNanos()); });
+  tick.StartPeriodic(absl::Milliseconds(10));
+  // The loop runs a little late each time: the deadlines stay on the grid.
+  for (int i = 1; i <= 3; ++i) {
+    clock.Set(absl::ToInt64Nanoseconds(absl::Milliseconds(10 * i + 3)));
+    RunNoWait(loop.get());
+    EXPECT_EQ(tick.deadline_nanos(),
+              absl::ToInt64Nanoseconds(absl::Milliseconds(10 * (i + 1))));
+  }
+  EXPECT_EQ(fired_at.size(), 3u);
+  // A long stall: one firing, then back on the grid (no burst of 10).
+  clock.Set(absl::ToInt64Nanoseconds(absl::Milliseconds(145)));
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired_at.size(), 4u);
+  EXPECT_EQ(tick.deadline_nanos(),
+            absl::ToInt64Nanoseconds(absl::Milliseconds(150)));
+  tick.Cancel();
+  EXPECT_FALSE(tick.is_pending());
+}
+
+TEST_P(ReactorConformanceTest, RunAfterCancelAndRunEvery) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  RunNoWait(loop.get());
+  int once = 0, cancelled = 0, every = 0;
+  TimerId a = loop->RunAfter(absl::Milliseconds(5), [&] { ++once; });
+  TimerId b = loop->RunAfter(absl::Milliseconds(5), [&] { ++cancelled; });
+  TimerId c;
+  c = loop->RunEvery(absl::Milliseconds(2), [&] {
+    if (++every == 3) {
+      EXPECT_TRUE(loop->Cancel(c));  // from inside itself
+    }
+  });
+  EXPECT_TRUE(loop->Cancel(b));
+  EXPECT_FALSE(loop->Cancel(b));  // already cancelled
+  for (int ms = 1; ms <= 20; ++ms) {
+    clock.Set(absl::ToInt64Nanoseconds(absl::Milliseconds(ms)));
+    RunNoWait(loop.get());
+  }
+  EXPECT_EQ(once, 1);
+  EXPECT_EQ(cancelled, 0);
+  EXPECT_EQ(every, 3);
+  EXPECT_FALSE(loop->Cancel(a));  // already ran
+  EXPECT_FALSE(loop->Cancel(c));
+  EXPECT_FALSE(loop->Cancel(TimerId{987654}));
+  EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+}
+
+TEST_P(ReactorConformanceTest, TimerCallbackCancelsAnotherDueInSameBatch) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  RunNoWait(loop.get());
+  int second_ran = 0;
+  Timer second(loop.get(), [&] { ++second_ran; });
+  Timer first(loop.get(), [&] { second.Cancel(); });
+  first.Start(absl::Milliseconds(1));
+  second.Start(absl::Milliseconds(2));
+  clock.Advance(absl::Milliseconds(5));  // both due in one Advance
+  RunNoWait(loop.get());
+  EXPECT_EQ(second_ran, 0);
+  EXPECT_FALSE(second.is_pending());
+}
+
+TEST_P(ReactorConformanceTest, RealClockTimerWakesBlockedLoop) {
+  auto loop = MakeLoop();  // monotonic clock: the poll timeout is real
+  bool fired = false;
+  const int64_t start = DefaultClock()->NowNanos();
+  loop->RunAfter(absl::Milliseconds(5), [&] { fired = true; });
+  ASSERT_TRUE(loop->Run().ok());  // returns once the only timer has run
+  EXPECT_TRUE(fired);
+  // Never early (no upper bound: machines are noisy).
+  EXPECT_GE(DefaultClock()->NowNanos() - start,
+            absl::ToInt64Nanoseconds(absl::Milliseconds(5)));
+}
+
+// --- tasks ------------------------------------------------------------------
+
+TEST_P(ReactorConformanceTest, PostedTasksRunFifoAndDoNotStarveIo) {
+  auto loop = MakeLoop();
+  std::vector<int> order;
+  for (int i = 0; i < 5; ++i) loop->Post([&, i] { order.push_back(i); });
+  RunNoWait(loop.get());
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+
+  // A task that re-posts itself forever must not keep the fd from being
+  // served: each iteration runs only what was queued before it.
+  Pipe p;
+  bool io_seen = false;
+  int spins = 0;
+  std::function<void()> spin = [&] {
+    ++spins;
+    if (!io_seen) loop->Post(spin);
+  };
+  FdWatcher watcher(loop.get(), p.r, [&](uint32_t) {
+    io_seen = true;
+    watcher.Stop();
+  });
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  loop->Post(spin);
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_TRUE(io_seen);
+  EXPECT_LE(spins, 2);
+}
+
+TEST_P(ReactorConformanceTest, StopFromCallback) {
+  auto loop = MakeLoop();
+  auto keep = loop->KeepAliveToken();  // otherwise Run() would just return
+  int iterations_after_stop = 0;
+  bool stopped = false;
+  std::function<void()> task = [&] {
+    if (stopped) ++iterations_after_stop;
+    loop->Post(task);
+  };
+  loop->Post(task);
+  loop->Post([&] {
+    stopped = true;
+    loop->Stop();
+  });
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_TRUE(stopped);
+  EXPECT_LE(iterations_after_stop, 1);
+}
+
+TEST_P(ReactorConformanceTest, StopFromAnotherThreadWakesBlockedLoop) {
+  auto loop = MakeLoop();
+  auto keep = loop->KeepAliveToken();  // no timer: the poll blocks with no limit
+  std::atomic<bool> running{false};
+  loop->Post([&] { running = true; });
+  std::thread stopper([&] {
+    while (!running) std::this_thread::yield();
+    loop->Stop();
+  });
+  ASSERT_TRUE(loop->Run().ok());
+  stopper.join();
+  EXPECT_TRUE(running);
+}
+
+TEST_P(ReactorConformanceTest, PostsFromFourThreadsRunExactlyOnceInOrder) {
+  auto loop = MakeLoop();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 20000;
+  std::vector<std::vector<int>> seen(kThreads);
+  std::atomic<int> producers_done{0};
+  auto keep = std::make_unique<EventLoop::KeepAlive>(loop->KeepAliveToken());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        loop->Post([&seen, t, i] { seen[t].push_back(i); });
+      }
+      if (producers_done.fetch_add(1) + 1 == kThreads) {
+        // The last producer ends the run once everything before it has run.
+        loop->Post([&] { keep.reset(); });
+      }
+    });
+  }
+  ASSERT_TRUE(loop->Run().ok());
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_EQ(seen[t].size(), static_cast<size_t>(kPerThread)) << t;
+    for (int i = 0; i < kPerThread; ++i) ASSERT_EQ(seen[t][i], i) << t;
+  }
+  EXPECT_EQ(loop->counters().remote_posts, uint64_t{kThreads * kPerThread + 1});
+}
+
+TEST_P(ReactorConformanceTest, BurstOfRemotePostsCostsOneWakeup) {
+  auto loop = MakeLoop();
+  int ran = 0;
+  std::thread producer([&] {
+    for (int i = 0; i < 1000; ++i) loop->Post([&ran] { ++ran; });
+  });
+  producer.join();  // the loop is not draining meanwhile: one burst
+  EXPECT_EQ(loop->counters().wakeups_sent, 1u);
+  RunNoWait(loop.get(), 2);
+  EXPECT_EQ(ran, 1000);
+}
+
+// --- signals ----------------------------------------------------------------
+
+TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
+  auto loop = MakeLoop();
+  int got = 0;
+  const pthread_t loop_thread = pthread_self();
+  ASSERT_TRUE(loop->OnSignal(SIGUSR1, [&](int signo) {
+                    EXPECT_EQ(signo, SIGUSR1);
+                    EXPECT_TRUE(pthread_equal(pthread_self(), loop_thread));
+                    ++got;
+                    loop->RemoveSignal(SIGUSR1);  // from inside its handler
+                  })
+                  .ok());
+  ASSERT_EQ(kill(getpid(), SIGUSR1), 0);  // blocked: waits in the signalfd
+  ASSERT_TRUE(loop->Run().ok());  // returns once the handler removed itself
+  EXPECT_EQ(got, 1);
+  EXPECT_FALSE(loop->OnSignal(SIGKILL, [](int) {}).ok());
+}
+
+// --- the select ceiling -------------------------------------------------------
+
+TEST_P(ReactorConformanceTest, FdAboveFdSetsize) {
+  auto loop = MakeLoop();
+  Pipe p;
+  const int high = fcntl(p.r, F_DUPFD_CLOEXEC, FD_SETSIZE + 5);
+  ASSERT_GE(high, FD_SETSIZE);
+  FdWatcher watcher(loop.get(), high, [](uint32_t) {});
+  absl::Status status = watcher.SetInterest(kReadable);
+  if (std::get<0>(GetParam()) == "select") {
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+    EXPECT_FALSE(watcher.is_active());
+    EXPECT_EQ(loop->Load().fds_waiting, 0);
+  } else {
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  watcher.Stop();
+  close(high);
+}
+
+TEST(ReactorTest, UnknownBackendIsAnError) {
+  EventLoop::Options options;
+  options.backend = "io_uring_v9";
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(options);
+  EXPECT_EQ(loop.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllBackends, ReactorConformanceTest,
+    ::testing::Combine(::testing::ValuesIn(PollerNames()), ::testing::Bool()),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      return std::get<0>(info.param) +
+             (std::get<1>(info.param) ? "_pipe" : "_eventfd");
+    });
+
+}  // namespace
+}  // namespace nbio

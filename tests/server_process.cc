@@ -1,0 +1,230 @@
+#include "tests/server_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+namespace nbio {
+namespace testing {
+
+ServerProcess::ServerProcess(std::vector<std::string> argv,
+                             std::optional<int> rlimit_nofile) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  static int counter = 0;
+  stderr_path_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/server-",
+                              getpid(), "-", counter++, ".stderr");
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return;
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(out[1], 1);
+    const int err = open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (err >= 0) dup2(err, 2);
+    if (rlimit_nofile.has_value()) {
+      rlimit lim;
+      lim.rlim_cur = lim.rlim_max = static_cast<rlim_t>(*rlimit_nofile);
+      setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "exec %s failed: %d\n", args[0], errno);
+    _exit(127);
+  }
+  close(out[1]);
+  stdout_fd_ = out[0];
+}
+
+ServerProcess::~ServerProcess() {
+  if (running()) {
+    kill(pid_, SIGKILL);
+    WaitExit(absl::Seconds(10));
+  }
+  if (stdout_fd_ >= 0) close(stdout_fd_);
+  unlink(stderr_path_.c_str());
+}
+
+bool ServerProcess::WaitListening(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    const size_t nl = stdout_buffer_.find('\n');
+    if (nl != std::string::npos) {
+      const std::string line = stdout_buffer_.substr(0, nl);
+      stdout_buffer_.erase(0, nl + 1);
+      if (absl::StartsWith(line, "listening on ")) {
+        absl::StatusOr<SocketAddress> a =
+            SocketAddress::Parse(line.substr(strlen("listening on ")));
+        if (!a.ok()) return false;
+        address_ = *a;
+        return true;
+      }
+      continue;
+    }
+    pollfd p{stdout_fd_, POLLIN, 0};
+    const int ms = static_cast<int>(
+        absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+    if (poll(&p, 1, ms) <= 0) continue;
+    char buf[512];
+    const ssize_t n = read(stdout_fd_, buf, sizeof(buf));
+    if (n <= 0) return false;  // the child exited
+    stdout_buffer_.append(buf, n);
+  }
+  return false;
+}
+
+std::string ServerProcess::ReadStdout(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string out = std::move(stdout_buffer_);
+  stdout_buffer_.clear();
+  while (absl::Now() < deadline) {
+    pollfd p{stdout_fd_, POLLIN, 0};
+    const int ms = static_cast<int>(
+        absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+    if (poll(&p, 1, ms) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = read(stdout_fd_, buf, sizeof(buf));
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+int ServerProcess::Connect() const {
+  const int fd = socket(address_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (connect(fd, address_.sockaddr_ptr(), address_.sockaddr_len()) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void ServerProcess::Signal(int signo) const {
+  if (pid_ > 0) kill(pid_, signo);
+}
+
+bool ServerProcess::running() {
+  if (exit_status_.has_value() || pid_ <= 0) return false;
+  return !WaitExit(absl::ZeroDuration()).has_value();
+}
+
+std::optional<int> ServerProcess::WaitExit(absl::Duration timeout) {
+  if (exit_status_.has_value()) return exit_status_;
+  const absl::Time deadline = absl::Now() + timeout;
+  do {
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status)
+                                       : 128 + WTERMSIG(status);
+      return exit_status_;
+    }
+    if (r < 0) return std::nullopt;
+    if (timeout > absl::ZeroDuration()) absl::SleepFor(absl::Milliseconds(5));
+  } while (absl::Now() < deadline);
+  return std::nullopt;
+}
+
+std::string ServerProcess::Stderr() const {
+  std::ifstream in(stderr_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+uint64_t ServerProcess::ResidentBytes() const {
+  std::ifstream in(absl::StrCat("/proc/", pid_, "/statm"));
+  uint64_t size = 0, resident = 0;
+  in >> size >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+absl::Duration ServerProcess::CpuTime() const {
+  std::ifstream in(absl::StrCat("/proc/", pid_, "/stat"));
+  std::string all((std::istreambuf_iterator<char>(in)),
+                  std::istreambuf_iterator<char>());
+  // Fields after the ")" that ends the command name: utime is the 12th
+  // and stime the 13th of them (fields 14 and 15 of the whole line).
+  const size_t paren = all.rfind(')');
+  if (paren == std::string::npos) return absl::ZeroDuration();
+  std::vector<std::string> f = absl::StrSplit(all.substr(paren + 2), ' ');
+  if (f.size() < 13) return absl::ZeroDuration();
+  const double ticks = std::strtod(f[11].c_str(), nullptr) +
+                       std::strtod(f[12].c_str(), nullptr);
+  return absl::Seconds(ticks / static_cast<double>(sysconf(_SC_CLK_TCK)));
+}
+
+bool WriteAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+std::string ReadN(int fd, size_t n) {
+  std::string out;
+  char buf[65536];
+  while (out.size() < n) {
+    const ssize_t r = recv(fd, buf, std::min(sizeof(buf), n - out.size()), 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    out.append(buf, r);
+  }
+  return out;
+}
+
+std::string ReadToEof(int fd, bool* eof) {
+  std::string out;
+  char buf[65536];
+  if (eof != nullptr) *eof = false;
+  for (;;) {
+    const ssize_t r = recv(fd, buf, sizeof(buf), 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0 && eof != nullptr) *eof = true;
+    if (r <= 0) break;
+    out.append(buf, r);
+  }
+  return out;
+}
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+std::string RunfilePath(const std::string& path) {
+  const char* dir = std::getenv("TEST_SRCDIR");
+  const char* ws = std::getenv("TEST_WORKSPACE");
+  if (dir == nullptr) return path;
+  return absl::StrCat(dir, "/", ws != nullptr ? ws : "nbio", "/", path);
+}
+
+}  // namespace testing
+}  // namespace nbio

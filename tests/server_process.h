@@ -1,0 +1,82 @@
+// ServerProcess: runs a server binary as a child process for end-to-end
+// tests, and the small socket helpers those tests share.
+//
+//   ServerProcess server({"echo/echo_server", "--listen=127.0.0.1:0"});
+//   ASSERT_TRUE(server.WaitListening());       // parses "listening on ..."
+//   int fd = server.Connect();
+//   ...
+//   server.Signal(SIGTERM);
+//   EXPECT_EQ(server.WaitExit(absl::Seconds(10)), 0);
+//
+// The child's stdout is read for the "listening on <address>" line; its
+// stderr goes to a file that Stderr() returns. The destructor kills a child
+// that is still running. Test-only; not thread-safe.
+#ifndef NBIO_TESTS_SERVER_PROCESS_H_
+#define NBIO_TESTS_SERVER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "reactor/socket_address.h"
+
+namespace nbio {
+namespace testing {
+
+class ServerProcess {
+ public:
+  // Starts argv[0] with the given arguments. `rlimit_nofile`, when set,
+  // becomes the child's open-file limit (soft and hard).
+  explicit ServerProcess(std::vector<std::string> argv,
+                         std::optional<int> rlimit_nofile = std::nullopt);
+  ~ServerProcess();
+
+  // Waits (up to `timeout`) for the "listening on ADDRESS" line.
+  bool WaitListening(absl::Duration timeout = absl::Seconds(20));
+  const SocketAddress& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+
+  // A blocking TCP connection to the server with 10 s send/receive
+  // timeouts, or -1.
+  int Connect() const;
+
+  void Signal(int signo) const;
+  // The exit status (128 + signal for a signal death), or nullopt on timeout.
+  std::optional<int> WaitExit(absl::Duration timeout);
+  bool running();
+
+  // The rest of the child's stdout, up to EOF (or `timeout`).
+  std::string ReadStdout(absl::Duration timeout = absl::Seconds(20));
+  // Everything the child wrote to stderr so far.
+  std::string Stderr() const;
+  // The child's resident set size in bytes (from /proc), or 0.
+  uint64_t ResidentBytes() const;
+  // The child's user + system CPU time so far.
+  absl::Duration CpuTime() const;
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string stderr_path_;
+  std::string stdout_buffer_;
+  SocketAddress address_;
+  std::optional<int> exit_status_;
+};
+
+// Writes all of `data` (blocking fd); false on error.
+bool WriteAll(int fd, const std::string& data);
+// Reads exactly `n` bytes, or until EOF / error / the fd's timeout.
+std::string ReadN(int fd, size_t n);
+// Reads until EOF (or error / timeout); `eof` says whether EOF was seen.
+std::string ReadToEof(int fd, bool* eof = nullptr);
+std::string RandomBytes(size_t n, uint32_t seed);
+// Where Bazel put the data dependency `path` (e.g. "echo/echo_server").
+std::string RunfilePath(const std::string& path);
+
+}  // namespace testing
+}  // namespace nbio
+
+#endif  // NBIO_TESTS_SERVER_PROCESS_H_
