@@ -95,6 +95,8 @@ void FaultyEchoServer::Serve() {
       break;
     }
     if (fds[0].revents != 0) break;
+    // Accepted now, polled from the next round on (fds has no slot yet).
+    std::vector<Conn> fresh;
     if (fds[1].revents != 0) {
       int fd;
       while ((fd = accept4(listen_fd_, nullptr, nullptr,
@@ -104,7 +106,7 @@ void FaultyEchoServer::Serve() {
         } else {
           Conn c;
           c.fd = fd;
-          conns.push_back(std::move(c));
+          fresh.push_back(std::move(c));
         }
       }
     }
@@ -163,6 +165,7 @@ void FaultyEchoServer::Serve() {
       }
       if (alive) kept.push_back(std::move(c));
     }
+    for (Conn& c : fresh) kept.push_back(std::move(c));
     conns.swap(kept);
   }
   for (const Conn& c : conns) close(c.fd);
