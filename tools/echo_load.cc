@@ -263,9 +263,10 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
               Latency(h.ValueAtPercentile(99)).c_str(),
               Latency(h.ValueAtPercentile(99.9)).c_str(),
               Latency(h.max()).c_str(), Grouped(h.count()).c_str());
-  std::printf("  connections   %s ok, %s failed\n",
+  std::printf("  connections   %s ok, %s failed (ramp-up %.2fs, run %.2fs)\n",
               Grouped(r.connections_ok).c_str(),
-              Grouped(r.connections_failed()).c_str());
+              Grouped(r.connections_failed()).c_str(), r.ramp_up_seconds,
+              r.run_seconds);
   for (const std::string& hint : ConnectionHints(r, o)) {
     std::printf("                  %s\n", hint.c_str());
   }
@@ -290,6 +291,8 @@ void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
   std::printf("  \"sources\": %d,\n", o.sources);
   std::printf("  \"warmup_s\": %.3f,\n", absl::ToDoubleSeconds(o.warmup));
   std::printf("  \"duration_s\": %.3f,\n", r.window_seconds);
+  std::printf("  \"ramp_up_s\": %.3f,\n", r.ramp_up_seconds);
+  std::printf("  \"run_s\": %.3f,\n", r.run_seconds);
   std::printf("  \"messages\": %" PRIu64 ",\n", r.messages);
   std::printf("  \"messages_total\": %" PRIu64 ",\n", r.messages_total);
   std::printf("  \"msgs_per_sec\": %.1f,\n", MsgsPerSecond(r));

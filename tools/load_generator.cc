@@ -681,6 +681,7 @@ absl::StatusOr<LoadResult> LoadGenerator::Run(
   for (auto& w : workers) threads.emplace_back([&w] { w->Run(); });
 
   int64_t next_progress = start + kNanosPerSecond / 4;
+  int64_t ramp_end = 0;
   while (true) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const int64_t now = NowNs();
@@ -701,6 +702,7 @@ absl::StatusOr<LoadResult> LoadGenerator::Run(
 
     const int phase = shared.phase.load(std::memory_order_relaxed);
     if (phase == kRamp && (all_ramped || now >= start + ramp_cap)) {
+      ramp_end = now;
       if (all_ramped && p.open == 0) {
         // No connection to load: nothing to wait for.
         shared.phase.store(kStop, std::memory_order_release);
@@ -766,6 +768,10 @@ absl::StatusOr<LoadResult> LoadGenerator::Run(
     }
   }
   total.window_seconds = absl::ToDoubleSeconds(options_.duration);
+  total.ramp_up_seconds =
+      static_cast<double>((ramp_end != 0 ? ramp_end : NowNs()) - start) /
+      kNanosPerSecond;
+  total.run_seconds = static_cast<double>(NowNs() - start) / kNanosPerSecond;
   return total;
 }
 

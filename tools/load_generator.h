@@ -119,6 +119,8 @@ struct LoadResult {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   double window_seconds = 0;  // the measured window: `duration`
+  double ramp_up_seconds = 0;  // from start until ramp-up ended
+  double run_seconds = 0;      // from start until every connection closed
   LatencyHistogram latency_ns;  // round trips of the measured messages
   // --- verification
   uint64_t mismatches = 0;

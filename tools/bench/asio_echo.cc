@@ -1,7 +1,8 @@
 // asio_echo: the echo benchmark's Boost.Asio baseline, the shape of Asio's
 // own async_tcp_echo_server example: async_read_some into the session's
 // buffer, async_write of what was read (a composed operation that finishes
-// partial writes), then read again. One io_context on one thread (concurrency
+// partial writes), then read again. Accepting drains the accept queue on
+// each completion (see Accept), as a server facing connection bursts must. One io_context on one thread (concurrency
 // hint 1), sessions kept alive by the handlers that hold a shared_ptr.
 #include <cstdio>
 #include <cstring>
@@ -43,12 +44,25 @@ class Session : public std::enable_shared_from_this<Session> {
   char buf_[nbio::bench::kEchoBufferBytes];
 };
 
+void StartSession(tcp::socket socket) {
+  boost::system::error_code ec;
+  socket.set_option(tcp::no_delay(true), ec);
+  std::make_shared<Session>(std::move(socket))->Read();
+}
+
 void Accept(tcp::acceptor& acceptor) {
   acceptor.async_accept(
       [&acceptor](boost::system::error_code ec, tcp::socket socket) {
-        if (!ec) {
-          socket.set_option(tcp::no_delay(true), ec);
-          std::make_shared<Session>(std::move(socket))->Read();
+        if (!ec) StartSession(std::move(socket));
+        // One async_accept completes one connection per trip through the
+        // handler queue, behind every pending read and write: under a burst
+        // of thousands of connects the kernel's accept queue overflows and
+        // clients wait seconds for SYN-ACK retransmits. So take everything
+        // already queued now (the acceptor is non-blocking), then re-arm.
+        while (true) {
+          tcp::socket next = acceptor.accept(ec);
+          if (ec) break;
+          StartSession(std::move(next));
         }
         Accept(acceptor);
       });
@@ -74,6 +88,7 @@ int main(int argc, char** argv) {
                  address.ToString().c_str(), ec.message().c_str());
     return 1;
   }
+  acceptor.non_blocking(true, ec);
   nbio::bench::AnnounceListening(acceptor.native_handle());
   Accept(acceptor);
   io.run();
