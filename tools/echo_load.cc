@@ -263,10 +263,11 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
               Latency(h.ValueAtPercentile(99)).c_str(),
               Latency(h.ValueAtPercentile(99.9)).c_str(),
               Latency(h.max()).c_str(), Grouped(h.count()).c_str());
-  std::printf("  connections   %s ok, %s failed (ramp-up %.2fs, run %.2fs)\n",
+  std::printf("  connections   %s ok, %s failed (ramp-up %.2fs, run %.2fs, "
+              "echo_load CPU %.2fs)\n",
               Grouped(r.connections_ok).c_str(),
               Grouped(r.connections_failed()).c_str(), r.ramp_up_seconds,
-              r.run_seconds);
+              r.run_seconds, r.cpu_seconds);
   for (const std::string& hint : ConnectionHints(r, o)) {
     std::printf("                  %s\n", hint.c_str());
   }
@@ -293,6 +294,7 @@ void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
   std::printf("  \"duration_s\": %.3f,\n", r.window_seconds);
   std::printf("  \"ramp_up_s\": %.3f,\n", r.ramp_up_seconds);
   std::printf("  \"run_s\": %.3f,\n", r.run_seconds);
+  std::printf("  \"load_cpu_s\": %.3f,\n", r.cpu_seconds);
   std::printf("  \"messages\": %" PRIu64 ",\n", r.messages);
   std::printf("  \"messages_total\": %" PRIu64 ",\n", r.messages_total);
   std::printf("  \"msgs_per_sec\": %.1f,\n", MsgsPerSecond(r));

@@ -61,6 +61,16 @@ int64_t NowNs() {
 
 int64_t ToNs(absl::Duration d) { return absl::ToInt64Nanoseconds(d); }
 
+// User + system CPU time of this process so far.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
 // One writer (the owning worker), any number of relaxed readers.
 void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
   counter.store(counter.load(std::memory_order_relaxed) + n,
@@ -666,6 +676,7 @@ absl::StatusOr<LoadResult> LoadGenerator::Run(
   }
 
   const int64_t start = NowNs();
+  const double cpu_start = ProcessCpuSeconds();
   int64_t ramp_cap = kRampSlackNs;
   if (options_.connect_rate > 0) {
     ramp_cap += static_cast<int64_t>(kNanosPerSecond * options_.connections /
@@ -772,6 +783,7 @@ absl::StatusOr<LoadResult> LoadGenerator::Run(
       static_cast<double>((ramp_end != 0 ? ramp_end : NowNs()) - start) /
       kNanosPerSecond;
   total.run_seconds = static_cast<double>(NowNs() - start) / kNanosPerSecond;
+  total.cpu_seconds = ProcessCpuSeconds() - cpu_start;
   return total;
 }
 

@@ -121,6 +121,10 @@ struct LoadResult {
   double window_seconds = 0;  // the measured window: `duration`
   double ramp_up_seconds = 0;  // from start until ramp-up ended
   double run_seconds = 0;      // from start until every connection closed
+  // CPU time (user + system) the generator used over the run, all threads:
+  // near run_seconds * threads means the generator, not the server, set the
+  // pace.
+  double cpu_seconds = 0;
   LatencyHistogram latency_ns;  // round trips of the measured messages
   // --- verification
   uint64_t mismatches = 0;
