@@ -258,11 +258,16 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
               Grouped(static_cast<uint64_t>(MsgsPerSecond(r))).c_str(),
               MegabytesPerSecond(r, o));
   const LatencyHistogram& h = r.latency_ns;
-  std::printf("  round trip    p50 %s  p99 %s  p99.9 %s  max %s  (%s samples)\n",
-              Latency(h.ValueAtPercentile(50)).c_str(),
-              Latency(h.ValueAtPercentile(99)).c_str(),
-              Latency(h.ValueAtPercentile(99.9)).c_str(),
-              Latency(h.max()).c_str(), Grouped(h.count()).c_str());
+  if (h.count() == 0) {
+    std::printf("  round trip    no message completed in the measured window\n");
+  } else {
+    std::printf(
+        "  round trip    p50 %s  p99 %s  p99.9 %s  max %s  (%s samples)\n",
+        Latency(h.ValueAtPercentile(50)).c_str(),
+        Latency(h.ValueAtPercentile(99)).c_str(),
+        Latency(h.ValueAtPercentile(99.9)).c_str(), Latency(h.max()).c_str(),
+        Grouped(h.count()).c_str());
+  }
   std::printf("  connections   %s ok, %s failed (ramp-up %.2fs, run %.2fs, "
               "echo_load CPU %.2fs)\n",
               Grouped(r.connections_ok).c_str(),
@@ -276,7 +281,9 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
   std::printf("  verification  %s mismatched, %s lost, %s extra bytes%s\n",
               Grouped(r.mismatches).c_str(), Grouped(r.lost).c_str(),
               Grouped(r.extra).c_str(),
-              r.mismatches + r.lost + r.extra == 0 ? " (all verified)" : "");
+              r.mismatches + r.lost + r.extra == 0 && r.bytes_received > 0
+                  ? " (all verified)"
+                  : "");
 }
 
 void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {

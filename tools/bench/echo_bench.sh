@@ -76,7 +76,6 @@ IFS=, read -r -a server_list <<<"$servers"
 for s in "${scenario_list[@]}"; do
   [[ -n "${SCENARIO[$s]:-}" ]] || { echo "echo_bench.sh: unknown scenario '$s' (see --help)" >&2; exit 2; }
 done
-BASELINES=(raw_epoll libuv libev asio)
 for s in "${server_list[@]}"; do
   case "$s" in
     raw_epoll | libuv | libev | asio | nbio-epoll | nbio-poll | nbio-select) ;;
