@@ -14,10 +14,10 @@
 //   4  the run overran its hard time cap (a bug in echo_load)
 #include <unistd.h>
 
-#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -199,50 +199,34 @@ double MegabytesPerSecond(const LoadResult& r, const LoadOptions& o) {
 // Why connections failed, in words, one line each; empty when none did.
 std::vector<std::string> ConnectionHints(const LoadResult& r,
                                          const LoadOptions& o) {
+  const struct {
+    uint64_t count;
+    std::string why;
+  } causes[] = {
+      {r.refused, absl::StrCat("refused (ECONNREFUSED): is a server listening "
+                               "on ", o.target.ToString(), "?")},
+      {r.out_of_fds,
+       "not opened: out of file descriptors (EMFILE/ENFILE). This process "
+       "may hold RLIMIT_NOFILE descriptors (20000, a hard limit, on nbio's "
+       "machines); lower --connections"},
+      {r.no_ports,
+       "not opened: no ephemeral port left (EADDRNOTAVAIL); spread the "
+       "connections over more source addresses with --sources"},
+      {r.timed_out,
+       "not established before the ramp-up cap (the server's accept backlog "
+       "full, or not accepting)"},
+      {r.connect_errors, absl::StrCat("failed to connect: ", r.first_connect_error)},
+      {r.rejected,
+       "rejected: the server closed or reset them before echoing a byte "
+       "(e.g. a select() server past FD_SETSIZE)"},
+      {r.unanswered, "unanswered: open to the end without a single byte echoed"},
+      {r.closed_by_peer, "closed or reset by the server mid-run"},
+  };
   std::vector<std::string> hints;
-  const std::string target = o.target.ToString();
-  if (r.refused > 0) {
-    hints.push_back(absl::StrCat(
-        Grouped(r.refused), " refused (ECONNREFUSED): is a server listening on ",
-        target, "?"));
-  }
-  if (r.out_of_fds > 0) {
-    hints.push_back(absl::StrCat(
-        Grouped(r.out_of_fds),
-        " not opened: out of file descriptors (EMFILE/ENFILE). This process "
-        "may hold RLIMIT_NOFILE descriptors (20000, a hard limit, on nbio's "
-        "machines); lower --connections"));
-  }
-  if (r.no_ports > 0) {
-    hints.push_back(absl::StrCat(
-        Grouped(r.no_ports),
-        " not opened: no ephemeral port left (EADDRNOTAVAIL); spread the "
-        "connections over more source addresses with --sources"));
-  }
-  if (r.timed_out > 0) {
-    hints.push_back(absl::StrCat(
-        Grouped(r.timed_out),
-        " not established before the ramp-up cap (the server's accept "
-        "backlog full, or not accepting)"));
-  }
-  if (r.connect_errors > 0) {
-    hints.push_back(absl::StrCat(Grouped(r.connect_errors),
-                                 " failed to connect: ", r.first_connect_error));
-  }
-  if (r.rejected > 0) {
-    hints.push_back(absl::StrCat(
-        Grouped(r.rejected),
-        " rejected: the server closed or reset them before echoing a byte "
-        "(e.g. a select() server past FD_SETSIZE)"));
-  }
-  if (r.unanswered > 0) {
-    hints.push_back(absl::StrCat(
-        Grouped(r.unanswered),
-        " unanswered: open to the end without a single byte echoed"));
-  }
-  if (r.closed_by_peer > 0) {
-    hints.push_back(absl::StrCat(Grouped(r.closed_by_peer),
-                                 " closed or reset by the server mid-run"));
+  for (const auto& cause : causes) {
+    if (cause.count > 0) {
+      hints.push_back(absl::StrCat(Grouped(cause.count), " ", cause.why));
+    }
   }
   return hints;
 }
@@ -289,48 +273,56 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
 void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
   const LatencyHistogram& h = r.latency_ns;
   auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1e3; };
-  // Flat, one key per line: easy for jq and for sed alike.
-  std::printf("{\n");
-  std::printf("  \"target\": \"%s\",\n", o.target.ToString().c_str());
-  std::printf("  \"connections\": %d,\n", o.connections);
-  std::printf("  \"size\": %zu,\n", o.size);
-  std::printf("  \"depth\": %d,\n", o.depth);
-  std::printf("  \"threads\": %d,\n", o.threads);
-  std::printf("  \"sources\": %d,\n", o.sources);
-  std::printf("  \"warmup_s\": %.3f,\n", absl::ToDoubleSeconds(o.warmup));
-  std::printf("  \"duration_s\": %.3f,\n", r.window_seconds);
-  std::printf("  \"ramp_up_s\": %.3f,\n", r.ramp_up_seconds);
-  std::printf("  \"run_s\": %.3f,\n", r.run_seconds);
-  std::printf("  \"load_cpu_s\": %.3f,\n", r.cpu_seconds);
-  std::printf("  \"messages\": %" PRIu64 ",\n", r.messages);
-  std::printf("  \"messages_total\": %" PRIu64 ",\n", r.messages_total);
-  std::printf("  \"msgs_per_sec\": %.1f,\n", MsgsPerSecond(r));
-  std::printf("  \"mb_per_sec\": %.3f,\n", MegabytesPerSecond(r, o));
-  std::printf("  \"bytes_sent\": %" PRIu64 ",\n", r.bytes_sent);
-  std::printf("  \"bytes_received\": %" PRIu64 ",\n", r.bytes_received);
-  std::printf("  \"latency_samples\": %" PRIu64 ",\n", h.count());
-  std::printf("  \"p50_us\": %.3f,\n", us(h.ValueAtPercentile(50)));
-  std::printf("  \"p99_us\": %.3f,\n", us(h.ValueAtPercentile(99)));
-  std::printf("  \"p999_us\": %.3f,\n", us(h.ValueAtPercentile(99.9)));
-  std::printf("  \"max_us\": %.3f,\n", us(h.max()));
-  std::printf("  \"mean_us\": %.3f,\n", h.mean() / 1e3);
-  std::printf("  \"connections_ok\": %" PRIu64 ",\n", r.connections_ok);
-  std::printf("  \"connections_failed\": %" PRIu64 ",\n", r.connections_failed());
-  std::printf("  \"refused\": %" PRIu64 ",\n", r.refused);
-  std::printf("  \"timed_out\": %" PRIu64 ",\n", r.timed_out);
-  std::printf("  \"out_of_fds\": %" PRIu64 ",\n", r.out_of_fds);
-  std::printf("  \"no_ports\": %" PRIu64 ",\n", r.no_ports);
-  std::printf("  \"connect_errors\": %" PRIu64 ",\n", r.connect_errors);
-  std::printf("  \"rejected\": %" PRIu64 ",\n", r.rejected);
-  std::printf("  \"unanswered\": %" PRIu64 ",\n", r.unanswered);
-  std::printf("  \"closed_by_peer\": %" PRIu64 ",\n", r.closed_by_peer);
-  std::printf("  \"resets\": %" PRIu64 ",\n", r.resets);
-  std::printf("  \"io_errors\": %" PRIu64 ",\n", r.io_errors);
-  std::printf("  \"mismatches\": %" PRIu64 ",\n", r.mismatches);
-  std::printf("  \"lost\": %" PRIu64 ",\n", r.lost);
-  std::printf("  \"extra\": %" PRIu64 ",\n", r.extra);
-  std::printf("  \"exit_status\": %d\n", exit_status);
-  std::printf("}\n");
+  // Flat, one "key": value per line, numbers printed as they are: easy for
+  // jq and for sed or awk alike. Order: the load, timing, throughput,
+  // latency, connections, verification.
+  const std::pair<const char*, std::string> fields[] = {
+      {"target", absl::StrCat("\"", o.target.ToString(), "\"")},
+      {"connections", absl::StrCat(o.connections)},
+      {"size", absl::StrCat(o.size)},
+      {"depth", absl::StrCat(o.depth)},
+      {"threads", absl::StrCat(o.threads)},
+      {"sources", absl::StrCat(o.sources)},
+      {"warmup_s", absl::StrFormat("%.3f", absl::ToDoubleSeconds(o.warmup))},
+      {"duration_s", absl::StrFormat("%.3f", r.window_seconds)},
+      {"ramp_up_s", absl::StrFormat("%.3f", r.ramp_up_seconds)},
+      {"run_s", absl::StrFormat("%.3f", r.run_seconds)},
+      {"load_cpu_s", absl::StrFormat("%.3f", r.cpu_seconds)},
+      {"messages", absl::StrCat(r.messages)},
+      {"messages_total", absl::StrCat(r.messages_total)},
+      {"msgs_per_sec", absl::StrFormat("%.1f", MsgsPerSecond(r))},
+      {"mb_per_sec", absl::StrFormat("%.3f", MegabytesPerSecond(r, o))},
+      {"bytes_sent", absl::StrCat(r.bytes_sent)},
+      {"bytes_received", absl::StrCat(r.bytes_received)},
+      {"latency_samples", absl::StrCat(h.count())},
+      {"p50_us", absl::StrFormat("%.3f", us(h.ValueAtPercentile(50)))},
+      {"p99_us", absl::StrFormat("%.3f", us(h.ValueAtPercentile(99)))},
+      {"p999_us", absl::StrFormat("%.3f", us(h.ValueAtPercentile(99.9)))},
+      {"max_us", absl::StrFormat("%.3f", us(h.max()))},
+      {"mean_us", absl::StrFormat("%.3f", h.mean() / 1e3)},
+      {"connections_ok", absl::StrCat(r.connections_ok)},
+      {"connections_failed", absl::StrCat(r.connections_failed())},
+      {"refused", absl::StrCat(r.refused)},
+      {"timed_out", absl::StrCat(r.timed_out)},
+      {"out_of_fds", absl::StrCat(r.out_of_fds)},
+      {"no_ports", absl::StrCat(r.no_ports)},
+      {"connect_errors", absl::StrCat(r.connect_errors)},
+      {"rejected", absl::StrCat(r.rejected)},
+      {"unanswered", absl::StrCat(r.unanswered)},
+      {"closed_by_peer", absl::StrCat(r.closed_by_peer)},
+      {"resets", absl::StrCat(r.resets)},
+      {"io_errors", absl::StrCat(r.io_errors)},
+      {"mismatches", absl::StrCat(r.mismatches)},
+      {"lost", absl::StrCat(r.lost)},
+      {"extra", absl::StrCat(r.extra)},
+      {"exit_status", absl::StrCat(exit_status)},
+  };
+  std::string json = "{\n";
+  for (const auto& [key, value] : fields) {
+    absl::StrAppend(&json, json.size() > 2 ? ",\n" : "", "  \"", key, "\": ", value);
+  }
+  json += "\n}\n";
+  std::fputs(json.c_str(), stdout);
 }
 
 int Main(int argc, char** argv) {

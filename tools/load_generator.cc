@@ -177,6 +177,12 @@ class Worker {
   void Consume(Conn& c, size_t n, int64_t now);
   void Flush(Conn& c);
   void SetWantWrite(Conn& c, bool want);
+  // A read or write failed with `err` (not EAGAIN / EINTR): counts it and
+  // gives the connection up.
+  void IoFailed(Conn& c, int err);
+  // The peer closed or reset the connection: counts what it leaves behind
+  // (rejected, or closed mid-run with its outstanding bytes lost) and
+  // closes it.
   void PeerGone(Conn& c);
   void Close(Conn& c);
   void Issue(Conn& c, uint64_t messages);
@@ -427,13 +433,7 @@ void Worker::OnReadable(Conn& c) {
     }
     if (err == EINTR) continue;
     if (err == EAGAIN) break;
-    if (err == ECONNRESET) {
-      ++result_.resets;
-    } else {
-      ++result_.io_errors;
-    }
-    Bump(progress_.errors);
-    PeerGone(c);
+    IoFailed(c, err);
     return;
   }
   if (c.issued > c.sent) Flush(c);
@@ -499,13 +499,7 @@ void Worker::Flush(Conn& c) {
       SetWantWrite(c, true);
       return;
     }
-    if (err == EPIPE || err == ECONNRESET) {
-      ++result_.resets;
-    } else {
-      ++result_.io_errors;
-    }
-    Bump(progress_.errors);
-    PeerGone(c);
+    IoFailed(c, err);
     return;
   }
   SetWantWrite(c, false);
@@ -518,6 +512,17 @@ void Worker::SetWantWrite(Conn& c, bool want) {
   ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
   ev.data.u64 = IndexOf(c);
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
+}
+
+void Worker::IoFailed(Conn& c, int err) {
+  // A reset shows as ECONNRESET on read, and as EPIPE or ECONNRESET on write.
+  if (err == ECONNRESET || err == EPIPE) {
+    ++result_.resets;
+  } else {
+    ++result_.io_errors;
+  }
+  Bump(progress_.errors);
+  PeerGone(c);
 }
 
 void Worker::PeerGone(Conn& c) {
