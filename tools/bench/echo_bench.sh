@@ -353,7 +353,8 @@ for note in "${notes[@]}"; do notes_text+=$'\n'"$note"$'\n'; done
         }
       }
       printf "\nserver CPU/msg: the server process'"'"'s CPU time (user + system) over the whole run divided by\n"
-      printf "the messages it echoed; lower is better, and the figure least disturbed by other load on the machine.\n"
+      printf "the messages it echoed (accepts included); lower is better. Other load on the machine moves it far\n"
+      printf "less than msgs/s (it steals wall-clock time, not the server'"'"'s CPU time), but not to nothing.\n"
       if (runs > 0) {
         printf "echo_load'"'"'s own CPU use peaked at %.0f%% of one CPU", 100 * max_share
         if (busy > 0) printf "; in %d of %d runs it was above 90%%, so there the load generator, not the server, may have set the pace: compare those servers by CPU/msg", busy, runs
