@@ -8,6 +8,9 @@ code and BUILD files read the same as in projects built online:
   @com_google_absl//absl/status:statusor        (libabsl-dev, via pkg-config)
   @com_google_googletest//:gtest_main           (libgtest-dev, libgmock-dev)
   @com_github_google_benchmark//:benchmark_main (libbenchmark-dev)
+  @libuv//:uv, @libev//:ev, @boost//:asio       (libuv1-dev, libev-dev,
+                                                 libboost-dev: the echo
+                                                 benchmark's baselines only)
 
 A missing package is reported when the repository is fetched, with the Debian
 package to install; tools/bazel installs them before Bazel starts.
@@ -162,4 +165,25 @@ def nbio_system_dependencies():
         build_file = "@nbio//tools/build_deps:benchmark.BUILD",
         required_files = ["/usr/include/benchmark/benchmark.h"],
         debian_packages = ["libbenchmark-dev"],
+    )
+
+    # The echo benchmark's baselines (//tools/bench). `bazel test //...`
+    # builds them, so these are needed for every build, not only the bench.
+    system_library(
+        name = "libuv",
+        build_file = "@nbio//tools/build_deps:libuv.BUILD",
+        required_files = ["/usr/include/uv.h"],
+        debian_packages = ["libuv1-dev"],
+    )
+    system_library(
+        name = "libev",
+        build_file = "@nbio//tools/build_deps:libev.BUILD",
+        required_files = ["/usr/include/ev.h"],
+        debian_packages = ["libev-dev"],
+    )
+    system_library(
+        name = "boost",
+        build_file = "@nbio//tools/build_deps:boost.BUILD",
+        required_files = ["/usr/include/boost/asio.hpp"],
+        debian_packages = ["libboost-dev"],
     )
