@@ -81,6 +81,7 @@ namespace future_internal {
 template <typename T>
 class TimeoutState final : public State<T> {
  public:
+
   explicit TimeoutState(EventLoop* loop)
       : State<T>(loop), timer_(loop, [this] {
           this->TrySetResult(absl::DeadlineExceededError("timeout"));
@@ -89,9 +90,11 @@ class TimeoutState final : public State<T> {
   void Start(Future<T> input, int64_t deadline_nanos) {
     timer_.StartAt(deadline_nanos);
     std::move(input).OnComplete(
-        [self = RefPtr<TimeoutState>(this)](FutureResult<T> result) {
+        [self = CompleterRef<TimeoutState>(this)](
+            FutureResult<T> result) mutable {
           self->timer_.Cancel();
           self->TrySetResult(std::move(result));
+          self.Done();
         });
   }
 

@@ -44,8 +44,10 @@
 // belong to the loop given to the promise; use them on its thread only. To
 // complete a promise from another thread, EventLoop::Post() the Set.
 //
-// Lifetime: complete or cancel operations before destroying their loop.
-// Continuations still queued when the loop is destroyed are destroyed unrun.
+// Lifetime: complete or cancel operations before destroying their loop
+// (EventLoop::Run() returns only once they are done), and destroy or set
+// promises before it. Continuations still queued when the loop is destroyed
+// are destroyed unrun, and so are those waiting downstream of them.
 #ifndef NBIO_REACTOR_FUTURE_H_
 #define NBIO_REACTOR_FUTURE_H_
 
@@ -146,6 +148,20 @@ class StateBase : public RefCounted {
   }
 
   virtual void RunContinuation() = 0;
+  virtual void DropContinuation() = 0;
+
+ public:
+  // The producer that was to complete this state went away without doing
+  // so: only possible when the loop is destroyed with the producer's task
+  // queued. Drops the continuation unrun (which may abandon states further
+  // down the chain) and the consumer's reference; touches no loop, so it is
+  // safe during and after the loop's destruction.
+  void Abandon() {
+    if (ready_ || !has_continuation_) return;
+    has_continuation_ = false;
+    DropContinuation();
+    Release();
+  }
 
  private:
   void Schedule() {
@@ -199,6 +215,7 @@ class State : public StateBase {
     Continuation continuation = std::move(continuation_);
     continuation(std::move(result_));
   }
+  void DropContinuation() override { continuation_ = nullptr; }
 
   Result result_;
   Continuation continuation_;
@@ -206,6 +223,29 @@ class State : public StateBase {
 
 template <typename T>
 Future<T> MakeFutureFromState(RefPtr<State<T>> state);
+
+// The reference that a continuation or task holds to the state it is to
+// complete. If it is destroyed before Done() (its task destroyed unrun with
+// the loop), the state is abandoned rather than left holding its own
+// consumer reference forever. One pointer: fits AnyInvocable's inline
+// storage.
+template <typename S>
+class CompleterRef {
+ public:
+  explicit CompleterRef(S* state) : state_(state) {}
+  CompleterRef(CompleterRef&&) noexcept = default;
+  CompleterRef& operator=(CompleterRef&&) = delete;
+  ~CompleterRef() {
+    if (state_ != nullptr) state_->Abandon();
+  }
+
+  S* operator->() const { return state_.get(); }
+  // The state has been completed, or the duty handed on.
+  void Done() { state_.reset(); }
+
+ private:
+  RefPtr<S> state_;
+};
 
 // Completes `state` with what `thunk()` returns: a value, a status, a
 // StatusOr, nothing (OK), or a future to wait for.
@@ -435,8 +475,10 @@ void CompleteWith(State<U>* state, Thunk&& thunk) {
     NBIO_CHECK_MSG(inner.loop() == state->loop(),
                    "continuation returned a future of another loop");
     std::move(inner).OnComplete(
-        [target = RefPtr<State<U>>(state)](FutureResult<U> result) {
+        [target = CompleterRef<State<U>>(state)](
+            FutureResult<U> result) mutable {
           target->TrySetResult(std::move(result));
+          target.Done();
         });
   } else {
     state->TrySetResult(FutureResult<U>(thunk()));
@@ -492,10 +534,13 @@ auto Future<T>::Then(F&& fn) && {
   using U = typename future_internal::ValueOf<std::decay_t<R>>::type;
   using Child = future_internal::ThenState<T, Fn, U>;
   NBIO_CHECK_MSG(valid(), "Then on an invalid (moved-from) future");
-  RefPtr<Child> child(new Child(loop(), std::forward<F>(fn)));
-  Future<U> next = future_internal::MakeFutureFromState<U>(child);
-  Consume([child = std::move(child)](Result result) {
+  Child* child = new Child(loop(), std::forward<F>(fn));
+  Future<U> next =
+      future_internal::MakeFutureFromState<U>(RefPtr<future_internal::State<U>>(child));
+  Consume([child = future_internal::CompleterRef<Child>(child)](
+              Result result) mutable {
     child->Run(std::move(result));
+    child.Done();
   });
   return next;
 }
@@ -511,6 +556,7 @@ auto Future<T>::AndThen(F&& fn) && {
   return std::move(*this).Then(
       [fn = Fn(std::forward<F>(fn)), loop](Result result) mutable {
         const absl::Status& status = future_internal::StatusOf(result);
+        (void)loop;  // used by the future-returning kind only
         if constexpr (future_internal::IsFuture<std::decay_t<R>>::value) {
           if (!status.ok()) return MakeReadyFuture<U>(loop, status);
           return Call::Run(fn, result);
@@ -539,8 +585,10 @@ Future<std::vector<FutureResult<T>>> WhenAll(EventLoop* loop,
   for (size_t i = 0; i < futures.size(); ++i) {
     NBIO_CHECK_MSG(futures[i].loop() == loop, "WhenAll across loops");
     std::move(futures[i])
-        .OnComplete([state, i](FutureResult<T> result) {
+        .OnComplete([state = future_internal::CompleterRef<AllState>(state.get()),
+                     i](FutureResult<T> result) mutable {
           state->Arrive(i, std::move(result));
+          state.Done();
         });
   }
   return future_internal::MakeFutureFromState<std::vector<FutureResult<T>>>(
@@ -561,8 +609,10 @@ Future<WhenAnyResult<T>> WhenAny(EventLoop* loop,
   for (size_t i = 0; i < futures.size(); ++i) {
     NBIO_CHECK_MSG(futures[i].loop() == loop, "WhenAny across loops");
     std::move(futures[i])
-        .OnComplete([state, i](FutureResult<T> result) {
+        .OnComplete([state = future_internal::CompleterRef<AnyState>(state.get()),
+                     i](FutureResult<T> result) mutable {
           state->TrySetResult(WhenAnyResult<T>{i, std::move(result)});
+          state.Done();
         });
   }
   return future_internal::MakeFutureFromState<WhenAnyResult<T>>(

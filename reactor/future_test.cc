@@ -226,7 +226,7 @@ TEST_F(FutureTest, TrySetAndSetTwice) {
   EXPECT_FALSE(promise.TrySet(2));
   EXPECT_EQ(*f.result(), 1);
   EXPECT_DEATH(promise.Set(3), "promise set twice");
-  EXPECT_DEATH(promise.GetFuture(), "GetFuture called twice");
+  EXPECT_DEATH((void)promise.GetFuture(), "GetFuture called twice");
 }
 
 TEST_F(FutureTest, DroppedFutureAndUnconsumedResults) {
@@ -403,6 +403,31 @@ TEST_F(FutureTest, LoopDestroyedWithPendingContinuations) {
   promise.Set(1);
   loop_.reset();  // the queued continuation is destroyed unrun, no leak
   EXPECT_FALSE(out->has_value());
+}
+
+TEST_F(FutureTest, LoopDestroyedWithChainsWaitingDownstream) {
+  // Queued continuations feed a Then chain, a WhenAll and a WhenAny; all of
+  // it is freed unrun with the loop (LeakSanitizer checks).
+  bool ran = false;
+  {
+    Promise<int> a(loop_.get());
+    Promise<int> b(loop_.get());
+    std::vector<Future<int>> inputs;
+    inputs.push_back(std::move(a.GetFuture()).Then([](absl::StatusOr<int> v) {
+      return v;
+    }));
+    inputs.push_back(b.GetFuture());
+    Future<void> all = std::move(WhenAll(loop_.get(), std::move(inputs)))
+                           .Then([&](auto) { ran = true; });
+    std::vector<Future<void>> any_inputs;
+    any_inputs.push_back(std::move(all));
+    std::move(WhenAny(loop_.get(), std::move(any_inputs)))
+        .OnComplete([&](auto) { ran = true; });
+    a.Set(1);
+    b.Set(2);
+  }
+  loop_.reset();
+  EXPECT_FALSE(ran);
 }
 
 TEST_F(FutureTest, AllocationsPerOperation) {

@@ -106,7 +106,11 @@ auto Submit(EventLoop* loop, F&& fn, const CancellationToken& token,
   NBIO_DCHECK(loop->IsInLoopThread());
   RefPtr<SubmitState> state(new SubmitState(loop, std::forward<F>(fn)));
   if (state->Start(token)) {
-    auto task = [state]() { state->Run(); };
+    auto task = [run = future_internal::CompleterRef<SubmitState>(
+                     state.get())]() mutable {
+      run->Run();
+      run.Done();
+    };
     if (priority == TaskPriority::kUrgent) {
       loop->PostUrgent(std::move(task));
     } else {
