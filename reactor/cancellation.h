@@ -186,7 +186,7 @@ class CancellationSource {
   // inside one of its own callbacks). Safe from inside any callback.
   bool Cancel(absl::Status reason = absl::CancelledError("cancelled"));
 
-  bool is_cancelled() const { return state_->cancelled(); }
+  bool is_cancelled() const { return state_ != nullptr && state_->cancelled(); }
   CancellationToken token() const { return CancellationToken(state_); }
 
  private:

@@ -11,19 +11,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "reactor/loop_test_util.h"
 
 namespace nbio {
 namespace {
-
-// Sets *flag when destroyed: shows when a callback's captures go.
-struct DestroyFlag {
-  explicit DestroyFlag(bool* f) : flag(f) {}
-  DestroyFlag(DestroyFlag&& o) noexcept : flag(std::exchange(o.flag, nullptr)) {}
-  ~DestroyFlag() {
-    if (flag != nullptr) *flag = true;
-  }
-  bool* flag;
-};
 
 TEST(CancellationTest, CallbacksRunOnceInOrderSynchronously) {
   CancellationSource source;

@@ -10,39 +10,14 @@
 #include "reactor/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/future.h"
+#include "reactor/loop_test_util.h"
 #include "reactor/sleep.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
 
-class DeadlineTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    EventLoop::Options options;
-    options.clock = &clock_;
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
-        EventLoop::Create(options);
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
-  void RunNoWait(int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
-    }
-  }
-
-  template <typename T>
-  std::shared_ptr<std::optional<FutureResult<T>>> Capture(Future<T> f) {
-    auto out = std::make_shared<std::optional<FutureResult<T>>>();
-    std::move(f).OnComplete([out](FutureResult<T> r) { *out = std::move(r); });
-    return out;
-  }
-
-  ManualClock clock_{1'000'000'000};
-  std::unique_ptr<EventLoop> loop_;
-};
+class DeadlineTest : public LoopTest {};
 
 TEST_F(DeadlineTest, TokenIsCancelledWithDeadlineExceededAtTheDeadline) {
   CancellationToken token = DeadlineToken(loop_.get(), absl::Milliseconds(5));

@@ -2,7 +2,6 @@
 // slices within a per-iteration budget, on every poller backend. Time is a
 // ManualClock that the test's slices and callbacks advance to stand for the
 // work they do; every iteration is RunOnce(kNoWait): nothing sleeps.
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <functional>
@@ -13,25 +12,12 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
+#include "reactor/loop_test_util.h"
 #include "reactor/poller_registry.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
-
-struct Pipe {
-  Pipe() {
-    int fds[2];
-    EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~Pipe() {
-    close(r);
-    close(w);
-  }
-  int r = -1, w = -1;
-};
 
 class EventLoopPriorityTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -42,16 +28,7 @@ class EventLoopPriorityTest : public ::testing::TestWithParam<std::string> {
     options.clock = &clock_;
     options.cpu_budget = budget;
     options.max_cpu_slices_per_iteration = max_slices;
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
-        EventLoop::Create(options);
-    EXPECT_TRUE(loop.ok()) << loop.status();
-    return loop.ok() ? std::move(*loop) : nullptr;
-  }
-
-  static void RunNoWait(EventLoop* loop, int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop->RunOnce(EventLoop::RunMode::kNoWait).ok());
-    }
+    return CreateTestLoop(options);
   }
 
   // A slice that stands for `work` of computation, forever.
@@ -93,7 +70,7 @@ TEST_P(EventLoopPriorityTest, UrgentBeforeNormalBeforeCpuSlices) {
 
 TEST_P(EventLoopPriorityTest, UrgentTasksRunBeforeTheNextPoll) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   std::string log;
   int depth = 0;
   // Urgent tasks posted by urgent tasks run at the same checkpoint.
@@ -136,7 +113,7 @@ TEST_P(EventLoopPriorityTest, UrgentTasksRunBeforeTheNextPoll) {
 
 TEST_P(EventLoopPriorityTest, IoIsDispatchedBetweenCpuSlices) {
   auto loop = MakeLoop(absl::Milliseconds(1));
-  Pipe p;
+  TestPipe p;
   std::string log;
   // Never drained: readable in every iteration, like a busy peer.
   ASSERT_EQ(write(p.w, "x", 1), 1);
@@ -172,11 +149,11 @@ TEST_P(EventLoopPriorityTest, JobGetsOneSlicePerIterationUnderIoFlood) {
   std::string log;
   // Ten busy fds whose callbacks take 1 ms each: I/O alone takes ten
   // budgets per iteration.
-  std::vector<std::unique_ptr<Pipe>> pipes;
+  std::vector<std::unique_ptr<TestPipe>> pipes;
   std::vector<std::unique_ptr<FdWatcher>> watchers;
   int io_callbacks = 0;
   for (int i = 0; i < 10; ++i) {
-    pipes.push_back(std::make_unique<Pipe>());
+    pipes.push_back(std::make_unique<TestPipe>());
     ASSERT_EQ(write(pipes.back()->w, "x", 1), 1);
     watchers.push_back(std::make_unique<FdWatcher>(
         loop.get(), pipes.back()->r, [&](uint32_t) {
@@ -305,7 +282,7 @@ TEST_P(EventLoopPriorityTest, DestroyingJobInsideOwnSliceIsCaught) {
 
 TEST_P(EventLoopPriorityTest, LoadReportsEveryQueue) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   loop->Post([] {});
   loop->Post([] {});
   loop->PostUrgent([] {});

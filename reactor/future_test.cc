@@ -12,35 +12,13 @@
 
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
+#include "reactor/loop_test_util.h"
 #include "tools/bench/alloc_counter.h"
 
 namespace nbio {
 namespace {
 
-class FutureTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
-  void RunNoWait(int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
-    }
-  }
-
-  // Captures a future's result when its continuation runs.
-  template <typename T>
-  std::shared_ptr<std::optional<FutureResult<T>>> Capture(Future<T> f) {
-    auto out = std::make_shared<std::optional<FutureResult<T>>>();
-    std::move(f).OnComplete([out](FutureResult<T> r) { *out = std::move(r); });
-    return out;
-  }
-
-  std::unique_ptr<EventLoop> loop_;
-};
+class FutureTest : public LoopTest {};
 
 TEST_F(FutureTest, ValueReachesContinuationLaterNeverInsideSet) {
   Promise<int> promise(loop_.get());

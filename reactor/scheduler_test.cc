@@ -2,7 +2,6 @@
 // state, with a ManualClock that CPU slices advance to stand for work.
 #include "reactor/scheduler.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <memory>
@@ -16,45 +15,15 @@
 #include "reactor/deadline.h"
 #include "reactor/event_loop.h"
 #include "reactor/future.h"
+#include "reactor/loop_test_util.h"
+#include "reactor/wait_fd.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
 
-struct DestroyFlag {
-  explicit DestroyFlag(bool* f) : flag(f) {}
-  DestroyFlag(DestroyFlag&& o) noexcept : flag(std::exchange(o.flag, nullptr)) {}
-  ~DestroyFlag() {
-    if (flag != nullptr) *flag = true;
-  }
-  bool* flag;
-};
-
-class SchedulerTest : public ::testing::Test {
+class SchedulerTest : public LoopTest {
  protected:
-  void SetUp() override {
-    EventLoop::Options options;
-    options.clock = &clock_;
-    options.cpu_budget = absl::Milliseconds(1);
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
-        EventLoop::Create(options);
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
-  void RunNoWait(int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
-    }
-  }
-
-  template <typename T>
-  std::shared_ptr<std::optional<FutureResult<T>>> Capture(Future<T> f) {
-    auto out = std::make_shared<std::optional<FutureResult<T>>>();
-    std::move(f).OnComplete([out](FutureResult<T> r) { *out = std::move(r); });
-    return out;
-  }
-
   // A job of `slices` slices of 300 us each.
   CpuJob::Slice Work(int slices, int* done) {
     return [this, slices, done] {
@@ -63,8 +32,6 @@ class SchedulerTest : public ::testing::Test {
     };
   }
 
-  ManualClock clock_{1'000'000'000};
-  std::unique_ptr<EventLoop> loop_;
 };
 
 TEST_F(SchedulerTest, SubmitRunsAtItsPriority) {
@@ -238,6 +205,32 @@ TEST_F(SchedulerTest, LoadSeesEveryQueue) {
   EXPECT_EQ(load.tasks_ready, 0u);
   EXPECT_TRUE(job->has_value());
   EXPECT_TRUE(task->has_value());
+}
+
+// The README's example, as written there.
+CpuSliceResult ParseSomeMore() { return CpuSliceResult::kDone; }
+
+TEST_F(SchedulerTest, ReadmeExample) {
+  TestPipe p;
+  const int fd = p.r;
+  EventLoop* loop = loop_.get();
+  std::optional<absl::Status> outcome;
+  // --- as in README.md
+  nbio::CancellationSource stop;
+  nbio::WaitReadable(loop, fd, nbio::DeadlineToken(loop, absl::Seconds(5),
+                                                   stop.token()))
+      .AndThen([&] { return nbio::RunCpuJob(loop, ParseSomeMore, stop.token()); })
+      .OnComplete([&](absl::Status s) {
+        // OK, or DeadlineExceeded after 5 s, or Cancelled by stop.Cancel().
+        outcome = s;
+      });
+  // ---
+  RunNoWait();
+  EXPECT_FALSE(outcome.has_value());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(2);
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_TRUE(outcome->ok());
 }
 
 }  // namespace

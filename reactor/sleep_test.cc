@@ -11,37 +11,13 @@
 #include "reactor/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/future.h"
+#include "reactor/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
 
-class SleepTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    EventLoop::Options options;
-    options.clock = &clock_;
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
-        EventLoop::Create(options);
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
-  void RunNoWait(int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
-    }
-  }
-
-  std::shared_ptr<std::optional<absl::Status>> Capture(Future<void> f) {
-    auto out = std::make_shared<std::optional<absl::Status>>();
-    std::move(f).OnComplete([out](absl::Status s) { *out = std::move(s); });
-    return out;
-  }
-
-  ManualClock clock_{1'000'000'000};
-  std::unique_ptr<EventLoop> loop_;
-};
+class SleepTest : public LoopTest {};
 
 TEST_F(SleepTest, CompletesAtTheDeadlineNotBefore) {
   auto out = Capture(Sleep(loop_.get(), absl::Milliseconds(10)));

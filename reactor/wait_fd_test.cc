@@ -2,7 +2,6 @@
 // readiness, timeouts (ManualClock), cancellation and the waiting queue.
 #include "reactor/wait_fd.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <memory>
@@ -16,57 +15,17 @@
 #include "reactor/deadline.h"
 #include "reactor/event_loop.h"
 #include "reactor/future.h"
+#include "reactor/loop_test_util.h"
 #include "reactor/poller_registry.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
 
-struct Pipe {
-  Pipe() {
-    int fds[2];
-    EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~Pipe() {
-    if (r >= 0) close(r);
-    if (w >= 0) close(w);
-  }
-  int r = -1, w = -1;
-};
-
-class WaitFdTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    EventLoop::Options options;
-    options.backend = GetParam();
-    options.clock = &clock_;
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
-        EventLoop::Create(options);
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
-  void RunNoWait(int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
-    }
-  }
-
-  template <typename T>
-  std::shared_ptr<std::optional<FutureResult<T>>> Capture(Future<T> f) {
-    auto out = std::make_shared<std::optional<FutureResult<T>>>();
-    std::move(f).OnComplete([out](FutureResult<T> r) { *out = std::move(r); });
-    return out;
-  }
-
-  ManualClock clock_{1'000'000'000};
-  std::unique_ptr<EventLoop> loop_;
-};
+class WaitFdTest : public BackendLoopTest {};
 
 TEST_P(WaitFdTest, ReadableOnceDataArrives) {
-  Pipe p;
+  TestPipe p;
   auto out = Capture(WaitReadable(loop_.get(), p.r));
   EXPECT_EQ(loop_->Load().fds_waiting, 1);
   RunNoWait(2);
@@ -84,7 +43,7 @@ TEST_P(WaitFdTest, ReadableOnceDataArrives) {
 }
 
 TEST_P(WaitFdTest, WritableAndEvents) {
-  Pipe p;
+  TestPipe p;
   auto writable = Capture(WaitWritable(loop_.get(), p.w));
   RunNoWait();
   ASSERT_TRUE(writable->has_value());
@@ -100,7 +59,7 @@ TEST_P(WaitFdTest, WritableAndEvents) {
 }
 
 TEST_P(WaitFdTest, TimeoutThroughDeadlineTokenUnregistersTheFd) {
-  Pipe p;
+  TestPipe p;
   auto out = Capture(WaitReadable(loop_.get(), p.r,
                                   DeadlineToken(loop_.get(), absl::Milliseconds(10))));
   clock_.Advance(absl::Milliseconds(9));
@@ -120,7 +79,7 @@ TEST_P(WaitFdTest, TimeoutThroughDeadlineTokenUnregistersTheFd) {
 }
 
 TEST_P(WaitFdTest, TimeoutThroughWithTimeoutOnlyStopsWaiting) {
-  Pipe p;
+  TestPipe p;
   auto out = Capture(WithTimeout(WaitReadable(loop_.get(), p.r),
                                  absl::Milliseconds(10)));
   clock_.Advance(absl::Milliseconds(10));
@@ -135,7 +94,7 @@ TEST_P(WaitFdTest, TimeoutThroughWithTimeoutOnlyStopsWaiting) {
 }
 
 TEST_P(WaitFdTest, CancelBeforeStartWhileWaitingAndAfter) {
-  Pipe p;
+  TestPipe p;
   CancellationSource before;
   before.Cancel();
   auto a = Capture(WaitReadable(loop_.get(), p.r, before.token()));
@@ -162,17 +121,17 @@ TEST_P(WaitFdTest, CancelBeforeStartWhileWaitingAndAfter) {
 }
 
 TEST_P(WaitFdTest, DroppedFutureUnregisters) {
-  Pipe p;
+  TestPipe p;
   { Future<void> dropped = WaitReadable(loop_.get(), p.r); }
   EXPECT_EQ(loop_->Load().fds_waiting, 0);
 }
 
 TEST_P(WaitFdTest, ManyWaitersOnDifferentFds) {
   constexpr int kPipes = 20;
-  std::vector<std::unique_ptr<Pipe>> pipes;
+  std::vector<std::unique_ptr<TestPipe>> pipes;
   std::vector<Future<void>> waits;
   for (int i = 0; i < kPipes; ++i) {
-    pipes.push_back(std::make_unique<Pipe>());
+    pipes.push_back(std::make_unique<TestPipe>());
     waits.push_back(WaitReadable(loop_.get(), pipes.back()->r));
   }
   EXPECT_EQ(loop_->Load().fds_waiting, kPipes);
