@@ -20,7 +20,8 @@
 //      dispatch ready fds;
 //   5. run CPU job slices, round-robin, until the iteration has used
 //      Options::cpu_budget on the loop clock (counted from step 1, or from
-//      the end of the poll when the poll blocked), and at least one slice
+//      the end of the poll when the poll blocked), or for
+//      Options::max_cpu_slices_per_iteration slices, and at least one slice
 //      however long steps 2-4 took: I/O is polled at least once per budget
 //      plus one slice, and a CPU job gets at least one slice per iteration
 //      under any I/O load;
