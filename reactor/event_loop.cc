@@ -139,6 +139,40 @@ void Timer::OnFire(TimerNode* node) {
 }
 
 // ---------------------------------------------------------------------------
+// CpuJob
+
+CpuJob::CpuJob(EventLoop* loop, Slice slice)
+    : loop_(loop), slice_(std::move(slice)) {}
+
+CpuJob::~CpuJob() {
+  NBIO_CHECK_MSG(!in_slice_,
+                 "CpuJob destroyed inside its own slice; hand it to "
+                 "EventLoop::DeleteLater instead");
+  Stop();
+}
+
+void CpuJob::Start() {
+  NBIO_DCHECK(loop_->IsInLoopThread());
+  if (in_slice_) {
+    after_slice_ = AfterSlice::kRequeue;
+  } else if (!hook_.is_linked()) {
+    loop_->cpu_jobs_.PushBack(*this);
+  }
+}
+
+void CpuJob::Stop() {
+  if (in_slice_) {
+    after_slice_ = AfterSlice::kStop;
+  } else {
+    hook_.Unlink();
+  }
+}
+
+bool CpuJob::is_pending() const {
+  return in_slice_ ? after_slice_ != AfterSlice::kStop : hook_.is_linked();
+}
+
+// ---------------------------------------------------------------------------
 // EventLoop
 
 absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(Options options) {
@@ -168,10 +202,15 @@ EventLoop::EventLoop(Options options, std::unique_ptr<Poller> poller,
       now_nanos_(clock->NowNanos()),
       owner_thread_(pthread_self()),
       wakeup_(std::move(wakeup)) {
+  NBIO_CHECK_MSG(options_.cpu_budget > absl::ZeroDuration(),
+                 "cpu_budget must be positive");
+  NBIO_CHECK_MSG(options_.max_cpu_slices_per_iteration > 0,
+                 "max_cpu_slices_per_iteration must be positive");
   sigemptyset(&signal_mask_);
 }
 
 EventLoop::~EventLoop() {
+  DestroyQueuedTasks();
   RunDeferredDeletes();
   poller_->Remove(&wakeup_entry_);
   if (signal_fd_ >= 0) {
@@ -179,8 +218,6 @@ EventLoop::~EventLoop() {
     close(signal_fd_);
     pthread_sigmask(SIG_UNBLOCK, &signal_mask_, nullptr);
   }
-  // Tasks posted from other threads that never ran: destroyed unrun.
-  while (RemoteTask* task = remote_tasks_.Pop()) delete task;
   // owned_timers_ unlink themselves from wheel_ (declared before them).
 }
 
@@ -195,8 +232,20 @@ int EventLoop::ActiveIo() const {
   return poller_->active() - internal;
 }
 
+void EventLoop::DestroyQueuedTasks() {
+  // While every member is still alive: a task may own a future state whose
+  // destructor stops a Timer or an FdWatcher, or breaks a promise (which
+  // posts again; those are destroyed in the next round).
+  while (!tasks_.empty() || !urgent_tasks_.empty() || !remote_tasks_.empty()) {
+    while (!urgent_tasks_.empty()) urgent_tasks_.Pop();
+    while (!tasks_.empty()) tasks_.Pop();
+    while (RemoteTask* task = remote_tasks_.Pop()) delete task;
+  }
+}
+
 bool EventLoop::HasWork() const {
-  return !tasks_.empty() || timers_scheduled_ > 0 || ActiveIo() > 0 ||
+  return !tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
+         timers_scheduled_ > 0 || ActiveIo() > 0 ||
          !signal_handlers_.empty() || keep_alive_ > 0 ||
          !remote_tasks_.empty() || !deferred_.empty();
 }
@@ -218,6 +267,7 @@ absl::Status EventLoop::RunOnce(RunMode mode) {
   ++counters_.iterations;
   now_nanos_ = clock_->NowNanos();
   RunDueTimers();
+  RunUrgentTasks();
   RunTasks();
 
   const int64_t timeout = mode == RunMode::kNoWait ? 0 : NextPollTimeoutNanos();
@@ -227,7 +277,9 @@ absl::Status EventLoop::RunOnce(RunMode mode) {
   ++counters_.poll_calls;
   if (!dispatched.ok()) return dispatched.status();
   counters_.events_dispatched += *dispatched;
+  RunUrgentTasks();
 
+  RunCpuSlices(/*blocked=*/timeout != 0);
   RunDeferredDeletes();
   return absl::OkStatus();
 }
@@ -236,7 +288,8 @@ int64_t EventLoop::NextPollTimeoutNanos() {
   // No blocking when there is something to run, or nothing at all to wait
   // for (the timers that ran at the top of this iteration may have been the
   // last work: Run() must get to return instead of blocking forever).
-  if (!tasks_.empty() || !deferred_.empty() ||
+  if (!tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
+      !deferred_.empty() ||
       stop_requested_.load(std::memory_order_relaxed) || !HasWork()) {
     return 0;
   }
@@ -256,6 +309,46 @@ void EventLoop::RunTasks() {
     TaskQueue::Task task = tasks_.Pop();
     task();
     ++counters_.tasks_run;
+    RunUrgentTasks();
+  }
+}
+
+void EventLoop::RunUrgentTasks() {
+  // Until none is left, those the urgent tasks post included: a chain of
+  // future continuations completes at one checkpoint.
+  while (!urgent_tasks_.empty()) {
+    TaskQueue::Task task = urgent_tasks_.Pop();
+    task();
+    ++counters_.urgent_tasks_run;
+  }
+}
+
+void EventLoop::RunCpuSlices(bool blocked) {
+  if (cpu_jobs_.empty()) return;
+  // The budget counts from the top of the iteration, so that timers, tasks
+  // and I/O eat into it; after a poll that blocked, from now (the jobs were
+  // started during this dispatch, and the time asleep was nobody's work).
+  const int64_t start = blocked ? clock_->NowNanos() : now_nanos_;
+  const int64_t budget = absl::ToInt64Nanoseconds(options_.cpu_budget);
+  for (int slices = 0;
+       !cpu_jobs_.empty() && slices < options_.max_cpu_slices_per_iteration;
+       ++slices) {
+    CpuJob* job = cpu_jobs_.PopFront();
+    job->in_slice_ = true;
+    job->after_slice_ = CpuJob::AfterSlice::kByResult;
+    running_cpu_job_ = job;
+    const CpuSliceResult result = job->slice_();
+    running_cpu_job_ = nullptr;
+    job->in_slice_ = false;
+    ++counters_.cpu_slices;
+    if (job->after_slice_ == CpuJob::AfterSlice::kRequeue ||
+        (job->after_slice_ == CpuJob::AfterSlice::kByResult &&
+         result == CpuSliceResult::kMore)) {
+      cpu_jobs_.PushBack(*job);
+    }
+    RunUrgentTasks();
+    // Checked after the slice: every iteration runs at least one.
+    if (clock_->NowNanos() - start >= budget) break;
   }
 }
 
@@ -288,6 +381,11 @@ void EventLoop::Post(absl::AnyInvocable<void()> task) {
     wakeups_sent_.fetch_add(1, std::memory_order_relaxed);
     wakeup_->Signal();
   }
+}
+
+void EventLoop::PostUrgent(absl::AnyInvocable<void()> task) {
+  NBIO_DCHECK(IsInLoopThread());
+  urgent_tasks_.Push(std::move(task));
 }
 
 void EventLoop::OnWakeupFd(PollerEntry* entry, uint32_t /*events*/) {
@@ -459,9 +557,18 @@ EventLoop::KeepAlive::~KeepAlive() {
   if (loop_ != nullptr) --loop_->keep_alive_;
 }
 
+int64_t EventLoop::DeadlineAfter(absl::Duration delay) const {
+  return AddDuration(now_nanos_, delay);
+}
+
 LoopLoad EventLoop::Load() const {
   LoopLoad load;
-  load.tasks_ready = tasks_.size();
+  load.tasks_ready = tasks_.size() + urgent_tasks_.size();
+  load.urgent_tasks_ready = urgent_tasks_.size();
+  // O(jobs): the list keeps no count (a job may unlink itself).
+  load.cpu_jobs_pending =
+      cpu_jobs_.size() +
+      (running_cpu_job_ != nullptr && running_cpu_job_->is_pending() ? 1 : 0);
   load.fds_waiting = ActiveIo();
   load.timers_sleeping = timers_scheduled_;
   return load;

@@ -1,22 +1,36 @@
-// EventLoop: one thread's reactor. fd watchers, tasks, timers, signals.
+// EventLoop: one thread's reactor. fd watchers, tasks, timers, signals, and
+// CPU-bound jobs run in slices.
 //
 //   absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
 //   (*loop)->Post([] { std::puts("next iteration"); });
 //   Timer tick(loop->get(), [] { std::puts("tick"); });
 //   tick.StartPeriodic(absl::Seconds(1));
 //   FdWatcher w(loop->get(), fd, [](uint32_t events) { ... });
-//   w.Start(kReadable);
+//   w.SetInterest(kReadable);
 //   (*loop)->Run();   // until Stop() or nothing is left to do
 //
-// One iteration (libuv's order):
+// One iteration (libuv's order, plus two priorities around it):
 //   1. read the clock (once per iteration; NowNanos() returns that reading);
 //   2. run due timers;
 //   3. run the tasks posted before this point (tasks they post run in the next
 //      iteration, so a task that re-posts itself cannot starve I/O);
-//   4. wait in the poller: not at all when tasks are pending, else until the
-//      timer wheel's next expiry (rounded up: a timer never fires early), or
-//      indefinitely when no timer is scheduled; dispatch ready fds;
-//   5. destroy what DeleteLater() was given.
+//   4. wait in the poller: not at all when tasks, urgent tasks or CPU jobs are
+//      pending, else until the timer wheel's next expiry (rounded up: a timer
+//      never fires early), or indefinitely when no timer is scheduled;
+//      dispatch ready fds;
+//   5. run CPU job slices, round-robin, until the iteration has used
+//      Options::cpu_budget on the loop clock (counted from step 1, or from
+//      the end of the poll when the poll blocked), or for
+//      Options::max_cpu_slices_per_iteration slices, and at least one slice
+//      however long steps 2-4 took: I/O is polled at least once per budget
+//      plus one slice, and a CPU job gets at least one slice per iteration
+//      under any I/O load;
+//   6. destroy what DeleteLater() was given.
+// Urgent tasks (PostUrgent) run at every checkpoint: after the timer batch,
+// after each posted task, after the I/O batch and after each CPU slice;
+// urgent tasks they post run at the same checkpoint, until none is left (the
+// microtask queue of JavaScript engines). So an urgent task always runs
+// before the next poll. Future continuations (future.h) are urgent tasks.
 //
 // Threading: a loop belongs to one thread: the thread that created it until
 // Run()/RunOnce() is first called, then the thread running it. Every method is
@@ -24,10 +38,11 @@
 // thread. Cross-thread posts go through an intrusive MPSC queue and an eventfd
 // (a self-pipe where eventfd is missing); a burst costs one wake-up.
 //
-// Lifetime: handles (FdWatcher, Timer) are owned by the caller, must not
-// outlive the loop, and unregister themselves when destroyed. Nothing may be
-// destroyed inside its own callback: hand it to DeleteLater() instead (a
-// check fails otherwise).
+// Lifetime: handles (FdWatcher, Timer, CpuJob) are owned by the caller, must
+// not outlive the loop, and unregister themselves when destroyed. Nothing may
+// be destroyed inside its own callback: hand it to DeleteLater() instead (a
+// check fails otherwise). Tasks still queued when the loop is destroyed are
+// destroyed unrun, while the loop is still whole.
 #ifndef NBIO_REACTOR_EVENT_LOOP_H_
 #define NBIO_REACTOR_EVENT_LOOP_H_
 
@@ -46,6 +61,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "queue/intrusive_list.h"
 #include "queue/mpsc_queue.h"
 #include "reactor/poller.h"
 #include "reactor/task_queue.h"
@@ -70,17 +86,25 @@ struct LoopCounters {
   int64_t poll_blocked_nanos = 0;  // wall time spent inside the poller
   uint64_t poll_calls = 0;
   uint64_t events_dispatched = 0;
-  uint64_t tasks_run = 0;
+  uint64_t tasks_run = 0;         // Post()ed tasks run
+  uint64_t urgent_tasks_run = 0;  // PostUrgent()ed tasks run
+  uint64_t cpu_slices = 0;        // CpuJob slices run
   uint64_t timers_fired = 0;
   uint64_t remote_posts = 0;    // Post() calls from other threads, drained
   uint64_t wakeups_sent = 0;    // Signal()s on the wakeup fd (all threads)
 };
 
-// A snapshot of what is waiting, for issue-6-style queue introspection.
+// A snapshot of what is waiting: the loop's ready, waiting and sleeping
+// queues.
 struct LoopLoad {
-  size_t tasks_ready = 0;      // posted, not yet run
-  int fds_waiting = 0;         // fd watchers and connections with interest
-  size_t timers_sleeping = 0;  // scheduled user timers
+  size_t tasks_ready = 0;         // Post()ed and PostUrgent()ed, not yet run
+  size_t urgent_tasks_ready = 0;  // of which PostUrgent()ed
+  int fds_waiting = 0;            // fds with interest: FdWatcher, TCP
+                                  // connections and listeners,
+                                  // WaitReadable/WaitWritable (wait_fd.h)
+  size_t timers_sleeping = 0;     // scheduled user timers (Timer, RunAfter,
+                                  // RunEvery, Sleep in sleep.h)
+  size_t cpu_jobs_pending = 0;    // started CpuJobs not yet done
 };
 
 // Watches one fd for readiness. Owned by the caller; does not own the fd.
@@ -157,6 +181,49 @@ class Timer : private TimerNode {
   bool in_callback_ = false;
 };
 
+// What a CPU job's slice returns: run it again later, or it is finished.
+enum class CpuSliceResult { kMore, kDone };
+
+// A CPU-bound job the loop runs one slice at a time, round-robin with the
+// other pending jobs, inside each iteration's CPU budget (see the iteration
+// order above), so that a long computation never keeps the loop from polling
+// for more than about one budget plus one slice. A slice should be short
+// compared with the budget (tens of microseconds); the loop cannot preempt it.
+//
+// Owned by the caller: zero allocation to start or stop. Re-usable: Start()
+// again after it finished or was stopped. Loop thread only. scheduler.h wraps
+// it into a future with cancellation (RunCpuJob).
+class CpuJob {
+ public:
+  using Slice = absl::AnyInvocable<CpuSliceResult()>;
+
+  CpuJob(EventLoop* loop, Slice slice);
+  // Stops it. Must not run inside this job's own slice.
+  ~CpuJob();
+
+  CpuJob(const CpuJob&) = delete;
+  CpuJob& operator=(const CpuJob&) = delete;
+
+  // Queues the job (at the back of the round-robin); a no-op when pending.
+  // Inside its own slice: the job runs again, whatever the slice returns.
+  void Start();
+  // Dequeues it; a no-op when not pending. Inside its own slice: the job is
+  // not run again, whatever the slice returns.
+  void Stop();
+  // Started and neither finished nor stopped.
+  bool is_pending() const;
+
+ private:
+  friend class EventLoop;
+  enum class AfterSlice { kByResult, kRequeue, kStop };
+
+  EventLoop* const loop_;
+  Slice slice_;
+  ListHook hook_;
+  bool in_slice_ = false;
+  AfterSlice after_slice_ = AfterSlice::kByResult;
+};
+
 class EventLoop {
  public:
   struct Options {
@@ -167,6 +234,12 @@ class EventLoop {
     absl::Duration timer_resolution = absl::Milliseconds(1);
     // Use a self-pipe rather than an eventfd to wake the loop (for tests).
     bool force_pipe_wakeup = false;
+    // CPU jobs run until the iteration has lasted this long on the loop
+    // clock (at least one slice per iteration). Must be positive.
+    absl::Duration cpu_budget = absl::Milliseconds(1);
+    // And at most this many slices per iteration, so that an iteration ends
+    // even when slices take no measurable time (a ManualClock nobody moves).
+    int max_cpu_slices_per_iteration = 1024;
   };
 
   static absl::StatusOr<std::unique_ptr<EventLoop>> Create(Options options);
@@ -199,6 +272,14 @@ class EventLoop {
   // from another thread it allocates one node and wakes the loop only when
   // the queue was empty.
   void Post(absl::AnyInvocable<void()> task);
+
+  // Runs `task` on the loop thread before the next poll, at the next urgent
+  // checkpoint (see the iteration order above; never inline), FIFO among
+  // urgent tasks and ahead of every Post()ed task still waiting. Loop thread
+  // only. Allocates nothing for small callables after warm-up. An urgent task
+  // that re-posts itself forever keeps the loop from polling: use Post() or a
+  // CpuJob for work that yields.
+  void PostUrgent(absl::AnyInvocable<void()> task);
 
   // One-shot and periodic timers owned by the loop, cancellable by id.
   TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> fn);
@@ -242,6 +323,9 @@ class EventLoop {
 
   // The clock reading taken at the start of this iteration.
   int64_t NowNanos() const { return now_nanos_; }
+  // NowNanos() + `delay`, saturating at the ends of int64_t: the deadline
+  // Timer::Start(delay) would use.
+  int64_t DeadlineAfter(absl::Duration delay) const;
   Clock* clock() const { return clock_; }
   const char* backend_name() const { return poller_->name(); }
   bool IsInLoopThread() const;
@@ -262,6 +346,7 @@ class EventLoop {
  private:
   friend class FdWatcher;
   friend class Timer;
+  friend class CpuJob;
   struct OwnedTimer;
   struct RemoteTask {
     MpscNode node;
@@ -286,6 +371,10 @@ class EventLoop {
   int ActiveIo() const;
   void RunDueTimers();
   void RunTasks();
+  void RunUrgentTasks();
+  // `blocked`: the poll of this iteration may have blocked.
+  void RunCpuSlices(bool blocked);
+  void DestroyQueuedTasks();
   void DrainRemoteTasks();
   void RunDeferredDeletes();
   static void OnWakeupFd(PollerEntry* entry, uint32_t events);
@@ -307,6 +396,9 @@ class EventLoop {
   std::atomic<bool> stop_requested_{false};
 
   TaskQueue tasks_;
+  TaskQueue urgent_tasks_;
+  IntrusiveList<CpuJob, &CpuJob::hook_> cpu_jobs_;
+  CpuJob* running_cpu_job_ = nullptr;
   MpscQueue<RemoteTask, &RemoteTask::node> remote_tasks_;
   std::unique_ptr<Wakeup> wakeup_;
   WakeupEntry wakeup_entry_{this};

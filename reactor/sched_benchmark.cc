@@ -1,0 +1,145 @@
+// What a future costs next to a plain posted callback, measured in one run:
+//
+//   PostedCallback        EventLoop::Post(cb), run by the loop (the baseline)
+//   FutureSetOnComplete   Promise + GetFuture + OnComplete(cb) + Set, the
+//                         continuation run by the loop as an urgent task
+//   FutureSetThen         the same with Then(fn) (a new future per link)
+//
+//   tools/bazel run //reactor:sched_benchmark -- --benchmark_repetitions=3
+//       --benchmark_report_aggregates_only=true          (one command line)
+//
+// Work is done in batches of kBatch operations per loop iteration, as a
+// busy loop would, so one poll (a syscall) is shared by the batch. Every row
+// has an allocs/op counter (//tools/bench:alloc_counter). After the table, a
+// "cost" line per future row gives future time / posted-callback time (CPU
+// time; from the means when repeated).
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "reactor/event_loop.h"
+#include "reactor/future.h"
+#include "tools/bench/alloc_counter.h"
+
+namespace nbio {
+namespace {
+
+constexpr int kBatch = 256;
+
+std::unique_ptr<EventLoop> MakeLoop() {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  if (!loop.ok()) std::abort();
+  return std::move(*loop);
+}
+
+// Runs `op(loop, &sum)` once per benchmark iteration and the loop once per
+// kBatch of them, with an allocation count per operation.
+template <typename Op>
+void RunBatched(benchmark::State& state, Op op) {
+  std::unique_ptr<EventLoop> loop = MakeLoop();
+  int64_t sum = 0;
+  // Warm-up: grow the loop's task queues to their working size.
+  for (int i = 0; i < 4 * kBatch; ++i) op(loop.get(), &sum);
+  (void)loop->RunOnce(EventLoop::RunMode::kNoWait);
+  const uint64_t allocations = bench::AllocationCount();
+  int pending = 0;
+  for (auto _ : state) {
+    op(loop.get(), &sum);
+    if (++pending == kBatch) {
+      (void)loop->RunOnce(EventLoop::RunMode::kNoWait);
+      pending = 0;
+    }
+  }
+  (void)loop->RunOnce(EventLoop::RunMode::kNoWait);
+  state.counters["allocs/op"] = benchmark::Counter(
+      static_cast<double>(bench::AllocationCount() - allocations),
+      benchmark::Counter::kAvgIterations);
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_PostedCallback(benchmark::State& state) {
+  RunBatched(state, [](EventLoop* loop, int64_t* sum) {
+    loop->Post([sum] { *sum += 1; });
+  });
+}
+
+void BM_PostUrgentCallback(benchmark::State& state) {
+  RunBatched(state, [](EventLoop* loop, int64_t* sum) {
+    loop->PostUrgent([sum] { *sum += 1; });
+  });
+}
+
+void BM_FutureSetOnComplete(benchmark::State& state) {
+  RunBatched(state, [](EventLoop* loop, int64_t* sum) {
+    Promise<int> promise(loop);
+    std::move(promise.GetFuture()).OnComplete([sum](absl::StatusOr<int> r) {
+      *sum += *r;
+    });
+    promise.Set(1);
+  });
+}
+
+void BM_FutureSetThen(benchmark::State& state) {
+  RunBatched(state, [](EventLoop* loop, int64_t* sum) {
+    Promise<int> promise(loop);
+    Future<void> next = std::move(promise.GetFuture())
+                            .Then([sum](absl::StatusOr<int> r) { *sum += *r; });
+    promise.Set(1);
+  });
+}
+
+BENCHMARK(BM_PostedCallback);
+BENCHMARK(BM_PostUrgentCallback);
+BENCHMARK(BM_FutureSetOnComplete);
+BENCHMARK(BM_FutureSetThen);
+
+// The console table, then each row's CPU time over the baseline's.
+class CostReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      const bool mean =
+          run.run_type == Run::RT_Aggregate && run.aggregate_name == "mean";
+      if (run.error_occurred || (run.run_type == Run::RT_Aggregate && !mean)) {
+        continue;
+      }
+      const std::string name = run.run_name.function_name;
+      if (mean || cpu_time_.count(name) == 0) {
+        cpu_time_[name] = run.GetAdjustedCPUTime();
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    const double base = cpu_time_["BM_PostedCallback"];
+    if (base <= 0) return;
+    std::printf("\ncost (CPU time / BM_PostedCallback's, same run):\n");
+    for (const auto& [name, time] : cpu_time_) {
+      std::printf("  %-26s %6.2fx\n", name.c_str(), time / base);
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  std::map<std::string, double> cpu_time_;
+};
+
+}  // namespace
+}  // namespace nbio
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  nbio::CostReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
