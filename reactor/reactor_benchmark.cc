@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,14 @@ class AllocationMeter {
  private:
   const uint64_t start_;
 };
+
+// Marks the row as failed when `status` is an error (before a `break` out of
+// the timed loop, as Google Benchmark requires), and says whether it did.
+bool Failed(benchmark::State& state, const absl::Status& status) {
+  if (status.ok()) return false;
+  state.SkipWithError(status.ToString().c_str());
+  return true;
+}
 
 // Creates the loop for `backend`, or marks the row as failed and returns null.
 std::unique_ptr<EventLoop> MakeLoop(benchmark::State& state,
@@ -191,16 +200,11 @@ void RunLoopIteration(benchmark::State& state, const std::string& backend,
   }
   const uint64_t events_before = loop->counters().events_dispatched;
   const uint64_t reads_before = reads;
-  absl::Status status;
   AllocationMeter allocs;
   for (auto _ : state) {
-    status = loop->RunOnce(EventLoop::RunMode::kNoWait);
+    if (Failed(state, loop->RunOnce(EventLoop::RunMode::kNoWait))) return;
   }
   allocs.Report(state, "allocs/iter");
-  if (!status.ok()) {
-    state.SkipWithError(status.ToString().c_str());
-    return;
-  }
   const uint64_t expected_reads =
       one_active ? static_cast<uint64_t>(state.iterations()) : 0;
   if (unexpected_events != 0 || reads - reads_before != expected_reads) {
@@ -226,13 +230,65 @@ struct PostSink {
   uint64_t target = 0;
 };
 
+// Threads that each run `work` once per round, when told to. They wait on a
+// condition variable between rounds, so their idle time does not compete with
+// the loop for the two cores. Joined on destruction.
+class ProducerPool {
+ public:
+  ProducerPool(int threads, std::function<void()> work)
+      : work_(std::move(work)) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this] { Serve(); });
+    }
+  }
+  ~ProducerPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    start_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+  ProducerPool(const ProducerPool&) = delete;
+  ProducerPool& operator=(const ProducerPool&) = delete;
+
+  // Starts a round on every thread; does not wait for it to finish.
+  void StartRound() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++round_;
+    }
+    start_.notify_all();
+  }
+
+ private:
+  void Serve() {
+    int done = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        start_.wait(lock, [&] { return stop_ || round_ != done; });
+        if (stop_) return;
+        done = round_;
+      }
+      work_();
+    }
+  }
+
+  const std::function<void()> work_;
+  std::mutex mu_;
+  std::condition_variable start_;
+  int round_ = 0;      // guarded by mu_
+  bool stop_ = false;  // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
 // One iteration: `producers` threads post kPostsPerRound tasks between them
 // while this thread runs the loop (Run(), blocking in the poller when idle);
-// the last task stops it. The producers live across iterations and wait on a
-// condition variable for the next round, so neither thread start-up nor their
-// idle waiting competes with the loop for the two cores. Counters:
-// wakeups/post (loop wake-ups signalled per post: 1 would mean no
-// coalescing), allocs/post (the RemoteTask node: expected 1).
+// the last task stops it. The producers live across iterations, so thread
+// start-up is neither timed nor counted. Counters: wakeups/post (loop
+// wake-ups signalled per post: 1 would mean no coalescing at all),
+// allocs/post (the RemoteTask node: expected 1).
 void RunCrossThreadPost(benchmark::State& state, const std::string& backend,
                         int producers) {
   std::unique_ptr<EventLoop> loop = MakeLoop(state, backend);
@@ -243,63 +299,31 @@ void RunCrossThreadPost(benchmark::State& state, const std::string& backend,
   PostSink sink;
   sink.loop = loop.get();
   const int per_producer = kPostsPerRound / producers;
-
-  std::mutex mu;
-  std::condition_variable start;
-  int round = 0;  // guarded by mu
-  bool stop = false;
-  std::vector<std::thread> threads;
-  for (int p = 0; p < producers; ++p) {
-    threads.emplace_back([&] {
-      int done = 0;
-      while (true) {
-        {
-          std::unique_lock<std::mutex> lock(mu);
-          start.wait(lock, [&] { return stop || round != done; });
-          if (stop) return;
-          done = round;
-        }
-        for (int s = 0; s < per_producer; ++s) {
-          loop->Post([&sink] {
-            if (++sink.received == sink.target) sink.loop->Stop();
-          });
-        }
-      }
-    });
-  }
-  absl::Status status;
-  auto run_round = [&] {
-    sink.target =
-        sink.received + static_cast<uint64_t>(per_producer) * producers;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      ++round;
+  const uint64_t per_round = static_cast<uint64_t>(per_producer) * producers;
+  // Declared after the loop and the sink: joined before they go.
+  ProducerPool pool(producers, [&loop, &sink, per_producer] {
+    for (int s = 0; s < per_producer; ++s) {
+      loop->Post([&sink] {
+        if (++sink.received == sink.target) sink.loop->Stop();
+      });
     }
-    start.notify_all();
-    status = loop->Run();
+  });
+  auto run_round = [&] {
+    sink.target = sink.received + per_round;
+    pool.StartRound();
+    return loop->Run();
   };
 
-  run_round();  // warm-up: grows the task ring to its working size
+  // Warm-up: grows the task ring to its working size.
+  if (Failed(state, run_round())) return;
   const uint64_t wakeups_before = loop->counters().wakeups_sent;
   const uint64_t received_before = sink.received;
   AllocationMeter allocs;
   for (auto _ : state) {
-    run_round();
-    if (!status.ok()) break;
+    if (Failed(state, run_round())) return;
   }
+  allocs.Report(state, "allocs/post", static_cast<double>(per_round));
   const double posts = static_cast<double>(sink.received - received_before);
-  allocs.Report(state, "allocs/post",
-                static_cast<double>(per_producer) * producers);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-  }
-  start.notify_all();
-  for (std::thread& t : threads) t.join();
-  if (!status.ok()) {
-    state.SkipWithError(status.ToString().c_str());
-    return;
-  }
   state.counters["wakeups/post"] = benchmark::Counter(
       static_cast<double>(loop->counters().wakeups_sent - wakeups_before) /
       posts);
@@ -343,9 +367,7 @@ void RunTimers(benchmark::State& state, const std::string& backend,
   std::vector<absl::Duration> delays(kTimers);
   for (int i = 0; i < kTimers; ++i) delays[i] = SpreadDelay(i);
 
-  absl::Status status;
-  bool all_fired = true;
-  auto round = [&] {
+  auto round = [&]() -> absl::Status {
     const uint64_t target = fired + kTimers;
     for (int i = 0; i < kTimers; ++i) {
       if (owned) {
@@ -357,28 +379,23 @@ void RunTimers(benchmark::State& state, const std::string& backend,
     // A bound on the steps, so a broken loop fails the row instead of hanging.
     for (int step = 0; fired < target && step <= 2 * kSpreadMillis; ++step) {
       clock.Advance(absl::Milliseconds(1));
-      status = loop->RunOnce(EventLoop::RunMode::kNoWait);
-      if (!status.ok()) return;
+      absl::Status status = loop->RunOnce(EventLoop::RunMode::kNoWait);
+      if (!status.ok()) return status;
     }
-    if (fired != target) all_fired = false;
+    if (fired != target) {
+      return absl::InternalError("not every timer fired within 2x its spread");
+    }
+    return absl::OkStatus();
   };
 
-  round();  // warm-up: the owned-timer map grows to its working size
+  // Warm-up: the owned-timer map grows to its working size.
+  if (Failed(state, round())) return;
   const uint64_t fired_before = fired;
   AllocationMeter allocs;
   for (auto _ : state) {
-    round();
-    if (!status.ok() || !all_fired) break;
+    if (Failed(state, round())) return;
   }
   allocs.Report(state, "allocs/timer", kTimers);
-  if (!status.ok()) {
-    state.SkipWithError(status.ToString().c_str());
-    return;
-  }
-  if (!all_fired) {
-    state.SkipWithError("not every timer fired within 2x its spread");
-    return;
-  }
   state.SetItemsProcessed(static_cast<int64_t>(fired - fired_before));
 }
 
