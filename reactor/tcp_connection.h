@@ -44,10 +44,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "queue/intrusive_list.h"
 #include "queue/message_queue.h"
+#include "reactor/cancellation.h"
 #include "reactor/event_loop.h"
+#include "reactor/future.h"
 #include "reactor/poller.h"
 #include "reactor/socket_address.h"
 #include "timers/timer_wheel.h"
@@ -146,9 +149,25 @@ class TcpConnection : private PollerEntry {
   void Shutdown();
 
   // Ends the connection now: queued output is dropped and the fd closed.
-  // OnClosed(reason) follows from a posted task (not inside this call).
+  // OnClosed(reason) follows on the next iteration (not inside this call).
   // A second Close() is a no-op.
   void Close(const absl::Status& reason = absl::OkStatus());
+
+  // Closes the connection with the token's reason if `token` is cancelled
+  // first: CANCELLED from a CancellationSource, DEADLINE_EXCEEDED from a
+  // DeadlineToken (reactor/deadline.h). This is how a deadline is put on
+  // whatever the connection waits for: the next read, a drain, the whole
+  // exchange.
+  //
+  //   // No request within 5 s: close.
+  //   conn->CancelOn(DeadlineToken(loop, absl::Seconds(5), shutdown.token()));
+  //   // ...and in OnData, once a request is complete: conn->CancelOn({});
+  //
+  // A later call replaces the token; an empty token clears it; a token that
+  // is already cancelled closes at once. The registration lives in the
+  // context (not in every connection) and costs one small allocation per
+  // call; for a plain inactivity limit, TcpOptions::idle_timeout is cheaper.
+  void CancelOn(const CancellationToken& token);
 
   int fd() const { return PollerEntry::fd(); }
   size_t queued_bytes() const { return output_.size(); }
@@ -227,6 +246,18 @@ class TcpContext {
   // Closes every open connection with `reason` (each gets OnClosed).
   void CloseAll(const absl::Status& reason);
 
+  // Opens a client connection to `to`. When the connect completes the
+  // connection is made as for Adopt() (handler->OnAccept runs first), then
+  // the future resolves with it (CANCELLED if OnAccept closed it). It fails
+  // with the connect error, e.g.
+  // UNAVAILABLE "connect(127.0.0.1:9): Connection refused [ECONNREFUSED]",
+  // or with the token's reason if `token` is cancelled first (a
+  // DeadlineToken is a connect timeout); the half-open socket is closed
+  // then. Pending connects fail with CANCELLED when the context is
+  // destroyed. One allocation per connect. Loop thread only.
+  Future<TcpConnection*> Connect(const SocketAddress& to,
+                                 const CancellationToken& token = {});
+
   // Asks every open connection to finish: read what the kernel holds now,
   // let the handler answer it, then half-close once the output is written;
   // the connection closes when the peer has closed too. `done` runs once no
@@ -245,6 +276,8 @@ class TcpContext {
   friend class TcpConnection;
   using ConnectionList = IntrusiveList<TcpConnection, &TcpConnection::hook_>;
 
+  // Adopt(), returning the connection.
+  absl::StatusOr<TcpConnection*> AdoptConnection(int fd);
   // Moves `conn` to closing_ and makes sure FlushClosed() runs soon.
   void ScheduleClosed(TcpConnection* conn, const absl::Status& reason);
   // Delivers OnClosed to every closing connection and destroys it.
@@ -255,6 +288,23 @@ class TcpContext {
   // are kept until the context goes (memory stays at the high-water mark).
   void* AllocateSlot();
   void FreeSlot(void* slot);
+
+  // A client connect in progress: watches the socket for writability, then
+  // reads SO_ERROR. Owned by the context until it finishes, then handed to
+  // the loop's DeleteLater (it usually finishes inside its own callback).
+  struct PendingConnect {
+    PendingConnect(TcpContext* context, int fd, std::string where);
+    void OnWritable();
+    void Finish(absl::StatusOr<TcpConnection*> result);
+
+    TcpContext* const context;
+    int fd;
+    const std::string where;  // "connect(127.0.0.1:7007)", for errors
+    Promise<TcpConnection*> promise;
+    FdWatcher watcher;
+    CancellationRegistration on_cancel;
+    ListHook hook;
+  };
   // Runs the destructor and recycles the slot.
   void Destroy(TcpConnection* conn);
   void MaybeFinishDrain();
@@ -281,6 +331,10 @@ class TcpContext {
   };
   FreeSlotLink* free_slots_ = nullptr;
   std::vector<std::unique_ptr<char[]>> slot_chunks_;
+  // TcpConnection::CancelOn registrations. Dropped when the connection is
+  // destroyed (FlushClosed), never inside the registration's own callback.
+  absl::flat_hash_map<TcpConnection*, CancellationRegistration> cancel_on_;
+  IntrusiveList<PendingConnect, &PendingConnect::hook> pending_connects_;
   TcpStats stats_;
 };
 
