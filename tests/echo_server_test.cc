@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -108,6 +109,31 @@ TEST_P(EchoServerBackendTest, ManyConnectionsEchoRandomDataByteForByte) {
   for (int c = 0; c < kClients; ++c) EXPECT_EQ(failures[c], "") << "client " << c;
   server->Signal(SIGTERM);
   EXPECT_EQ(server->WaitExit(absl::Seconds(20)), 0) << server->Stderr();
+}
+
+// --reactors=N: N loops on N threads behind SO_REUSEPORT, stats gathered
+// across threads, and a drain that crosses threads (TSan checks all of it in
+// the tsan config, where the binary is built with it too).
+TEST(EchoServerTest, SeveralReactorsShareThePortAndDrain) {
+  auto server = StartServer({"--reactors=3", "--stats_interval=20ms"});
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int c = 0; c < 24; ++c) {
+    clients.emplace_back([&, c] {
+      const int fd = server->Connect();
+      if (fd < 0) return;
+      const std::string data = RandomBytes(5000 + c, c);
+      if (WriteAll(fd, data) && ReadN(fd, data.size()) == data) ++ok;
+      close(fd);
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 24);
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->WaitExit(absl::Seconds(20)), 0) << server->Stderr();
+  const std::string err = server->Stderr();
+  EXPECT_TRUE(absl::StrContains(err, "3 reactors")) << err;
+  EXPECT_TRUE(absl::StrContains(err, "stats: connections=")) << err;
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoServerBackendTest,
