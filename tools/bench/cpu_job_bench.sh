@@ -284,14 +284,15 @@ END {
       median(per_iter_slices[kb]), median(per_iter_events[kb]), us(median(iter_us[kb])), us(m(kb, "job_max_slice_us"))
   }
   print ""
-  print "| cpu_budget | echo p99 with the job | target: <= budget + 2 ms | | job share | target: >= 30% | |"
-  print "|---:|---:|---:|---|---:|---:|---|"
+  print "| cpu_budget | echo p99 with the job | target: <= budget + 2 ms | | (echo p99 alone) | job share | target: >= 30% | |"
+  print "|---:|---:|---:|---|---:|---:|---:|---|"
+  p99_alone = m(e, "p99_us")
   for (i = 1; i <= nb; i++) {
     b = bl[i]; kb = "both" SUBSEP b
     p99 = m(kb, "p99_us"); limit = bu[i] + 2000
     v1 = p99 == "" ? "no data" : (p99 <= limit ? "met" : "**missed**")
     v2 = share[b] == "" ? "no data" : (share[b] >= 0.30 ? "met" : "**missed**")
-    printf "| %s | %s | %s | %s | %s | 30%% | %s |\n", b, us(p99), us(limit), v1, pct(share[b]), v2
+    printf "| %s | %s | %s | %s | (%s) | %s | 30%% | %s |\n", b, us(p99), us(limit), v1, us(p99_alone), pct(share[b]), v2
   }
   for (k in failed) {
     split(k, kk, SUBSEP)
@@ -305,7 +306,8 @@ How each figure is computed:
 - msgs/s, p50, p99, p99.9, max: echo_load's messages per second and round-trip percentiles
   (log-linear histogram, every byte verified) over its measured window; median over the passes.
 - server got the CPU: the server's CPU time (user + system, getrusage) / its wall time, from start
-  to exit: below 100% while it had work, other tenants of the machine took its CPU.
+  to exit. With the job the server never sleeps, so what is missing from 100% went to other
+  processes on its CPU; alone it also sleeps in epoll_wait when it has nothing to do.
   echo_load CPU: echo_load's CPU time / its run time (near 100%: the load generator set the pace).
 - job alone: cpu_echo_server --run_for=$run_for with no client: bytes hashed / the job's elapsed
   time (MiB = 2^20 bytes).
@@ -318,8 +320,9 @@ How each figure is computed:
   (whole process life, so the unloaded start and end are in them): CPU slices, I/O events
   dispatched and wall time per loop iteration. longest slice: the longest single slice, wall time
   (a preempted slice counts the preemption).
-- verdicts: p99 met when the median echo p99 with the job <= cpu_budget + 2 ms; share met when
-  the median share >= 30%.
+- verdicts: p99 met when the median echo p99 with the job <= cpu_budget + 2 ms (the echo p99
+  without the job is beside it: a target the load alone misses says more about the machine than
+  about the loop); share met when the median share >= 30%.
 EOF
   printf '%s' "$notes_text"
   echo
