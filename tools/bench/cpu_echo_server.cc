@@ -24,11 +24,18 @@
 //                were open (the loaded window; opened and closed at the
 //                slice boundary after the count crossed the mark): s, bytes,
 //                mib_per_s. 0 when never reached or --window_connections=0;
+//   period_*     the loop's iteration period, from the first CPU slice of
+//                one iteration to the first of the next, over the loaded
+//                window (the job's whole life with --window_connections=0):
+//                p50, p99 and max in wall time (wall_*) and in this thread's
+//                CPU time (cpu_*), which leaves out the time other processes
+//                took the CPU: the loop's own share of the echo latency;
 //   echo_*       accepted connections, bytes read and written;
 //   loop_*       EventLoop::counters();
 //   cpu_user_s, cpu_sys_s, wall_s   the process (getrusage) and its life.
 #include <signal.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +54,7 @@
 #include "reactor/event_loop.h"
 #include "reactor/socket_address.h"
 #include "tools/bench/hash_job.h"
+#include "tools/latency_histogram.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "Address to listen on (port 0: any free port, printed).");
@@ -88,6 +96,12 @@ double MibPerSecond(uint64_t bytes, int64_t nanos) {
                    : 0.0;
 }
 
+int64_t ThreadCpuNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
 double TimevalSeconds(const timeval& tv) {
   return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
 }
@@ -99,6 +113,9 @@ class CpuEchoServer {
 
  private:
   CpuSliceResult JobSlice();
+  // At the first slice of each iteration, records the period since the
+  // first slice of the previous one.
+  void RecordPeriod(int64_t now);
   // Opens or closes the loaded window at `now`: open while the job runs and
   // at least window_connections_ connections are open.
   void UpdateWindow(int64_t now, bool job_running);
@@ -123,6 +140,12 @@ class CpuEchoServer {
   uint64_t window_opened_bytes_ = 0;
   int64_t window_ns_ = 0;       // closed windows, summed
   uint64_t window_bytes_ = 0;
+
+  uint64_t period_iteration_ = 0;  // the loop iteration of the last slice
+  int64_t period_start_wall_ = 0;
+  int64_t period_start_cpu_ = 0;
+  load::LatencyHistogram period_wall_;  // nanoseconds
+  load::LatencyHistogram period_cpu_;
 };
 
 absl::Status CpuEchoServer::Start() {
@@ -203,6 +226,7 @@ CpuSliceResult CpuEchoServer::JobSlice() {
   Clock* clock = loop_->clock();
   const int64_t before = clock->NowNanos();
   UpdateWindow(before, /*job_running=*/true);
+  RecordPeriod(before);
   const CpuSliceResult result = hash_->Slice();
   const int64_t after = clock->NowNanos();
   in_slices_ns_ += after - before;
@@ -212,6 +236,21 @@ CpuSliceResult CpuEchoServer::JobSlice() {
     UpdateWindow(after, /*job_running=*/false);
   }
   return result;
+}
+
+void CpuEchoServer::RecordPeriod(int64_t now) {
+  const uint64_t iteration = loop_->counters().iterations;
+  if (iteration == period_iteration_) return;  // not the first slice
+  // One thread-CPU clock read per iteration (a system call), none per slice.
+  const int64_t cpu = ThreadCpuNanos();
+  const bool measured = window_connections_ == 0 || in_window_;
+  if (measured && period_iteration_ != 0 && iteration == period_iteration_ + 1) {
+    period_wall_.Record(static_cast<uint64_t>(now - period_start_wall_));
+    period_cpu_.Record(static_cast<uint64_t>(cpu - period_start_cpu_));
+  }
+  period_iteration_ = iteration;
+  period_start_wall_ = now;
+  period_start_cpu_ = cpu;
 }
 
 void CpuEchoServer::UpdateWindow(int64_t now, bool job_running) {
@@ -252,6 +291,7 @@ std::string CpuEchoServer::Json(int64_t now) const {
   const LoopCounters loop = loop_->counters();
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
+  auto Micros = [](uint64_t nanos) { return absl::StrFormat("%.1f", nanos / 1e3); };
   const std::pair<const char*, std::string> fields[] = {
       {"backend", absl::StrCat("\"", loop_->backend_name(), "\"")},
       {"cpu_budget_us",
@@ -270,6 +310,13 @@ std::string CpuEchoServer::Json(int64_t now) const {
       {"window_s", absl::StrFormat("%.6f", Seconds(window_ns_))},
       {"window_bytes", absl::StrCat(window_bytes_)},
       {"window_mib_per_s", absl::StrFormat("%.1f", MibPerSecond(window_bytes_, window_ns_))},
+      {"period_count", absl::StrCat(period_wall_.count())},
+      {"period_wall_p50_us", Micros(period_wall_.ValueAtPercentile(50))},
+      {"period_wall_p99_us", Micros(period_wall_.ValueAtPercentile(99))},
+      {"period_wall_max_us", Micros(period_wall_.max())},
+      {"period_cpu_p50_us", Micros(period_cpu_.ValueAtPercentile(50))},
+      {"period_cpu_p99_us", Micros(period_cpu_.ValueAtPercentile(99))},
+      {"period_cpu_max_us", Micros(period_cpu_.max())},
       {"echo_accepted", absl::StrCat(echo.server.accepted)},
       {"echo_bytes_read", absl::StrCat(echo.tcp.bytes_read)},
       {"echo_bytes_written", absl::StrCat(echo.tcp.bytes_written)},
