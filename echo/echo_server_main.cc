@@ -24,8 +24,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -71,9 +69,7 @@ constexpr const char kUsage[] =
     "Every byte a client sends comes back on the same connection.";
 
 [[noreturn]] void UsageError(absl::string_view message) {
-  std::fprintf(stderr, "echo_server: %.*s (see --help)\n",
-               static_cast<int>(message.size()), message.data());
-  std::exit(2);
+  ExitWithUsageError("echo_server", message);
 }
 
 // At most one line per second of a kind, with a count of what was held back.
@@ -373,13 +369,7 @@ void CheckFlagValues() {
 }  // namespace nbio
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(nbio::kUsage);
-  absl::Status args = nbio::CheckCommandLine(argc, argv);
-  if (!args.ok()) nbio::UsageError(args.message());
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    nbio::UsageError(absl::StrCat("unexpected argument \"", rest[1], "\""));
-  }
+  nbio::ParseCommandLineOrExit(argc, argv, "echo_server", nbio::kUsage);
   nbio::CheckFlagValues();
   // Sockets use MSG_NOSIGNAL already; this keeps any other write (a closed
   // stdout pipe) from killing the server either.

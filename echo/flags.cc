@@ -1,9 +1,14 @@
 #include "echo/flags.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
+#include <vector>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -134,6 +139,25 @@ absl::Status CheckCommandLine(int argc, char** argv) {
     }
   }
   return absl::OkStatus();
+}
+
+void ExitWithUsageError(absl::string_view program, absl::string_view message) {
+  std::fprintf(stderr, "%.*s: %.*s (see --help)\n",
+               static_cast<int>(program.size()), program.data(),
+               static_cast<int>(message.size()), message.data());
+  std::exit(2);
+}
+
+void ParseCommandLineOrExit(int argc, char** argv, absl::string_view program,
+                            absl::string_view usage) {
+  absl::SetProgramUsageMessage(usage);
+  absl::Status args = CheckCommandLine(argc, argv);
+  if (!args.ok()) ExitWithUsageError(program, args.message());
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {  // after "--"
+    ExitWithUsageError(program,
+                       absl::StrCat("unexpected argument \"", rest[1], "\""));
+  }
 }
 
 }  // namespace nbio

@@ -8,6 +8,7 @@
 // errors first (unknown flag, missing value, a value that does not parse)
 // and returns them as one line, so main() can print it and exit 2 before
 // handing argv to ParseCommandLine(), which then cannot fail.
+// ParseCommandLineOrExit() does all of that for a main().
 #ifndef NBIO_ECHO_FLAGS_H_
 #define NBIO_ECHO_FLAGS_H_
 
@@ -30,6 +31,17 @@ std::string AbslUnparseFlag(ByteSize size);
 // OK, or INVALID_ARGUMENT "unknown flag --foo" / "missing value for --listen"
 // / "invalid value for --reactors: ..." for the first error in argv.
 absl::Status CheckCommandLine(int argc, char** argv);
+
+// Prints "PROGRAM: MESSAGE (see --help)" to stderr and exits with status 2.
+[[noreturn]] void ExitWithUsageError(absl::string_view program,
+                                     absl::string_view message);
+
+// A main()'s flag handling: sets `usage` as the program's usage message
+// (once per process), checks argv with CheckCommandLine(), then parses it
+// with absl::ParseCommandLine() (which handles --help and exits). A bad flag
+// or a positional argument exits through ExitWithUsageError().
+void ParseCommandLineOrExit(int argc, char** argv, absl::string_view program,
+                            absl::string_view usage);
 
 }  // namespace nbio
 

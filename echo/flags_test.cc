@@ -75,5 +75,31 @@ TEST(CheckCommandLineTest, ReportsTheFirstErrorInOneLine) {
   }
 }
 
+TEST(ParseCommandLineOrExitTest, ExitsWithStatus2AndOneLine) {
+  // Each child starts afresh: the usage message may be set once a process.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<std::string> args = {"prog", "--test_count=many"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  EXPECT_EXIT(ParseCommandLineOrExit(2, argv.data(), "prog", "usage"),
+              ::testing::ExitedWithCode(2),
+              "^prog: invalid value \"many\" for --test_count: .* \\(see --help\\)\n$");
+  args = {"prog", "--test_count=2", "--", "stray"};
+  argv.clear();
+  for (std::string& a : args) argv.push_back(a.data());
+  EXPECT_EXIT(ParseCommandLineOrExit(4, argv.data(), "prog", "usage"),
+              ::testing::ExitedWithCode(2),
+              "^prog: unexpected argument \"stray\" \\(see --help\\)\n$");
+}
+
+TEST(ParseCommandLineOrExitTest, SetsTheFlags) {
+  std::vector<std::string> args = {"prog", "--test_count=7", "--test_switch"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  ParseCommandLineOrExit(3, argv.data(), "prog", "usage");
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 7);
+  EXPECT_TRUE(absl::GetFlag(FLAGS_test_switch));
+}
+
 }  // namespace
 }  // namespace nbio

@@ -20,11 +20,13 @@
 //      dispatch ready fds;
 //   5. run CPU job slices, round-robin, until the iteration has used
 //      Options::cpu_budget on the loop clock (counted from step 1, or from
-//      the end of the poll when the poll blocked), or for
-//      Options::max_cpu_slices_per_iteration slices, and at least one slice
-//      however long steps 2-4 took: I/O is polled at least once per budget
-//      plus one slice, and a CPU job gets at least one slice per iteration
-//      under any I/O load;
+//      the end of the poll when the poll blocked) and the slices have run
+//      as long as steps 2-4 took, up to one budget; at least one slice, at
+//      most Options::max_cpu_slices_per_iteration. So under light I/O the
+//      loop polls once per budget (plus one slice); under any load the
+//      slices delay the next poll by at most one budget plus one slice, and
+//      CPU jobs keep at least half the thread, up to a budget per iteration
+//      (not one slice, which for short slices is next to nothing);
 //   6. destroy what DeleteLater() was given.
 // Urgent tasks (PostUrgent) run at every checkpoint: after the timer batch,
 // after each posted task, after the I/O batch and after each CPU slice;
@@ -235,7 +237,9 @@ class EventLoop {
     // Use a self-pipe rather than an eventfd to wake the loop (for tests).
     bool force_pipe_wakeup = false;
     // CPU jobs run until the iteration has lasted this long on the loop
-    // clock (at least one slice per iteration). Must be positive.
+    // clock, and at least as long as the iteration's timers, tasks and I/O
+    // took, up to this long (step 5 above); at least one slice per
+    // iteration. Must be positive.
     absl::Duration cpu_budget = absl::Milliseconds(1);
     // And at most this many slices per iteration, so that an iteration ends
     // even when slices take no measurable time (a ManualClock nobody moves).

@@ -137,38 +137,76 @@ TEST_P(EventLoopPriorityTest, BudgetIsConfigurableAndCountsFromIterationStart) {
   RunNoWait(loop.get());
   EXPECT_EQ(log, "ccccc");  // 5 x 100 us = the 500 us budget
 
-  // Tasks eat into the budget: 300 us of task leaves room for 2 slices.
+  // Tasks eat into the budget: 100 us of task leaves room for 4 slices.
   log.clear();
-  loop->Post([&] { clock_.Advance(absl::Microseconds(300)); });
+  loop->Post([&] { clock_.Advance(absl::Microseconds(100)); });
   RunNoWait(loop.get());
-  EXPECT_EQ(log, "cc");
+  EXPECT_EQ(log, "cccc");
 }
 
-TEST_P(EventLoopPriorityTest, JobGetsOneSlicePerIterationUnderIoFlood) {
+TEST_P(EventLoopPriorityTest, SlicesRunTheRestOfTheBudgetOrAsLongAsTheRest) {
+  // The slices run until the iteration has lasted the budget, and at least
+  // as long as its timers, tasks and I/O took, up to one budget.
   auto loop = MakeLoop(absl::Milliseconds(1));
   std::string log;
-  // Ten busy fds whose callbacks take 1 ms each: I/O alone takes ten
-  // budgets per iteration.
+  CpuJob job(loop.get(), Forever(absl::Microseconds(100), &log, "c"));
+  job.Start();
+  const struct {
+    int task_us;      // the rest of the iteration: one posted task
+    size_t slices;    // of 100 us
+  } cases[] = {
+      {0, 10},    // the budget
+      {200, 8},   // the rest of the budget: the iteration lasts 1 ms
+      {500, 5},
+      {700, 7},   // as long as the task: the iteration lasts 1.4 ms
+      {3000, 10}, // capped at one budget
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.task_us);
+    log.clear();
+    if (c.task_us > 0) {
+      loop->Post([&] { clock_.Advance(absl::Microseconds(c.task_us)); });
+    }
+    RunNoWait(loop.get());
+    EXPECT_EQ(log.size(), c.slices);
+  }
+}
+
+TEST_P(EventLoopPriorityTest, JobKeepsHalfTheThreadUnderIoFlood) {
+  // A job of 10 us slices next to ten busy fds: a busy echo server's
+  // iteration. Counting the budget from the top of the iteration alone
+  // would leave the job one slice per iteration (1%).
+  auto loop = MakeLoop(absl::Milliseconds(1));
+  std::string log;
   std::vector<std::unique_ptr<TestPipe>> pipes;
   std::vector<std::unique_ptr<FdWatcher>> watchers;
   int io_callbacks = 0;
+  absl::Duration io_cost = absl::Microseconds(100);
   for (int i = 0; i < 10; ++i) {
     pipes.push_back(std::make_unique<TestPipe>());
     ASSERT_EQ(write(pipes.back()->w, "x", 1), 1);
     watchers.push_back(std::make_unique<FdWatcher>(
         loop.get(), pipes.back()->r, [&](uint32_t) {
           ++io_callbacks;
-          clock_.Advance(absl::Milliseconds(1));
+          clock_.Advance(io_cost);
         }));
     ASSERT_TRUE(watchers.back()->SetInterest(kReadable).ok());
   }
   CpuJob job(loop.get(), Forever(absl::Microseconds(10), &log, "c"));
   job.Start();
-  for (int i = 1; i <= 5; ++i) {
+  // 1 ms of I/O per iteration (one budget): 1 ms of slices.
+  for (int i = 1; i <= 3; ++i) {
     RunNoWait(loop.get());
     EXPECT_EQ(io_callbacks, 10 * i);
-    EXPECT_EQ(loop->counters().cpu_slices, static_cast<uint64_t>(i));
+    EXPECT_EQ(loop->counters().cpu_slices, 100u * i);
   }
+  // 10 ms of I/O per iteration: still 1 ms of slices, so the jobs delay
+  // the next poll by one budget at most.
+  io_cost = absl::Milliseconds(1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(io_callbacks, 40);
+  EXPECT_EQ(loop->counters().cpu_slices, 400u);
+  EXPECT_TRUE(job.is_pending());
 }
 
 TEST_P(EventLoopPriorityTest, RoundRobinBetweenJobs) {

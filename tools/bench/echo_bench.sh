@@ -16,6 +16,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=tools/bench/bench_lib.sh
+source tools/bench/bench_lib.sh
 
 usage() {
   cat <<'EOF'
@@ -125,29 +127,9 @@ server_command() {  # server -> command line, "--listen" added by the caller
 }
 
 # --- CPUs: server on one, load on another ----------------------------------
-cpus=()
-if command -v taskset >/dev/null 2>&1; then
-  # "pid N's current affinity list: 0,1" or "0-3": expand to a list.
-  list="$(taskset -pc $$ | sed 's/.*: //')"
-  IFS=, read -r -a ranges <<<"$list"
-  for r in "${ranges[@]}"; do
-    if [[ "$r" == *-* ]]; then
-      for ((c = ${r%-*}; c <= ${r#*-}; c++)); do cpus+=("$c"); done
-    else
-      cpus+=("$r")
-    fi
-  done
-fi
-if [[ ${#cpus[@]} -ge 2 ]]; then
-  server_pin=(taskset -c "${cpus[0]}")
-  load_pin=(taskset -c "${cpus[1]}")
-  pinning="server on CPU ${cpus[0]}, echo_load on CPU ${cpus[1]}"
-else
-  server_pin=()
-  load_pin=()
-  pinning="not pinned (fewer than 2 CPUs available, or no taskset)"
-  notes+=("Not pinned: fewer than 2 CPUs or no taskset; server and load share CPUs.")
-fi
+bench_pin_cpus
+pinning="${pinning/load/echo_load}"
+[[ ${#server_pin[@]} -gt 0 ]] || notes+=("Not pinned: fewer than 2 CPUs or no taskset; server and load share CPUs.")
 
 if [[ -z "$out" ]]; then
   out="$(mktemp -d /tmp/echo_bench.XXXXXX)"
@@ -161,27 +143,7 @@ last_status=""
 FIELDS="msgs_per_sec mb_per_sec p50_us p99_us connections_failed rejected unanswered mismatches lost extra messages_total load_cpu_s run_s"
 hz="$(getconf CLK_TCK)"
 
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-
-stop_server() {
-  kill -TERM "$server_pid" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    echo "echo_bench: $1 did not exit 5 s after SIGTERM; killing it" >&2
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-}
+bench_kill_server_on_exit
 
 # run_one SCENARIO SERVER PASS: one server, one echo_load run; leaves
 # $out/SCENARIO.SERVER.PASS.{json,err,server.log} and prints a status word.
@@ -197,16 +159,11 @@ run_one() {
   "${server_pin[@]}" $(server_command "$server") --listen=127.0.0.1:0 \
     >"$base.server.log" 2>&1 &
   server_pid=$!
-  local port=""
-  for _ in $(seq 100); do
-    port="$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p;T;q' "$base.server.log")"
-    [[ -n "$port" ]] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  local port
+  port="$(bench_wait_listening "$base.server.log" "$server_pid")"
   if [[ -z "$port" ]]; then
     echo "echo_bench: $server did not print 'listening on 127.0.0.1:PORT'; see $base.server.log" >&2
-    stop_server "$server"
+    bench_stop_server "$server"
     record "$scenario" "$server" "$pass" nostart
     return
   fi
@@ -222,7 +179,7 @@ run_one() {
     read -r -a stat_fields <<<"${stat##*) }"
     ticks=$((stat_fields[11] + stat_fields[12]))
   fi
-  stop_server "$server"
+  bench_stop_server "$server"
   record "$scenario" "$server" "$pass" "$rc" "$base.json" "$ticks"
 }
 
@@ -239,12 +196,6 @@ record() {
           for (i = 1; i <= n; i++) out = out "\t" ((f[i] in v) ? v[f[i]] : "")
           print out }' "${5:-/dev/null}" >>"$out/runs.tsv"
   last_status="$4"
-}
-
-median() {  # numbers on stdin -> median (mean of the middle two when even)
-  sort -g | awk '{ v[NR] = $1 } END {
-    if (NR == 0) { print ""; exit }
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 runs=$((${#scenario_list[@]} * ${#runnable[@]} * passes))
