@@ -536,6 +536,28 @@ TEST_P(EchoFaultTest, SilentPeersAreClosedByTheIdleTimeout) {
   }
 }
 
+// The idle timeout counts from a connection's last byte, not from when the
+// server last woke up: after the server has slept in its poll for longer
+// than the timeout, a new connection that talks every 600 ms under a 1 s
+// timeout stays open, and is closed once it falls silent.
+TEST_P(EchoFaultTest, IdleTimeoutCountsFromTheLastByteAfterTheServerSlept) {
+  constexpr absl::Duration kIdle = absl::Seconds(1);
+  Start({"--idle_timeout=1s", "--stats_interval=0"});
+  absl::SleepFor(1.5 * kIdle);  // nothing happens: the server sleeps
+  const int fd = Connect(server_->address(), false);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 5; ++i) {
+    absl::SleepFor(0.6 * kIdle);
+    ASSERT_TRUE(Echoes(fd, "x")) << "closed while talking, message " << i;
+  }
+  const absl::Time silent_since = absl::Now();
+  bool eof = false;
+  ReadToEof(fd, &eof);
+  EXPECT_TRUE(eof);
+  EXPECT_GE(absl::Now() - silent_since, kIdle);
+  close(fd);
+}
+
 // Every byte its own send(): streamed by 8 clients while they read, and
 // ping-ponged by one more.
 TEST_P(EchoFaultTest, OneByteAtATimeIsEchoedInOrder) {
