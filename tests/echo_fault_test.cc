@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -47,26 +48,14 @@ namespace nbio {
 namespace testing {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kAsan = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+// The echo_server under test is built with the same sanitizer as this test.
+#if defined(ABSL_HAVE_ADDRESS_SANITIZER)
 constexpr bool kAsan = true;
 #else
 constexpr bool kAsan = false;
 #endif
-#else
-constexpr bool kAsan = false;
-#endif
-
-#if defined(__SANITIZE_THREAD__)
+#if defined(ABSL_HAVE_THREAD_SANITIZER)
 constexpr bool kTsan = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool kTsan = true;
-#else
-constexpr bool kTsan = false;
-#endif
 #else
 constexpr bool kTsan = false;
 #endif
@@ -105,10 +94,12 @@ class EchoFaultTest : public ::testing::TestWithParam<std::string> {
   // Waits until the server holds exactly `extra` descriptors more than at
   // start and reports `connections` open connections.
   void ExpectBackToRest(int extra, uint64_t connections) {
-    EXPECT_TRUE(WaitFor(kSoon, [&] {
-      return server_->OpenFds() == base_fds_ + extra &&
-             Stat("connections") == connections;
-    })) << "fds " << server_->OpenFds() << " (at rest " << base_fds_
+    EXPECT_TRUE(WaitFor(kSoon,
+                        [&] {
+                          return server_->OpenFds() == base_fds_ + extra &&
+                                 Stat("connections") == connections;
+                        }))
+        << "fds " << server_->OpenFds() << " (at rest " << base_fds_
         << ", want +" << extra << "), connections " << Stat("connections")
         << " (want " << connections << ")";
   }
@@ -122,40 +113,39 @@ class EchoFaultTest : public ::testing::TestWithParam<std::string> {
   int base_fds_ = 0;
 };
 
+enum class Client {
+  kBlocking,  // 10 s send / receive timeouts
+  kNonBlocking,
+  // Non-blocking and holding little in the kernel, for peers that never
+  // read. Without this, loopback TCP buffers megabytes per connection (the
+  // server's send buffer grows towards tcp_wmem's 4 MiB in one round trip,
+  // with 64 KiB segments), so the server's queue would never fill, and
+  // 1,000 such peers would push the machine into TCP memory pressure. Small
+  // send / receive buffers, and a 536-byte MSS announced to the server,
+  // which keeps its send buffer (sized from MSS x congestion window) near
+  // 128 KiB.
+  kSmallNonBlocking,
+};
+
 // A client socket, connected (or connecting) to `to`, close-on-exec so the
-// server child never inherits it. Blocking ones get 10 s send / receive
-// timeouts.
-int Connect(const SocketAddress& to, bool nonblocking) {
-  const int fd = socket(to.family(),
-                        SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+// server child never inherits it; -1 on error.
+int Connect(const SocketAddress& to, Client kind) {
+  const bool blocking = kind == Client::kBlocking;
+  const int fd =
+      socket(to.family(),
+             SOCK_STREAM | SOCK_CLOEXEC | (blocking ? 0 : SOCK_NONBLOCK), 0);
   if (fd < 0) return -1;
-  if (!nonblocking) {
+  if (blocking) {
     timeval tv{10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   }
-  if (connect(fd, to.sockaddr_ptr(), to.sockaddr_len()) != 0 &&
-      errno != EINPROGRESS) {
-    close(fd);
-    return -1;
+  if (kind == Client::kSmallNonBlocking) {
+    const int buf = 4096, mss = 536;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss));
   }
-  return fd;
-}
-
-// A non-blocking client that holds little in the kernel, for peers that
-// never read. Without this, loopback TCP buffers megabytes per connection
-// (the server's send buffer grows towards tcp_wmem's 4 MiB in one round
-// trip, with 64 KiB segments), so the server's queue would never fill, and
-// 1,000 such peers would push the machine into TCP memory pressure. Small
-// send / receive buffers, and a 536-byte MSS announced to the server, which
-// keeps its send buffer (sized from MSS x congestion window) near 128 KiB.
-int ConnectSmall(const SocketAddress& to) {
-  const int fd = socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return -1;
-  const int buf = 4096, mss = 536;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-  setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss));
   if (connect(fd, to.sockaddr_ptr(), to.sockaddr_len()) != 0 &&
       errno != EINPROGRESS) {
     close(fd);
@@ -210,7 +200,8 @@ std::vector<size_t> PushUntilBlocked(const std::vector<int>& fds, size_t cap,
   }
 }
 
-// --- descriptor exhaustion ----------------------------------------------------
+// --- descriptor exhaustion
+// ----------------------------------------------------
 
 // The server gets 64 descriptors and a flood of 500 connects in one second
 // while 8 established connections echo a message every 20 ms.
@@ -223,7 +214,7 @@ TEST_P(EchoFaultTest, DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
 
   std::vector<int> established;
   for (int i = 0; i < kEstablished; ++i) {
-    established.push_back(Connect(server_->address(), false));
+    established.push_back(Connect(server_->address(), Client::kBlocking));
     ASSERT_GE(established.back(), 0);
     ASSERT_TRUE(Echoes(established.back(), "hello")) << i;
   }
@@ -253,7 +244,7 @@ TEST_P(EchoFaultTest, DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
   constexpr int kSteps = 10;
   for (int step = 0; step < kSteps; ++step) {
     for (int i = 0; i < kFlood / kSteps; ++i) {
-      const int fd = Connect(server_->address(), true);
+      const int fd = Connect(server_->address(), Client::kNonBlocking);
       ASSERT_GE(fd, 0) << "connect " << flood.size() << ": errno " << errno;
       flood.push_back(fd);
     }
@@ -314,12 +305,13 @@ TEST_P(EchoFaultTest, DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
   EXPECT_EQ(served + refused + static_cast<int>(pending.size()), kFlood);
   const std::string err = server_->Stderr();
   EXPECT_TRUE(absl::StrContains(err, "Too many open files [EMFILE]")) << err;
-  std::fprintf(stderr,
-               "fd exhaustion: server CPU %s in a %s flood of %d connects; "
-               "%d served, %d refused; %d round trips on %d established\n",
-               absl::FormatDuration(cpu).c_str(),
-               absl::FormatDuration(absl::Trunc(window, absl::Milliseconds(1))).c_str(),
-               kFlood, served, refused, round_trips.load(), kEstablished);
+  std::fprintf(
+      stderr,
+      "fd exhaustion: server CPU %s in a %s flood of %d connects; "
+      "%d served, %d refused; %d round trips on %d established\n",
+      absl::FormatDuration(cpu).c_str(),
+      absl::FormatDuration(absl::Trunc(window, absl::Milliseconds(1))).c_str(),
+      kFlood, served, refused, round_trips.load(), kEstablished);
 
   // Descriptors free again: new connections are served, as many as the
   // limit allows (the flood's served ones held them).
@@ -329,11 +321,13 @@ TEST_P(EchoFaultTest, DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
   for (int i = 0; i < kFresh; ++i) {
     int fd = -1;
     // A connect may still meet the tail of the backoff and be refused.
-    EXPECT_TRUE(WaitFor(kSoon, [&] {
-      if (fd >= 0) close(fd);
-      fd = Connect(server_->address(), false);
-      return fd >= 0 && Echoes(fd, "again");
-    })) << "fresh connection " << i << " not served";
+    EXPECT_TRUE(WaitFor(kSoon,
+                        [&] {
+                          if (fd >= 0) close(fd);
+                          fd = Connect(server_->address(), Client::kBlocking);
+                          return fd >= 0 && Echoes(fd, "again");
+                        }))
+        << "fresh connection " << i << " not served";
     fresh.push_back(fd);
   }
   for (int fd : established) EXPECT_TRUE(Echoes(fd, "still here"));
@@ -343,14 +337,15 @@ TEST_P(EchoFaultTest, DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
   EXPECT_TRUE(server_->running());
 }
 
-// --- slow readers ---------------------------------------------------------------
+// --- slow readers
+// ---------------------------------------------------------------
 
 // 1,000 connections send without ever reading, 256 KiB each: what the
 // kernel holds on the way back (the client's 8 KiB receive buffer, the
-// server's ~128 KiB send buffer, see ConnectSmall) plus the server's high
-// watermark of 32 KiB is less, so every connection's echo backs up until
-// the server holds 32 KiB of it and stops reading (the rest waits in the
-// server's receive buffer, or the client's send buffer).
+// server's ~128 KiB send buffer, see Client::kSmallNonBlocking) plus the
+// server's high watermark of 32 KiB is less, so every connection's echo backs
+// up until the server holds 32 KiB of it and stops reading (the rest waits in
+// the server's receive buffer, or the client's send buffer).
 //
 // Allowed: RSS at rest + F * connections * (high_watermark + 8 KiB)
 // + 16 MiB. Why:
@@ -373,7 +368,7 @@ TEST_P(EchoFaultTest, ThousandSlowReadersStayWithinHighWatermark) {
   {
     // Touch the read buffer and the block pool once, so "at rest" includes
     // them.
-    const int fd = Connect(server_->address(), false);
+    const int fd = Connect(server_->address(), Client::kBlocking);
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(Echoes(fd, RandomBytes(256 * 1024, 3)));
     close(fd);
@@ -384,7 +379,7 @@ TEST_P(EchoFaultTest, ThousandSlowReadersStayWithinHighWatermark) {
   std::vector<int> clients;
   for (int i = 0; i < kClients; ++i) {
     // Small client buffers: the kernel holds little, the server the rest.
-    clients.push_back(ConnectSmall(server_->address()));
+    clients.push_back(Connect(server_->address(), Client::kSmallNonBlocking));
     ASSERT_GE(clients.back(), 0) << i;
   }
   const std::vector<size_t> pushed =
@@ -392,9 +387,12 @@ TEST_P(EchoFaultTest, ThousandSlowReadersStayWithinHighWatermark) {
   size_t total = 0;
   for (size_t n : pushed) total += n;
   // Every connection reached its mark and paused.
-  EXPECT_TRUE(WaitFor(kSoon, [&] {
-    return Stat("connections") == kClients && Stat("read_pauses") >= kClients;
-  })) << "connections " << Stat("connections") << ", read_pauses "
+  EXPECT_TRUE(WaitFor(kSoon,
+                      [&] {
+                        return Stat("connections") == kClients &&
+                               Stat("read_pauses") >= kClients;
+                      }))
+      << "connections " << Stat("connections") << ", read_pauses "
       << Stat("read_pauses");
 
   const uint64_t rss = server_->ResidentBytes();
@@ -416,22 +414,23 @@ TEST_P(EchoFaultTest, ThousandSlowReadersStayWithinHighWatermark) {
   // They leave with their echo unread: an RST each, all cleaned up.
   CloseAll(&clients);
   ExpectBackToRest(0, 0);
-  const int fd = Connect(server_->address(), false);
+  const int fd = Connect(server_->address(), Client::kBlocking);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(Echoes(fd, "after the slow readers"));
   close(fd);
 }
 
-// --- resets, half-closes, silence, one byte at a time ----------------------------
+// --- resets, half-closes, silence, one byte at a time
+// ----------------------------
 
 TEST_P(EchoFaultTest, PeersResettingWithEchoQueuedAreCleanedUp) {
   constexpr int kPeers = 20;
   Start({"--high_watermark=64KiB"});
-  const int other = Connect(server_->address(), false);
+  const int other = Connect(server_->address(), Client::kBlocking);
   ASSERT_GE(other, 0);
   std::vector<int> peers;
   for (int i = 0; i < kPeers; ++i) {
-    peers.push_back(ConnectSmall(server_->address()));
+    peers.push_back(Connect(server_->address(), Client::kSmallNonBlocking));
     ASSERT_GE(peers.back(), 0);
   }
   // Each peer's echo backs up in the server: queued, reading paused.
@@ -454,7 +453,7 @@ TEST_P(EchoFaultTest, HalfClosedPeersGetEverythingThenEof) {
   std::vector<std::thread> clients;
   for (size_t c = 0; c < sizes.size(); ++c) {
     clients.emplace_back([&, c] {
-      const int fd = Connect(server_->address(), false);
+      const int fd = Connect(server_->address(), Client::kBlocking);
       if (fd < 0) {
         failures[c] = "connect failed";
         return;
@@ -490,11 +489,11 @@ TEST_P(EchoFaultTest, SilentPeersAreClosedByTheIdleTimeout) {
   const absl::Time opened = absl::Now();
   std::vector<pollfd> silent;
   for (int i = 0; i < kSilent; ++i) {
-    const int fd = Connect(server_->address(), true);
+    const int fd = Connect(server_->address(), Client::kNonBlocking);
     ASSERT_GE(fd, 0);
     silent.push_back({fd, POLLIN, 0});
   }
-  const int chatty = Connect(server_->address(), false);
+  const int chatty = Connect(server_->address(), Client::kBlocking);
   ASSERT_GE(chatty, 0);
 
   // The chatty one talks every 100 ms for 3 idle timeouts; meanwhile the
@@ -502,7 +501,8 @@ TEST_P(EchoFaultTest, SilentPeersAreClosedByTheIdleTimeout) {
   int closed = 0;
   absl::Time first_close = absl::InfiniteFuture();
   const absl::Time until = opened + 3 * kIdle;
-  while (absl::Now() < until || (closed < kSilent && absl::Now() < opened + kSoon)) {
+  while (absl::Now() < until ||
+         (closed < kSilent && absl::Now() < opened + kSoon)) {
     if (absl::Now() < until) {
       ASSERT_TRUE(Echoes(chatty, "tick")) << "the chatty peer was cut off";
     }
@@ -523,8 +523,9 @@ TEST_P(EchoFaultTest, SilentPeersAreClosedByTheIdleTimeout) {
   EXPECT_GE(first_close - opened, kIdle) << "closed before the idle timeout";
   std::fprintf(stderr, "idle: %d silent peers closed, the first after %s\n",
                closed,
-               absl::FormatDuration(absl::Trunc(first_close - opened,
-                                                absl::Milliseconds(1))).c_str());
+               absl::FormatDuration(
+                   absl::Trunc(first_close - opened, absl::Milliseconds(1)))
+                   .c_str());
   EXPECT_TRUE(Echoes(chatty, "still talking"));
   EXPECT_TRUE(WaitFor(kSoon, [&] { return Stat("idle_closed") >= kSilent; }))
       << Stat("idle_closed");
@@ -544,7 +545,7 @@ TEST_P(EchoFaultTest, IdleTimeoutCountsFromTheLastByteAfterTheServerSlept) {
   constexpr absl::Duration kIdle = absl::Seconds(1);
   Start({"--idle_timeout=1s", "--stats_interval=0"});
   absl::SleepFor(1.5 * kIdle);  // nothing happens: the server sleeps
-  const int fd = Connect(server_->address(), false);
+  const int fd = Connect(server_->address(), Client::kBlocking);
   ASSERT_GE(fd, 0);
   for (int i = 0; i < 5; ++i) {
     absl::SleepFor(0.6 * kIdle);
@@ -568,7 +569,7 @@ TEST_P(EchoFaultTest, OneByteAtATimeIsEchoedInOrder) {
   std::vector<std::thread> clients;
   for (int c = 0; c < kStreamers; ++c) {
     clients.emplace_back([&, c] {
-      const int fd = Connect(server_->address(), false);
+      const int fd = Connect(server_->address(), Client::kBlocking);
       if (fd < 0) {
         failures[c] = "connect failed";
         return;
@@ -583,12 +584,13 @@ TEST_P(EchoFaultTest, OneByteAtATimeIsEchoedInOrder) {
       });
       const std::string got = ReadN(fd, data.size());
       writer.join();
-      if (got != data) failures[c] = absl::StrCat("got ", got.size(), " bytes, or different");
+      if (got != data)
+        failures[c] = absl::StrCat("got ", got.size(), " bytes, or different");
       close(fd);
     });
   }
   clients.emplace_back([&] {
-    const int fd = Connect(server_->address(), false);
+    const int fd = Connect(server_->address(), Client::kBlocking);
     if (fd < 0) {
       failures[kStreamers] = "connect failed";
       return;
@@ -607,7 +609,8 @@ TEST_P(EchoFaultTest, OneByteAtATimeIsEchoedInOrder) {
   ExpectBackToRest(0, 0);
 }
 
-// --- SIGTERM under load ------------------------------------------------------------
+// --- SIGTERM under load
+// ------------------------------------------------------------
 
 // Byte `i` of connection `c`'s stream.
 char StreamByte(int c, uint64_t i) {
@@ -631,7 +634,7 @@ void SigtermUnderLoad(ServerProcess* server) {
   };
   std::vector<Stream> streams;
   for (int c = 0; c < kClients; ++c) {
-    const int fd = Connect(server->address(), true);
+    const int fd = Connect(server->address(), Client::kNonBlocking);
     ASSERT_GE(fd, 0);
     streams.push_back({fd});
   }
@@ -652,12 +655,13 @@ void SigtermUnderLoad(ServerProcess* server) {
   uint64_t rng = 1;
   while (absl::Now() < load_end) {
     for (int c = 0; c < kClients; ++c) {
-      pfds[c] = {streams[c].fd, static_cast<short>(
-                                    POLLIN | (streams[c].sent - streams[c].received <
-                                                      kMaxInFlight
-                                                  ? POLLOUT
-                                                  : 0)),
-                 0};
+      pfds[c] = {
+          streams[c].fd,
+          static_cast<short>(
+              POLLIN |
+              (streams[c].sent - streams[c].received < kMaxInFlight ? POLLOUT
+                                                                    : 0)),
+          0};
     }
     if (poll(pfds.data(), pfds.size(), 100) <= 0) continue;
     for (int c = 0; c < kClients; ++c) {
@@ -702,7 +706,8 @@ void SigtermUnderLoad(ServerProcess* server) {
   }
   EXPECT_GT(total_sent, uint64_t{kClients} * 1024) << "hardly any load";
   EXPECT_EQ(server->WaitExit(kSoon), 0) << server->Stderr();
-  std::fprintf(stderr, "SIGTERM under load: %d clients, %.1f MiB sent and echoed\n",
+  std::fprintf(stderr,
+               "SIGTERM under load: %d clients, %.1f MiB sent and echoed\n",
                kClients, total_sent / 1048576.0);
 }
 

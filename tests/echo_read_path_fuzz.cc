@@ -49,8 +49,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -74,8 +74,8 @@ constexpr size_t kBlockSizes[] = {64, 100, 1000, 4096};
 // The smallest buffer Linux grants is larger; asking for it gets the floor.
 constexpr int kSmallSocketBuffer = 1;
 // More than this many bytes sent per input, or more than kMaxReadsPerInput
-// reads' worth at the largest read the options allow: stop sending (long inputs then
-// explore cut points, not throughput, and tiny read buffers stay fast).
+// reads' worth at the largest read the options allow: stop sending (long inputs
+// then explore cut points, not throughput, and tiny read buffers stay fast).
 constexpr size_t kMaxStreamBytes = 128 * 1024;
 constexpr size_t kMaxReadsPerInput = 512;
 // Loop iterations without a byte moving before the run counts as stalled.
@@ -133,11 +133,13 @@ class EchoHandler : public ConnectionHandler {
     conn->StartReading();
   }
   void OnData(TcpConnection* conn, absl::string_view bytes) override {
-    Check(conn == conn_ && closed_ == 0, "OnData for an unknown or closed connection");
+    Check(conn == conn_ && closed_ == 0,
+          "OnData for an unknown or closed connection");
     Check(!bytes.empty(), "OnData with no bytes");
     // Write() may refuse only once our side is shut down or closing; the
     // echo handler never shuts down before the peer's EOF, so it must not.
-    Check(conn->Write(bytes) || conn->is_closing(), "Write refused on an open connection");
+    Check(conn->Write(bytes) || conn->is_closing(),
+          "Write refused on an open connection");
   }
   void OnClosed(TcpConnection* conn, const absl::Status& reason) override {
     Check(conn == conn_, "OnClosed for an unknown connection");
@@ -166,7 +168,9 @@ class Client {
   const std::string& received() const { return received_; }
   bool eof() const { return eof_; }
 
-  void Queue(absl::string_view bytes) { pending_.append(bytes.data(), bytes.size()); }
+  void Queue(absl::string_view bytes) {
+    pending_.append(bytes.data(), bytes.size());
+  }
 
   // Sends what the socket takes now; true if a byte moved.
   bool Flush() {
@@ -193,7 +197,8 @@ class Client {
     bool moved = false;
     char buf[4096];
     while (limit > 0) {
-      const ssize_t n = recv(fd_, buf, std::min(limit, sizeof(buf)), MSG_DONTWAIT);
+      const ssize_t n =
+          recv(fd_, buf, std::min(limit, sizeof(buf)), MSG_DONTWAIT);
       if (n == 0) {
         eof_ = true;
         return true;
@@ -217,7 +222,9 @@ class Client {
     return moved;
   }
 
-  void ShutdownWrite() { Check(shutdown(fd_, SHUT_WR) == 0, "client shutdown"); }
+  void ShutdownWrite() {
+    Check(shutdown(fd_, SHUT_WR) == 0, "client shutdown");
+  }
 
   void CloseNow() {
     if (fd_ >= 0) close(fd_);
@@ -277,7 +284,8 @@ void RunOne(const uint8_t* data, size_t size) {
 
   EventLoop::Options loop_options;
   loop_options.backend = backend;
-  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(loop_options);
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+      EventLoop::Create(loop_options);
   Check(loop.ok(), "EventLoop::Create failed");
 
   int fds[2];
@@ -297,7 +305,8 @@ void RunOne(const uint8_t* data, size_t size) {
         options.high_watermark == 0
             ? options.read_buffer_size
             : std::min(options.read_buffer_size, options.high_watermark);
-    const size_t max_stream = std::min(kMaxStreamBytes, max_read * kMaxReadsPerInput);
+    const size_t max_stream =
+        std::min(kMaxStreamBytes, max_read * kMaxReadsPerInput);
     size_t queued = 0;
     while (!in.done()) {
       const size_t op_pos = in.pos();
@@ -375,7 +384,8 @@ void RunOne(const uint8_t* data, size_t size) {
           Check(++iterations <= kStallIterations,
                 "the server kept a connection its peer closed");
         }
-        Check(client.sent().substr(0, client.received().size()) == client.received(),
+        Check(client.sent().substr(0, client.received().size()) ==
+                  client.received(),
               "abrupt close: echo is not a prefix of what was sent");
         break;
       }
@@ -397,7 +407,8 @@ void RunOne(const uint8_t* data, size_t size) {
   Check(handler.closed() == 1, "OnClosed not called exactly once",
         static_cast<size_t>(handler.closed()));
   if (ending == Ending::kStayOpen) {
-    Check(absl::IsCancelled(handler.reason()), "destroyed context: not CANCELLED");
+    Check(absl::IsCancelled(handler.reason()),
+          "destroyed context: not CANCELLED");
   }
 }
 

@@ -113,6 +113,13 @@ class Abuser:
         self.failures = []
         self.silent = []  # (socket, opened at)
 
+    def verify(self, name, data, echo):
+        if echo != data:
+            raise Failure("%s: %d bytes sent, %d echoed%s" %
+                          (name, len(data), len(echo),
+                           " (different)" if len(echo) == len(data) else ""))
+        self.bytes_verified += len(data)
+
     def payload(self, limit):
         n = self.rng.randint(1, limit)
         return self.rng.randbytes(n)
@@ -141,11 +148,7 @@ class Abuser:
         s.shutdown(socket.SHUT_WR)
         echo += read_to_eof(s)
         s.close()
-        if echo != data:
-            raise Failure("half_close: %d bytes sent, %d echoed%s" %
-                          (len(data), len(echo),
-                           " (different)" if len(echo) == len(data) else ""))
-        self.bytes_verified += len(data)
+        self.verify("half_close", data, echo)
 
     def stall(self):
         s = connect(self.target)
@@ -165,11 +168,7 @@ class Abuser:
         # Then read: the server resumes, and every byte comes back.
         echo = exchange(s, data[sent:], want=len(data))
         s.close()
-        if echo != data:
-            raise Failure("stall: %d bytes sent, %d echoed%s" %
-                          (len(data), len(echo),
-                           " (different)" if len(echo) == len(data) else ""))
-        self.bytes_verified += len(data)
+        self.verify("stall", data, echo)
 
     def drip(self):
         s = connect(self.target)
