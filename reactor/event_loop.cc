@@ -130,7 +130,7 @@ void Timer::OnFire(TimerNode* node) {
     // Re-armed before the callback, which may Cancel() or Start() it.
     loop->wheel_.Schedule(self, NextPeriodicDeadline(self->deadline(),
                                                      self->period_nanos_,
-                                                     loop->now_nanos_));
+                                                     loop->NowNanos()));
   } else {
     loop->TimerUnscheduled();
   }
@@ -267,21 +267,32 @@ absl::Status EventLoop::RunOnce(RunMode mode) {
   owner_thread_.store(pthread_self(), std::memory_order_relaxed);
   ++counters_.iterations;
   now_nanos_ = clock_->NowNanos();
+  time_stale_ = false;
+  const int64_t iteration_start = now_nanos_;
   RunDueTimers();
   RunUrgentTasks();
   RunTasks();
 
   const int64_t timeout = mode == RunMode::kNoWait ? 0 : NextPollTimeoutNanos();
   const int64_t started = timeout != 0 ? MonotonicNanos() : 0;
+  // The wait may sleep for long: callbacks after it read the time afresh.
+  time_stale_ = true;
   absl::StatusOr<int> dispatched = poller_->Wait(timeout);
   if (timeout != 0) counters_.poll_blocked_nanos += MonotonicNanos() - started;
   ++counters_.poll_calls;
-  if (!dispatched.ok()) return dispatched.status();
+  if (!dispatched.ok()) {
+    time_stale_ = false;
+    return dispatched.status();
+  }
   counters_.events_dispatched += *dispatched;
   RunUrgentTasks();
 
-  RunCpuSlices(/*blocked=*/timeout != 0);
+  if (!cpu_jobs_.empty()) RunCpuSlices(iteration_start, timeout != 0);
   RunDeferredDeletes();
+  // Only iterations read the clock: between them NowNanos() keeps its last
+  // value, as code outside the loop (a destructor, test teardown after a
+  // ManualClock is gone) has always seen it.
+  time_stale_ = false;
   return absl::OkStatus();
 }
 
@@ -324,8 +335,12 @@ void EventLoop::RunUrgentTasks() {
   }
 }
 
-void EventLoop::RunCpuSlices(bool blocked) {
-  if (cpu_jobs_.empty()) return;
+void EventLoop::RefreshTime() const {
+  now_nanos_ = clock_->NowNanos();
+  time_stale_ = false;
+}
+
+void EventLoop::RunCpuSlices(int64_t iteration_start, bool blocked) {
   // The slices run until the iteration has lasted the budget, counted from
   // its top, so that timers, tasks and I/O eat into it: under light I/O the
   // loop polls once per budget. But however long the rest of the iteration
@@ -336,7 +351,7 @@ void EventLoop::RunCpuSlices(bool blocked) {
   // now (the jobs were started during this dispatch, and the time asleep
   // was nobody's work).
   const int64_t cpu_start = clock_->NowNanos();
-  const int64_t others = blocked ? 0 : cpu_start - now_nanos_;
+  const int64_t others = blocked ? 0 : cpu_start - iteration_start;
   const int64_t budget = absl::ToInt64Nanoseconds(options_.cpu_budget);
   const int64_t end =
       cpu_start + std::max(budget - others, std::min(others, budget));
@@ -418,7 +433,7 @@ TimerId EventLoop::RunAfter(absl::Duration delay,
   NBIO_DCHECK(IsInLoopThread());
   const uint64_t id = next_timer_id_++;
   auto timer = std::make_unique<OwnedTimer>(this, id, 0, std::move(fn));
-  wheel_.Schedule(timer.get(), AddDuration(now_nanos_, delay));
+  wheel_.Schedule(timer.get(), AddDuration(NowNanos(), delay));
   TimerScheduled();
   owned_timers_.emplace(id, std::move(timer));
   return TimerId{id};
@@ -431,7 +446,7 @@ TimerId EventLoop::RunEvery(absl::Duration period,
   const uint64_t id = next_timer_id_++;
   auto timer = std::make_unique<OwnedTimer>(
       this, id, absl::ToInt64Nanoseconds(period), std::move(fn));
-  wheel_.Schedule(timer.get(), AddDuration(now_nanos_, period));
+  wheel_.Schedule(timer.get(), AddDuration(NowNanos(), period));
   TimerScheduled();
   owned_timers_.emplace(id, std::move(timer));
   return TimerId{id};
@@ -443,7 +458,7 @@ void EventLoop::OnOwnedTimer(TimerNode* node) {
   if (timer->period > 0) {
     loop->wheel_.Schedule(timer, NextPeriodicDeadline(timer->deadline(),
                                                       timer->period,
-                                                      loop->now_nanos_));
+                                                      loop->NowNanos()));
   } else {
     loop->TimerUnscheduled();
   }
@@ -568,7 +583,7 @@ EventLoop::KeepAlive::~KeepAlive() {
 }
 
 int64_t EventLoop::DeadlineAfter(absl::Duration delay) const {
-  return AddDuration(now_nanos_, delay);
+  return AddDuration(NowNanos(), delay);
 }
 
 LoopLoad EventLoop::Load() const {

@@ -10,14 +10,16 @@
 //   (*loop)->Run();   // until Stop() or nothing is left to do
 //
 // One iteration (libuv's order, plus two priorities around it):
-//   1. read the clock (once per iteration; NowNanos() returns that reading);
+//   1. read the clock (NowNanos() returns that reading until step 4);
 //   2. run due timers;
 //   3. run the tasks posted before this point (tasks they post run in the next
 //      iteration, so a task that re-posts itself cannot starve I/O);
 //   4. wait in the poller: not at all when tasks, urgent tasks or CPU jobs are
 //      pending, else until the timer wheel's next expiry (rounded up: a timer
 //      never fires early), or indefinitely when no timer is scheduled;
-//      dispatch ready fds;
+//      dispatch ready fds. Time passed in the wait: the first NowNanos()
+//      after it reads the clock again, and that reading holds until the
+//      next iteration (libuv updates its time after the poll too);
 //   5. run CPU job slices, round-robin, until the iteration has used
 //      Options::cpu_budget on the loop clock (counted from step 1, or from
 //      the end of the poll when the poll blocked) and the slices have run
@@ -325,8 +327,16 @@ class EventLoop {
   };
   KeepAlive KeepAliveToken();
 
-  // The clock reading taken at the start of this iteration.
-  int64_t NowNanos() const { return now_nanos_; }
+  // The loop's time: the clock reading taken at the start of this
+  // iteration, or, once the poll has begun, one taken at the first call
+  // after it. So an I/O callback that starts a timer or stamps activity
+  // counts from when it runs, not from when the loop went to sleep (which
+  // could be minutes earlier). At most two clock reads per iteration;
+  // between iterations, the last reading (no clock read).
+  int64_t NowNanos() const {
+    if (time_stale_) RefreshTime();
+    return now_nanos_;
+  }
   // NowNanos() + `delay`, saturating at the ends of int64_t: the deadline
   // Timer::Start(delay) would use.
   int64_t DeadlineAfter(absl::Duration delay) const;
@@ -376,8 +386,11 @@ class EventLoop {
   void RunDueTimers();
   void RunTasks();
   void RunUrgentTasks();
+  // Runs CPU slices as step 5 says. `iteration_start`: the clock at step 1;
   // `blocked`: the poll of this iteration may have blocked.
-  void RunCpuSlices(bool blocked);
+  void RunCpuSlices(int64_t iteration_start, bool blocked);
+  // Reads the clock into now_nanos_ (NowNanos() after the poll began).
+  void RefreshTime() const;
   void DestroyQueuedTasks();
   void DrainRemoteTasks();
   void RunDeferredDeletes();
@@ -394,7 +407,10 @@ class EventLoop {
   Clock* const clock_;
   std::unique_ptr<Poller> poller_;
   TimerWheel wheel_;
-  int64_t now_nanos_;
+  // Written by NowNanos() too (a cache of the clock, loop thread only).
+  mutable int64_t now_nanos_;
+  // The clock has not been read since the poll began.
+  mutable bool time_stale_ = false;
 
   std::atomic<pthread_t> owner_thread_;
   std::atomic<bool> stop_requested_{false};

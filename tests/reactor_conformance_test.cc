@@ -256,6 +256,38 @@ TEST_P(ReactorConformanceTest, TimersFireInDeadlineOrderNeverEarly) {
   EXPECT_EQ(loop->NextPollTimeoutNanos(), -1);
 }
 
+// Time that passes between the top of an iteration and an I/O callback (the
+// loop slept in the poll, or timers and tasks ran long) is seen by the
+// callback: a timer it starts counts from when it runs. Here a task moves
+// the clock 10 s on after the iteration read it, as a long sleep would.
+TEST_P(ReactorConformanceTest, IoCallbackSeesTimePassedSinceTopOfIteration) {
+  ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(100)));
+  auto loop = MakeLoop(&clock);
+  Pipe p;
+  int64_t seen = 0;
+  int fired = 0;
+  Timer timer(loop.get(), [&] { ++fired; });
+  FdWatcher watcher(loop.get(), p.r, [&](uint32_t) {
+    char c;
+    while (read(p.r, &c, 1) == 1) {
+    }
+    seen = loop->NowNanos();
+    timer.Start(absl::Seconds(1));
+  });
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  loop->Post([&] {
+    clock.Advance(absl::Seconds(10));
+    ASSERT_EQ(write(p.w, "x", 1), 1);
+  });
+  RunNoWait(loop.get());  // top: 100 s; the task; the poll: the callback
+  EXPECT_EQ(seen, absl::ToInt64Nanoseconds(absl::Seconds(110)));
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired, 0) << "a 1 s timer started at 110 s fired at 110 s";
+  clock.Advance(absl::Seconds(1));
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired, 1);
+}
+
 TEST_P(ReactorConformanceTest, PeriodicTimerDoesNotDriftAndSkipsMissed) {
   ManualClock clock(0);
   auto loop = MakeLoop(&clock);

@@ -1,5 +1,6 @@
 #include "tests/server_process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -173,6 +175,45 @@ absl::Duration ServerProcess::CpuTime() const {
   const double ticks = std::strtod(f[11].c_str(), nullptr) +
                        std::strtod(f[12].c_str(), nullptr);
   return absl::Seconds(ticks / static_cast<double>(sysconf(_SC_CLK_TCK)));
+}
+
+int ServerProcess::OpenFds() const {
+  DIR* dir = opendir(absl::StrCat("/proc/", pid_, "/fd").c_str());
+  if (dir == nullptr) return -1;
+  int n = 0;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  closedir(dir);
+  return n;
+}
+
+std::map<std::string, uint64_t> ServerProcess::LastStats() const {
+  const std::string err = Stderr();
+  std::map<std::string, uint64_t> stats;
+  const size_t at = err.rfind("stats: ");
+  if (at == std::string::npos) return stats;
+  const size_t end = err.find('\n', at);
+  if (end == std::string::npos) return stats;  // a line still being written
+  for (absl::string_view field : absl::StrSplit(
+           absl::string_view(err).substr(at + 7, end - at - 7), ' ')) {
+    const size_t eq = field.find('=');
+    uint64_t value = 0;
+    if (eq != absl::string_view::npos &&
+        absl::SimpleAtoi(field.substr(eq + 1), &value)) {
+      stats[std::string(field.substr(0, eq))] = value;
+    }
+  }
+  return stats;
+}
+
+bool WaitFor(absl::Duration timeout, const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
 }
 
 bool WriteAll(int fd, const std::string& data) {

@@ -16,6 +16,8 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,6 +58,13 @@ class ServerProcess {
   uint64_t ResidentBytes() const;
   // The child's user + system CPU time so far.
   absl::Duration CpuTime() const;
+  // How many descriptors the child has open (entries of /proc/PID/fd), or -1.
+  int OpenFds() const;
+  // The counters of the last "stats: key=value ..." line the child wrote to
+  // stderr (echo_server --stats_interval), numbers only: `connections`,
+  // `accepted`, `refused`, `resets`, `idle_closed`, `read_pauses`, ...
+  // Empty when there is no such line yet.
+  std::map<std::string, uint64_t> LastStats() const;
 
  private:
   pid_t pid_ = -1;
@@ -73,6 +82,10 @@ std::string ReadN(int fd, size_t n);
 // Reads until EOF (or error / timeout); `eof` says whether EOF was seen.
 std::string ReadToEof(int fd, bool* eof = nullptr);
 std::string RandomBytes(size_t n, uint32_t seed);
+// Polls `done` every 10 ms until it returns true (then true) or `timeout`
+// passes (then false). For waiting on another process, which no fake clock
+// can drive.
+bool WaitFor(absl::Duration timeout, const std::function<bool()>& done);
 // Where Bazel put the data dependency `path` (e.g. "echo/echo_server").
 std::string RunfilePath(const std::string& path);
 

@@ -15,8 +15,12 @@ makes
   :message_queue_fuzzer     the libFuzzer binary (tag "manual"): under
                             --config=fuzz it links libFuzzer, e.g.
       tools/bazel run --config=fuzz //queue:message_queue_fuzzer -- \\
-          -max_total_time=30 $PWD/queue/testdata/message_queue_fuzz
-                            (new inputs it finds land in that folder).
+          -max_total_time=30 -timeout=10 $(mktemp -d) \\
+          $PWD/queue/testdata/message_queue_fuzz
+                            libFuzzer writes new inputs to the first corpus
+                            folder only: a scratch one here, so the repo's
+                            corpus is only read. tools/run_fuzzers.sh [secs]
+                            runs every fuzzer that way and reports each.
 """
 
 load("@rules_cc//cc:defs.bzl", "cc_binary", "cc_test")
