@@ -64,7 +64,7 @@ namespace nbio {
 namespace {
 
 constexpr const char kUsage[] =
-    "echo_server: a TCP echo server on nbio's event loop.\n"
+    "a TCP echo server on nbio's event loop.\n"
     "Usage: echo_server [--listen=127.0.0.1:7007] [--backend=epoll] ...\n"
     "Every byte a client sends comes back on the same connection.";
 

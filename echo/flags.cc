@@ -2,10 +2,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <limits>
 #include <vector>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
@@ -148,9 +151,31 @@ void ExitWithUsageError(absl::string_view program, absl::string_view message) {
   std::exit(2);
 }
 
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") return false;
+    if (arg == "--help" || arg == "-help") return true;
+  }
+  return false;
+}
+
 void ParseCommandLineOrExit(int argc, char** argv, absl::string_view program,
                             absl::string_view usage) {
   absl::SetProgramUsageMessage(usage);
+  if (AsksForHelp(argc, argv)) {
+    // Abseil's own --help prints the same text but exits with status 1; a
+    // user asking for help has made no error. The flags listed are those
+    // defined in files whose name contains the program's (its main file),
+    // as Abseil's --help does; --helpfull lists every flag (exit 1).
+    // ParseCommandLine() would have set the name the help starts with.
+    absl::flags_internal::SetProgramInvocationName(argv[0]);
+    absl::flags_internal::FlagsHelp(
+        std::cout, program, absl::flags_internal::HelpFormat::kHumanReadable,
+        usage);
+    std::cout.flush();
+    std::exit(0);
+  }
   absl::Status args = CheckCommandLine(argc, argv);
   if (!args.ok()) ExitWithUsageError(program, args.message());
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

@@ -36,10 +36,16 @@ absl::Status CheckCommandLine(int argc, char** argv);
 [[noreturn]] void ExitWithUsageError(absl::string_view program,
                                      absl::string_view message);
 
+// Whether argv asks for --help (or -help) before any "--".
+bool AsksForHelp(int argc, char** argv);
+
 // A main()'s flag handling: sets `usage` as the program's usage message
-// (once per process), checks argv with CheckCommandLine(), then parses it
-// with absl::ParseCommandLine() (which handles --help and exits). A bad flag
-// or a positional argument exits through ExitWithUsageError().
+// (once per process); on --help prints the usage and the flags defined in
+// the program's main file (a file whose name contains `program`) to stdout
+// and exits 0; checks argv with CheckCommandLine(), then parses it with
+// absl::ParseCommandLine() (which handles Abseil's other usage flags,
+// --helpfull, --version, and exits). A bad flag or a positional argument
+// exits through ExitWithUsageError().
 void ParseCommandLineOrExit(int argc, char** argv, absl::string_view program,
                             absl::string_view usage);
 

@@ -92,6 +92,29 @@ TEST(ParseCommandLineOrExitTest, ExitsWithStatus2AndOneLine) {
               "^prog: unexpected argument \"stray\" \\(see --help\\)\n$");
 }
 
+TEST(AsksForHelpTest, OnlyABareHelpBeforeTheEndOfFlags) {
+  auto asks = [](std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    return AsksForHelp(static_cast<int>(argv.size()), argv.data());
+  };
+  EXPECT_TRUE(asks({"prog", "--help"}));
+  EXPECT_TRUE(asks({"prog", "--test_count=2", "-help"}));
+  EXPECT_FALSE(asks({"prog"}));
+  EXPECT_FALSE(asks({"prog", "--helpfull"}));
+  EXPECT_FALSE(asks({"prog", "--", "--help"}));
+  EXPECT_FALSE(asks({"--help"}));  // argv[0] is the program
+}
+
+TEST(ParseCommandLineOrExitTest, HelpExits0) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<std::string> args = {"prog", "--help"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  EXPECT_EXIT(ParseCommandLineOrExit(2, argv.data(), "prog", "usage"),
+              ::testing::ExitedWithCode(0), "");
+}
+
 TEST(ParseCommandLineOrExitTest, SetsTheFlags) {
   std::vector<std::string> args = {"prog", "--test_count=7", "--test_switch"};
   std::vector<char*> argv;

@@ -54,10 +54,11 @@ TEST(EchoServerFlagsTest, BadFlagsExit2WithOneLine) {
   }
 }
 
-TEST(EchoServerFlagsTest, HelpListsEveryFlag) {
+TEST(EchoServerFlagsTest, HelpListsEveryFlagAndExits0) {
   ServerProcess help({Binary(), "--help"});
   const std::string out = help.ReadStdout();
-  help.WaitExit(absl::Seconds(20));
+  EXPECT_EQ(help.WaitExit(absl::Seconds(20)), 0) << help.Stderr();
+  EXPECT_TRUE(absl::StartsWith(out, "echo_server: a TCP echo server")) << out;
   for (const char* flag :
        {"--listen", "--backend", "--max_connections", "--idle_timeout",
         "--high_watermark", "--reactors", "--stats_interval",

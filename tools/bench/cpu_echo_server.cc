@@ -79,7 +79,7 @@ namespace nbio {
 namespace {
 
 constexpr const char kUsage[] =
-    "cpu_echo_server: an echo server whose event loop also runs a CPU-bound "
+    "an echo server whose event loop also runs a CPU-bound "
     "hashing job.\n"
     "Usage: cpu_echo_server [--listen=127.0.0.1:0] [--job_bytes=1GiB] "
     "[--cpu_budget=1ms] [--run_for=0] ...\n"
