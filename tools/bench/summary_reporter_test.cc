@@ -14,7 +14,7 @@ using BenchRun = benchmark::BenchmarkReporter::Run;
 // A plain run of `iterations` that took `cpu` seconds of CPU and `real`
 // seconds of wall time in all.
 BenchRun PlainRun(const std::string& name, int64_t iterations, double cpu,
-             double real = 0) {
+                  double real = 0) {
   BenchRun run;
   run.run_name.function_name = name;
   run.iterations = iterations;
@@ -25,7 +25,7 @@ BenchRun PlainRun(const std::string& name, int64_t iterations, double cpu,
 }
 
 BenchRun Aggregate(const std::string& name, const std::string& statistic,
-              int64_t iterations, double cpu) {
+                   int64_t iterations, double cpu) {
   BenchRun run = PlainRun(name, iterations, cpu);
   run.run_type = BenchRun::RT_Aggregate;
   run.aggregate_name = statistic;
