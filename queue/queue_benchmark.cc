@@ -27,8 +27,8 @@
 #include <cstdio>
 #include <deque>
 #include <list>
-#include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +38,7 @@
 #include "queue/message_queue.h"
 #include "queue/mpsc_queue.h"
 #include "tools/bench/alloc_counter.h"
+#include "tools/bench/summary_reporter.h"
 
 namespace nbio {
 namespace {
@@ -324,68 +325,39 @@ constexpr const char* kPairs[][2] = {
     {"BM_MessageQueue_Append64Writev", "BM_DequeString_Append64Writev"},
 };
 
-// The console table, then one "speed-up" line per nbio row that has a
+// After the console table, one "speed-up" line per nbio row that has a
 // baseline row: baseline time / nbio time per iteration (same work; CPU time,
 // or wall time for the /real_time rows), from the mean when repeated.
-class SpeedUpReporter : public benchmark::ConsoleReporter {
+class SpeedUpReporter : public bench::SummaryReporter {
  public:
-  SpeedUpReporter() : ConsoleReporter(OO_Tabular) {}
+  SpeedUpReporter() : SummaryReporter(OO_Tabular) {}
 
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      if (run.error_occurred) continue;
-      const std::string name = run.run_name.str();
-      if (run.run_type == Run::RT_Aggregate) {
-        if (run.aggregate_name != "mean") continue;
-        has_mean_[name] = true;
-      } else if (has_mean_[name]) {
-        continue;
-      }
-      // Wall time for the threaded rows (UseRealTime), CPU time otherwise:
-      // on a shared machine it is the less noisy of the two.
-      time_[name] = run.run_name.time_type == "real_time"
-                        ? run.GetAdjustedRealTime()
-                        : run.GetAdjustedCPUTime();
-      if (order_.empty() || order_.back() != name) order_.push_back(name);
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-
-  void Finalize() override {
-    ConsoleReporter::Finalize();
-    std::FILE* out = stdout;
+ protected:
+  void PrintSummary(std::FILE* out) override {
     std::fprintf(out,
                  "\nspeed-up (baseline time / nbio time, same work; CPU time,"
                  " wall time for /real_time rows):\n");
-    for (const std::string& name : order_) {
+    for (const std::string& name : rows().names()) {
       for (const auto& pair : kPairs) {
         const std::string ours = pair[0];
         if (name.compare(0, ours.size(), ours) != 0) continue;
         const std::string rest = name.substr(ours.size());
         if (!rest.empty() && rest[0] != '/') continue;
-        const auto base = time_.find(pair[1] + rest);
-        if (base == time_.end() || time_[name] <= 0) continue;
+        const std::string base_name = pair[1] + rest;
+        const std::optional<double> time = rows().Seconds(name);
+        const std::optional<double> base = rows().Seconds(base_name);
+        if (!time || !base) continue;
         std::fprintf(out, "  %-55s %6.2fx vs %s\n", name.c_str(),
-                     base->second / time_[name], base->first.c_str());
+                     *base / *time, base_name.c_str());
       }
     }
-    std::fflush(out);
   }
-
- private:
-  std::map<std::string, double> time_;
-  std::map<std::string, bool> has_mean_;
-  std::vector<std::string> order_;
 };
 
 }  // namespace
 }  // namespace nbio
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   nbio::SpeedUpReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return nbio::bench::RunBenchmarks(argc, argv, &reporter);
 }

@@ -126,14 +126,7 @@ void Timer::Cancel() {
 void Timer::OnFire(TimerNode* node) {
   Timer* self = static_cast<Timer*>(node);
   EventLoop* loop = self->loop_;
-  if (self->period_nanos_ > 0) {
-    // Re-armed before the callback, which may Cancel() or Start() it.
-    loop->wheel_.Schedule(self, NextPeriodicDeadline(self->deadline(),
-                                                     self->period_nanos_,
-                                                     loop->NowNanos()));
-  } else {
-    loop->TimerUnscheduled();
-  }
+  loop->RearmIfPeriodic(self, self->period_nanos_);
   self->in_callback_ = true;
   self->callback_();
   self->in_callback_ = false;
@@ -452,16 +445,19 @@ TimerId EventLoop::RunEvery(absl::Duration period,
   return TimerId{id};
 }
 
+void EventLoop::RearmIfPeriodic(TimerNode* timer, int64_t period_nanos) {
+  if (period_nanos > 0) {
+    wheel_.Schedule(timer, NextPeriodicDeadline(timer->deadline(), period_nanos,
+                                                NowNanos()));
+  } else {
+    TimerUnscheduled();
+  }
+}
+
 void EventLoop::OnOwnedTimer(TimerNode* node) {
   OwnedTimer* timer = static_cast<OwnedTimer*>(node);
   EventLoop* loop = timer->loop;
-  if (timer->period > 0) {
-    loop->wheel_.Schedule(timer, NextPeriodicDeadline(timer->deadline(),
-                                                      timer->period,
-                                                      loop->NowNanos()));
-  } else {
-    loop->TimerUnscheduled();
-  }
+  loop->RearmIfPeriodic(timer, timer->period);
   timer->running = true;
   timer->fn();
   timer->running = false;

@@ -402,6 +402,10 @@ class EventLoop {
   // Timers: count of scheduled user timers (Timer and RunAfter/RunEvery).
   void TimerScheduled() { ++timers_scheduled_; }
   void TimerUnscheduled() { --timers_scheduled_; }
+  // First thing when a user timer fires (the wheel has unlinked it): a
+  // periodic one (period_nanos > 0) is re-armed, before its callback, which
+  // may cancel or restart it; a one-shot one stops counting as scheduled.
+  void RearmIfPeriodic(TimerNode* timer, int64_t period_nanos);
 
   Options options_;
   Clock* const clock_;

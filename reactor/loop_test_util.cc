@@ -1,6 +1,7 @@
 #include "reactor/loop_test_util.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace nbio {
@@ -15,6 +16,20 @@ TestPipe::TestPipe() {
 TestPipe::~TestPipe() {
   if (r >= 0) close(r);
   if (w >= 0) close(w);
+}
+
+TestSocketPair::TestSocketPair() {
+  int fds[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                       fds),
+            0);
+  a = fds[0];
+  b = fds[1];
+}
+
+TestSocketPair::~TestSocketPair() {
+  if (a >= 0) close(a);
+  if (b >= 0) close(b);
 }
 
 std::unique_ptr<EventLoop> CreateTestLoop(const EventLoop::Options& options) {

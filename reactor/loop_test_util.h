@@ -1,6 +1,7 @@
 // Test helpers for code that runs on an EventLoop: a fixture whose loop runs
 // on a ManualClock (optionally on each poller backend), a result catcher for
-// futures, a pipe and a destruction flag. For tests only (testonly target).
+// futures, a pipe, a socket pair and a destruction flag. For tests only
+// (testonly target).
 //
 //   class SleepTest : public LoopTest {};
 //   TEST_F(SleepTest, Wakes) {
@@ -32,6 +33,17 @@ struct TestPipe {
   TestPipe& operator=(const TestPipe&) = delete;
   int r = -1;
   int w = -1;
+};
+
+// A non-blocking AF_UNIX stream socket pair, closed on destruction (an end
+// set to -1 is skipped).
+struct TestSocketPair {
+  TestSocketPair();
+  ~TestSocketPair();
+  TestSocketPair(const TestSocketPair&) = delete;
+  TestSocketPair& operator=(const TestSocketPair&) = delete;
+  int a = -1;
+  int b = -1;
 };
 
 // Sets *flag when destroyed (not when moved from): capture one in a callback

@@ -3,7 +3,6 @@
 #include "reactor/poller.h"
 
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <functional>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "reactor/loop_test_util.h"
 #include "reactor/poller_registry.h"
 
 namespace nbio {
@@ -27,36 +27,6 @@ struct Recorder : PollerEntry {
   }
   std::vector<uint32_t> events;
   std::function<void(uint32_t)> hook;
-};
-
-struct Pipe {
-  Pipe() {
-    int fds[2];
-    EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~Pipe() {
-    if (r >= 0) close(r);
-    if (w >= 0) close(w);
-  }
-  int r = -1, w = -1;
-};
-
-struct SocketPair {
-  SocketPair() {
-    int fds[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                         fds),
-              0);
-    a = fds[0];
-    b = fds[1];
-  }
-  ~SocketPair() {
-    if (a >= 0) close(a);
-    if (b >= 0) close(b);
-  }
-  int a = -1, b = -1;
 };
 
 class PollerTest : public ::testing::TestWithParam<std::string> {
@@ -78,7 +48,7 @@ class PollerTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(PollerTest, PipeReadableOnlyAfterWrite) {
-  Pipe p;
+  TestPipe p;
   Recorder rec;
   ASSERT_TRUE(poller_->Add(&rec, p.r, kReadable).ok());
   EXPECT_EQ(poller_->size(), 1);
@@ -93,7 +63,7 @@ TEST_P(PollerTest, PipeReadableOnlyAfterWrite) {
 }
 
 TEST_P(PollerTest, LevelTriggeredUntilDrained) {
-  Pipe p;
+  TestPipe p;
   Recorder rec;
   ASSERT_TRUE(poller_->Add(&rec, p.r, kReadable).ok());
   ASSERT_EQ(write(p.w, "xy", 2), 2);
@@ -107,7 +77,7 @@ TEST_P(PollerTest, LevelTriggeredUntilDrained) {
 }
 
 TEST_P(PollerTest, WritableAndInterestChanges) {
-  SocketPair s;
+  TestSocketPair s;
   Recorder rec;
   ASSERT_TRUE(poller_->Add(&rec, s.a, kReadable).ok());
   EXPECT_EQ(WaitNow(), 0);  // writable, but not asked for
@@ -128,7 +98,7 @@ TEST_P(PollerTest, WritableAndInterestChanges) {
 // An entry with no interest hears nothing, not even a hang-up, so a reader
 // paused for backpressure cannot spin; the hang-up arrives when it resumes.
 TEST_P(PollerTest, NoInterestMeansNoEventsEvenOnHangup) {
-  SocketPair s;
+  TestSocketPair s;
   Recorder rec;
   ASSERT_TRUE(poller_->Add(&rec, s.a, 0).ok());
   ASSERT_EQ(write(s.b, "x", 1), 1);
@@ -149,7 +119,7 @@ TEST_P(PollerTest, NoInterestMeansNoEventsEvenOnHangup) {
 // A peer that goes away is reported through the read path (with the hint
 // bits where the backend can tell), and read() says EOF.
 TEST_P(PollerTest, PeerCloseIsReadable) {
-  SocketPair s;
+  TestSocketPair s;
   Recorder rec;
   ASSERT_TRUE(poller_->Add(&rec, s.a, kReadable).ok());
   close(s.b);
@@ -164,7 +134,7 @@ TEST_P(PollerTest, PeerCloseIsReadable) {
 }
 
 TEST_P(PollerTest, RemoveOtherEntryDuringDispatchDropsItsEvent) {
-  Pipe p1, p2;
+  TestPipe p1, p2;
   Recorder a, b;
   ASSERT_TRUE(poller_->Add(&a, p1.r, kReadable).ok());
   ASSERT_TRUE(poller_->Add(&b, p2.r, kReadable).ok());
@@ -185,7 +155,7 @@ TEST_P(PollerTest, RemoveOtherEntryDuringDispatchDropsItsEvent) {
 // connection deleted by its neighbour's callback): its pending event must not
 // touch freed memory (ASan builds catch it if it does).
 TEST_P(PollerTest, DestroyOtherEntryDuringDispatch) {
-  Pipe p1, p2;
+  TestPipe p1, p2;
   auto a = std::make_unique<Recorder>();
   auto b = std::make_unique<Recorder>();
   ASSERT_TRUE(poller_->Add(a.get(), p1.r, kReadable).ok());
@@ -211,7 +181,7 @@ TEST_P(PollerTest, DestroyOtherEntryDuringDispatch) {
 }
 
 TEST_P(PollerTest, RemoveSelfDuringDispatch) {
-  Pipe p;
+  TestPipe p;
   Recorder rec;
   ASSERT_TRUE(poller_->Add(&rec, p.r, kReadable).ok());
   ASSERT_EQ(write(p.w, "x", 1), 1);
@@ -227,11 +197,11 @@ TEST_P(PollerTest, RemoveSelfDuringDispatch) {
 // was readable in this batch; the new one never is: the new entry must not
 // hear the old readiness, in this batch or later.
 TEST_P(PollerTest, FdReusedWithinBatchGetsNoStaleEvent) {
-  std::unique_ptr<Pipe> pipes[2] = {std::make_unique<Pipe>(),
-                                    std::make_unique<Pipe>()};
+  std::unique_ptr<TestPipe> pipes[2] = {std::make_unique<TestPipe>(),
+                                        std::make_unique<TestPipe>()};
   Recorder recs[2];
   Recorder fresh;
-  std::unique_ptr<Pipe> replacement;
+  std::unique_ptr<TestPipe> replacement;
   for (int i = 0; i < 2; ++i) {
     ASSERT_TRUE(poller_->Add(&recs[i], pipes[i]->r, kReadable).ok());
     ASSERT_EQ(write(pipes[i]->w, "x", 1), 1);
@@ -240,7 +210,7 @@ TEST_P(PollerTest, FdReusedWithinBatchGetsNoStaleEvent) {
       const int old_fd = recs[other].fd();
       poller_->Remove(&recs[other]);
       pipes[other].reset();  // closes old_fd and its write end
-      replacement = std::make_unique<Pipe>();  // lowest free numbers
+      replacement = std::make_unique<TestPipe>();  // lowest free numbers
       ASSERT_EQ(replacement->r, old_fd);
       ASSERT_TRUE(poller_->Add(&fresh, replacement->r, kReadable).ok());
     };
@@ -258,10 +228,10 @@ TEST_P(PollerTest, FdReusedWithinBatchGetsNoStaleEvent) {
 
 TEST_P(PollerTest, ManyPipesAllReported) {
   constexpr int kPipes = 200;  // below FD_SETSIZE for select
-  std::vector<std::unique_ptr<Pipe>> pipes;
+  std::vector<std::unique_ptr<TestPipe>> pipes;
   std::vector<std::unique_ptr<Recorder>> recs;
   for (int i = 0; i < kPipes; ++i) {
-    pipes.push_back(std::make_unique<Pipe>());
+    pipes.push_back(std::make_unique<TestPipe>());
     recs.push_back(std::make_unique<Recorder>());
     ASSERT_TRUE(poller_->Add(recs[i].get(), pipes[i]->r, kReadable).ok());
   }
@@ -283,7 +253,7 @@ TEST_P(PollerTest, TimeoutWaitsWithoutEvents) {
 }
 
 TEST_P(PollerTest, FdAboveFdSetsize) {
-  Pipe p;
+  TestPipe p;
   const int high = fcntl(p.r, F_DUPFD_CLOEXEC, FD_SETSIZE + 10);
   ASSERT_GE(high, FD_SETSIZE) << "cannot open fd above FD_SETSIZE";
   Recorder rec;

@@ -55,6 +55,7 @@
 #include "reactor/syscall.h"
 #include "timers/clock.h"
 #include "tools/bench/alloc_counter.h"
+#include "tools/bench/summary_reporter.h"
 
 namespace nbio {
 namespace {
@@ -479,44 +480,14 @@ void RegisterAll() {
 // The console table, then per family a line per variant: the cost per unit
 // of work on each backend (ns; CPU time, wall time for /real_time rows; the
 // median when repeated) and the ratios poll/epoll and select/epoll.
-class SummaryReporter : public benchmark::ConsoleReporter {
+class BackendReporter : public bench::SummaryReporter {
  public:
-  SummaryReporter() : ConsoleReporter(OO_Tabular) {}
+  BackendReporter() : SummaryReporter(OO_Tabular, "median") {}
 
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      const auto row = Rows().find(run.run_name.function_name);
-      if (row == Rows().end()) continue;
-      Result& result = results_[run.run_name.function_name];
-      if (run.error_occurred) {
-        result.error = run.error_message;
-        continue;
-      }
-      if (run.run_type == Run::RT_Aggregate) {
-        if (run.aggregate_name != "median") continue;
-        result.from_median = true;
-      } else if (result.from_median) {
-        continue;
-      }
-      const double seconds =
-          (run.run_name.time_type == "real_time" ? run.GetAdjustedRealTime()
-                                                 : run.GetAdjustedCPUTime()) /
-          benchmark::GetTimeUnitMultiplier(run.time_unit);
-      result.ns_per_unit = seconds * 1e9 / row->second.units_per_iteration;
-      result.counters.clear();
-      for (const auto& counter : run.counters) {
-        if (counter.first == "items_per_second") continue;
-        result.counters += absl::StrCat(" ", counter.first, "=",
-                                        FormatCounter(counter.second.value));
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+ protected:
+  void PrintSummary(std::FILE* out) override {
+    CollectResults();
     const std::vector<std::string> backends = PollerNames();
-    std::FILE* out = stdout;
     std::fprintf(out,
                  "\nreactor summary: ns per unit of work (median when "
                  "repeated; CPU time, wall time for BM_Post)\n");
@@ -576,16 +547,35 @@ class SummaryReporter : public benchmark::ConsoleReporter {
         }
       }
     }
-    std::fflush(out);
   }
 
  private:
   struct Result {
     double ns_per_unit = 0;
-    bool from_median = false;
     std::string error;
     std::string counters;  // " name=value ..." from the same run
   };
+
+  // Fills results_ from rows(), for the rows registered by Register().
+  void CollectResults() {
+    for (const std::string& name : rows().names()) {
+      const Run& run = *rows().Find(name);
+      const auto row = Rows().find(run.run_name.function_name);
+      if (row == Rows().end()) continue;
+      Result& result = results_[run.run_name.function_name];
+      if (run.error_occurred) {
+        result.error = run.error_message;
+        continue;
+      }
+      result.ns_per_unit = bench::SecondsPerIteration(run) * 1e9 /
+                           row->second.units_per_iteration;
+      for (const auto& counter : run.counters) {
+        if (counter.first == "items_per_second") continue;
+        result.counters += absl::StrCat(" ", counter.first, "=",
+                                        FormatCounter(counter.second.value));
+      }
+    }
+  }
 
   static std::string FormatCounter(double v) {
     char buf[32];
@@ -624,11 +614,7 @@ class SummaryReporter : public benchmark::ConsoleReporter {
 }  // namespace nbio
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   nbio::RegisterAll();
-  nbio::SummaryReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  nbio::BackendReporter reporter;
+  return nbio::bench::RunBenchmarks(argc, argv, &reporter);
 }

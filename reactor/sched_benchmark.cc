@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "reactor/event_loop.h"
 #include "reactor/future.h"
 #include "tools/bench/alloc_counter.h"
+#include "tools/bench/summary_reporter.h"
 
 namespace nbio {
 namespace {
@@ -99,47 +101,30 @@ BENCHMARK(BM_PostUrgentCallback);
 BENCHMARK(BM_FutureSetOnComplete);
 BENCHMARK(BM_FutureSetThen);
 
-// The console table, then each row's CPU time over the baseline's.
-class CostReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      const bool mean =
-          run.run_type == Run::RT_Aggregate && run.aggregate_name == "mean";
-      if (run.error_occurred || (run.run_type == Run::RT_Aggregate && !mean)) {
-        continue;
-      }
-      const std::string name = run.run_name.function_name;
-      if (mean || cpu_time_.count(name) == 0) {
-        cpu_time_[name] = run.GetAdjustedCPUTime();
+// After the console table, each row's CPU time over the baseline's (the
+// mean when repeated), rows by name.
+class CostReporter : public bench::SummaryReporter {
+ protected:
+  void PrintSummary(std::FILE* out) override {
+    const std::optional<double> base = rows().Seconds("BM_PostedCallback");
+    if (!base) return;
+    std::map<std::string, double> cpu_time;  // by name, for the order
+    for (const std::string& name : rows().names()) {
+      if (const std::optional<double> t = rows().Seconds(name)) {
+        cpu_time[name] = *t;
       }
     }
-    ConsoleReporter::ReportRuns(runs);
-  }
-
-  void Finalize() override {
-    ConsoleReporter::Finalize();
-    const double base = cpu_time_["BM_PostedCallback"];
-    if (base <= 0) return;
-    std::printf("\ncost (CPU time / BM_PostedCallback's, same run):\n");
-    for (const auto& [name, time] : cpu_time_) {
-      std::printf("  %-26s %6.2fx\n", name.c_str(), time / base);
+    std::fprintf(out, "\ncost (CPU time / BM_PostedCallback's, same run):\n");
+    for (const auto& [name, time] : cpu_time) {
+      std::fprintf(out, "  %-26s %6.2fx\n", name.c_str(), time / *base);
     }
-    std::fflush(stdout);
   }
-
- private:
-  std::map<std::string, double> cpu_time_;
 };
 
 }  // namespace
 }  // namespace nbio
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   nbio::CostReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return nbio::bench::RunBenchmarks(argc, argv, &reporter);
 }

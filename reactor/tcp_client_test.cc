@@ -7,44 +7,21 @@
 
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
-#include <vector>
 
 #include "gtest/gtest.h"
 #include "reactor/cancellation.h"
 #include "reactor/deadline.h"
 #include "reactor/event_loop.h"
+#include "reactor/loop_test_util.h"
 #include "reactor/poller_registry.h"
 #include "reactor/tcp_connection.h"
 #include "reactor/tcp_server.h"
+#include "reactor/tcp_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
-
-class Recorder : public ConnectionHandler {
- public:
-  void OnAccept(TcpConnection* conn) override {
-    ++accepted;
-    conn->StartReading();
-    if (on_accept) on_accept(conn);
-  }
-  void OnData(TcpConnection* conn, absl::string_view bytes) override {
-    data.append(bytes.data(), bytes.size());
-    if (echo) conn->Write(bytes);
-    if (on_data) on_data(conn);
-  }
-  void OnClosed(TcpConnection*, const absl::Status& reason) override {
-    closed.push_back(reason);
-  }
-  int accepted = 0;
-  bool echo = false;
-  std::string data;
-  std::vector<absl::Status> closed;
-  std::function<void(TcpConnection*)> on_accept;
-  std::function<void(TcpConnection*)> on_data;
-};
 
 class TcpClientTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -53,6 +30,8 @@ class TcpClientTest : public ::testing::TestWithParam<std::string> {
     options.backend = GetParam();
     options.clock = &clock_;
     loop_ = std::move(*EventLoop::Create(options));
+    client_handler_.keep_data = true;
+    server_handler_.keep_data = true;
     client_ = std::make_unique<TcpContext>(loop_.get(), &client_handler_,
                                            TcpOptions());
   }
@@ -78,19 +57,10 @@ class TcpClientTest : public ::testing::TestWithParam<std::string> {
     return done();
   }
 
-  // Captures a future's result.
-  template <typename T>
-  std::shared_ptr<std::optional<FutureResult<T>>> Capture(Future<T> future) {
-    auto result = std::make_shared<std::optional<FutureResult<T>>>();
-    std::move(future).OnComplete(
-        [result](FutureResult<T> r) { *result = std::move(r); });
-    return result;
-  }
-
   ManualClock clock_;
   std::unique_ptr<EventLoop> loop_;
-  Recorder client_handler_;
-  Recorder server_handler_;
+  RecordingHandler client_handler_;
+  RecordingHandler server_handler_;
   std::unique_ptr<TcpContext> client_;
   std::unique_ptr<TcpServer> server_;
 };
@@ -188,7 +158,10 @@ TEST_P(TcpClientTest, CancelOnDeadlineClosesQuietConnection) {
   server_handler_.on_accept = [&](TcpConnection* conn) {
     conn->CancelOn(DeadlineToken(loop_.get(), absl::Seconds(2)));
   };
-  server_handler_.on_data = [](TcpConnection* conn) { conn->CancelOn({}); };
+  server_handler_.on_data = [](TcpConnection* conn, absl::string_view bytes) {
+    conn->Write(bytes);
+    conn->CancelOn({});
+  };
   auto quiet = Capture(client_->Connect(server_->address()));
   auto chatty = Capture(client_->Connect(server_->address()));
   ASSERT_TRUE(PumpUntil([&] {

@@ -21,37 +21,11 @@
 #include "reactor/poller_registry.h"
 #include "reactor/tcp_connection.h"
 #include "reactor/tcp_server.h"
+#include "reactor/tcp_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
-
-// An echo handler that records what happened.
-class EchoHandler : public ConnectionHandler {
- public:
-  void OnAccept(TcpConnection* conn) override {
-    ++accepted;
-    conn->StartReading();
-    if (on_accept) on_accept(conn);
-  }
-  void OnData(TcpConnection* conn, absl::string_view bytes) override {
-    if (on_data) {
-      on_data(conn, bytes);
-      return;
-    }
-    EXPECT_TRUE(conn->Write(bytes));
-  }
-  void OnDrained(TcpConnection*) override { ++drained; }
-  void OnClosed(TcpConnection*, const absl::Status& reason) override {
-    closed.push_back(reason);
-  }
-
-  int accepted = 0;
-  int drained = 0;
-  std::vector<absl::Status> closed;
-  std::function<void(TcpConnection*)> on_accept;
-  std::function<void(TcpConnection*, absl::string_view)> on_data;
-};
 
 // A non-blocking client socket with what it received so far.
 class Client {
@@ -127,6 +101,7 @@ std::string RandomBytes(size_t n, uint32_t seed) {
 class TcpTest : public ::testing::TestWithParam<std::string> {
  protected:
   void Start(TcpServerOptions options = {}, Clock* clock = nullptr) {
+    handler_.echo = true;
     EventLoop::Options loop_options;
     loop_options.backend = GetParam();
     loop_options.clock = clock;
@@ -162,7 +137,7 @@ class TcpTest : public ::testing::TestWithParam<std::string> {
     return done();
   }
 
-  EchoHandler handler_;
+  RecordingHandler handler_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<TcpServer> server_;
   std::vector<absl::Status> refusals_;
@@ -489,7 +464,7 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
 TEST(TcpServerTest, PortInUseNamesAddressAndError) {
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
   ASSERT_TRUE(loop.ok());
-  EchoHandler handler;
+  RecordingHandler handler;
   absl::StatusOr<std::unique_ptr<TcpServer>> first =
       TcpServer::Create(loop->get(), &handler, TcpServerOptions());
   ASSERT_TRUE(first.ok()) << first.status();

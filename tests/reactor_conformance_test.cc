@@ -5,7 +5,6 @@
 // Timing tests use a ManualClock and RunOnce(kNoWait): nothing sleeps.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,41 +18,12 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
+#include "reactor/loop_test_util.h"
 #include "reactor/poller_registry.h"
 #include "timers/clock.h"
 
 namespace nbio {
 namespace {
-
-struct Pipe {
-  Pipe() {
-    int fds[2];
-    EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~Pipe() {
-    if (r >= 0) close(r);
-    if (w >= 0) close(w);
-  }
-  int r = -1, w = -1;
-};
-
-struct SocketPair {
-  SocketPair() {
-    int fds[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                         0, fds),
-              0);
-    a = fds[0];
-    b = fds[1];
-  }
-  ~SocketPair() {
-    if (a >= 0) close(a);
-    if (b >= 0) close(b);
-  }
-  int a = -1, b = -1;
-};
 
 using Param = std::tuple<std::string, bool>;  // backend, force_pipe_wakeup
 
@@ -64,18 +34,11 @@ class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
     options.backend = std::get<0>(GetParam());
     options.force_pipe_wakeup = std::get<1>(GetParam());
     options.clock = clock;
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
-        EventLoop::Create(options);
-    EXPECT_TRUE(loop.ok()) << loop.status();
-    if (!loop.ok()) return nullptr;
-    EXPECT_EQ(std::string((*loop)->backend_name()), std::get<0>(GetParam()));
-    return std::move(*loop);
-  }
-
-  static void RunNoWait(EventLoop* loop, int iterations = 1) {
-    for (int i = 0; i < iterations; ++i) {
-      ASSERT_TRUE(loop->RunOnce(EventLoop::RunMode::kNoWait).ok());
+    std::unique_ptr<EventLoop> loop = CreateTestLoop(options);
+    if (loop != nullptr) {
+      EXPECT_EQ(std::string(loop->backend_name()), std::get<0>(GetParam()));
     }
+    return loop;
   }
 };
 
@@ -83,7 +46,7 @@ class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
 
 TEST_P(ReactorConformanceTest, PipeReadinessReachesWatcher) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   std::string got;
   FdWatcher watcher(loop.get(), p.r, [&](uint32_t events) {
     EXPECT_TRUE(events & kReadable);
@@ -105,7 +68,7 @@ TEST_P(ReactorConformanceTest, PipeReadinessReachesWatcher) {
 
 TEST_P(ReactorConformanceTest, SocketPairBothDirectionsAndInterestChanges) {
   auto loop = MakeLoop();
-  SocketPair s;
+  TestSocketPair s;
   std::vector<uint32_t> seen;
   FdWatcher watcher(loop.get(), s.a,
                     [&](uint32_t events) { seen.push_back(events); });
@@ -138,7 +101,7 @@ TEST_P(ReactorConformanceTest, SocketPairBothDirectionsAndInterestChanges) {
 
 TEST_P(ReactorConformanceTest, WatcherStopsItselfDuringDispatch) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   int calls = 0;
   FdWatcher watcher(loop.get(), p.r, [&](uint32_t) {
     ++calls;
@@ -152,7 +115,7 @@ TEST_P(ReactorConformanceTest, WatcherStopsItselfDuringDispatch) {
 
 TEST_P(ReactorConformanceTest, WatcherDeletesAnotherInSameBatch) {
   auto loop = MakeLoop();
-  Pipe p1, p2;
+  TestPipe p1, p2;
   int calls = 0;
   std::unique_ptr<FdWatcher> w1, w2;
   // Whichever runs first destroys the other (outside the other's callback,
@@ -192,7 +155,7 @@ struct Owner {
 
 TEST_P(ReactorConformanceTest, DeleteLaterInsideOwnCallback) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   bool destroyed = false;
   auto* owner = new Owner(loop.get(), p.r, &destroyed);
   ASSERT_TRUE(owner->watcher.SetInterest(kReadable).ok());
@@ -205,7 +168,7 @@ TEST_P(ReactorConformanceTest, DeleteLaterInsideOwnCallback) {
 
 TEST_P(ReactorConformanceTest, DestroyingWatcherInOwnCallbackIsCaught) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   FdWatcher* watcher = nullptr;
   watcher = new FdWatcher(loop.get(), p.r, [&](uint32_t) { delete watcher; });
   ASSERT_TRUE(watcher->SetInterest(kReadable).ok());
@@ -263,7 +226,7 @@ TEST_P(ReactorConformanceTest, TimersFireInDeadlineOrderNeverEarly) {
 TEST_P(ReactorConformanceTest, IoCallbackSeesTimePassedSinceTopOfIteration) {
   ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(100)));
   auto loop = MakeLoop(&clock);
-  Pipe p;
+  TestPipe p;
   int64_t seen = 0;
   int fired = 0;
   Timer timer(loop.get(), [&] { ++fired; });
@@ -381,7 +344,7 @@ TEST_P(ReactorConformanceTest, PostedTasksRunFifoAndDoNotStarveIo) {
 
   // A task that re-posts itself forever must not keep the fd from being
   // served: each iteration runs only what was queued before it.
-  Pipe p;
+  TestPipe p;
   bool io_seen = false;
   int spins = 0;
   std::function<void()> spin = [&] {
@@ -496,7 +459,7 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
 
 TEST_P(ReactorConformanceTest, FdAboveFdSetsize) {
   auto loop = MakeLoop();
-  Pipe p;
+  TestPipe p;
   const int high = fcntl(p.r, F_DUPFD_CLOEXEC, FD_SETSIZE + 5);
   ASSERT_GE(high, FD_SETSIZE);
   FdWatcher watcher(loop.get(), high, [](uint32_t) {});

@@ -42,6 +42,7 @@
 #include "timers/timer_heaps.h"
 #include "timers/timer_wheel.h"
 #include "tools/bench/alloc_counter.h"
+#include "tools/bench/summary_reporter.h"
 
 namespace nbio {
 namespace {
@@ -288,78 +289,62 @@ NBIO_TIMER_BENCHMARK(BM_NextExpiry_Cached, );
 NBIO_TIMER_BENCHMARK(BM_NextExpiry_AfterCancel, );
 NBIO_TIMER_BENCHMARK(BM_NextExpiry_AfterCancelBaseline, );
 
-// The console table, then each baseline's time over the wheel's.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& run : runs) {
-      if (run.error_occurred) continue;
-      // The mean of repetitions, or the single run when not repeated.
-      const bool use = run.run_type == Run::RT_Aggregate
-                           ? run.aggregate_name == "mean"
-                           : run.repetitions <= 1;
-      if (!use) continue;
+// After the console table, each baseline's time over the wheel's (CPU time;
+// the mean when repeated).
+class RatioReporter : public bench::SummaryReporter {
+ protected:
+  void PrintSummary(std::FILE* out) override {
+    std::map<std::string, std::map<std::string, double>> times;  // seconds
+    std::vector<std::string> order;
+    for (const std::string& name : rows().names()) {
+      const std::optional<double> seconds = rows().Seconds(name);
+      if (!seconds) continue;
       // "BM_X<Impl>/arg": the workload is the name without "<Impl>".
-      const std::string name = run.run_name.str();
       const size_t open = name.find('<');
       const size_t close = name.find('>');
       if (open == std::string::npos || close == std::string::npos) continue;
       const std::string workload =
           name.substr(0, open) + name.substr(close + 1);
       const std::string impl = name.substr(open + 1, close - open - 1);
-      if (times_.find(workload) == times_.end()) order_.push_back(workload);
-      // CPU time: on a shared machine it is the code's own cost.
-      times_[workload][impl] =
-          run.cpu_accumulated_time / static_cast<double>(run.iterations);
+      if (times.find(workload) == times.end()) order.push_back(workload);
+      times[workload][impl] = *seconds;
     }
-  }
-
-  void Finalize() override {
-    ConsoleReporter::Finalize();
-    std::printf(
-        "\nBaseline CPU time / wheel CPU time (above 1: the wheel is "
-        "faster)\n");
-    std::printf("%-44s %10s %10s %10s\n", "workload", "4-ary", "binary",
-                "lazy pq");
-    for (const std::string& workload : order_) {
-      const auto& by_impl = times_[workload];
+    std::fprintf(out,
+                 "\nBaseline CPU time / wheel CPU time (above 1: the wheel is "
+                 "faster)\n");
+    std::fprintf(out, "%-44s %10s %10s %10s\n", "workload", "4-ary", "binary",
+                 "lazy pq");
+    for (const std::string& workload : order) {
+      const auto& by_impl = times[workload];
       const auto wheel = by_impl.find("Wheel");
-      if (wheel == by_impl.end() || wheel->second <= 0) continue;
-      std::printf("%-44s", workload.c_str());
+      if (wheel == by_impl.end()) continue;
+      std::fprintf(out, "%-44s", workload.c_str());
       for (const char* impl : {"QuaternaryHeap", "BinaryHeap", "LazyQueue"}) {
         const auto it = by_impl.find(impl);
         if (it == by_impl.end()) {
-          std::printf(" %10s", "-");
+          std::fprintf(out, " %10s", "-");
         } else {
-          std::printf(" %9.2fx", it->second / wheel->second);
+          std::fprintf(out, " %9.2fx", it->second / wheel->second);
         }
       }
-      std::printf("\n");
+      std::fprintf(out, "\n");
     }
-    const auto with = times_.find("BM_NextExpiry_AfterCancel");
-    const auto without = times_.find("BM_NextExpiry_AfterCancelBaseline");
-    if (with != times_.end() && without != times_.end()) {
-      std::printf(
+    const auto with = times.find("BM_NextExpiry_AfterCancel");
+    const auto without = times.find("BM_NextExpiry_AfterCancelBaseline");
+    if (with != times.end() && without != times.end()) {
+      std::fprintf(
+          out,
           "\nWheel NextExpiry() recomputed after its slot emptied: %.2f ns "
           "(AfterCancel - AfterCancelBaseline)\n",
           (with->second["Wheel"] - without->second["Wheel"]) * 1e9);
     }
   }
-
- private:
-  std::map<std::string, std::map<std::string, double>> times_;  // seconds
-  std::vector<std::string> order_;
 };
 
 }  // namespace
 }  // namespace nbio
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   nbio::RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return nbio::bench::RunBenchmarks(argc, argv, &reporter);
 }
