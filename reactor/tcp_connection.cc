@@ -23,7 +23,8 @@ namespace {
 constexpr int64_t kNanosPerMilli = 1000 * 1000;
 // Idle stamps are 32-bit milliseconds that wrap every 49 days; differences
 // are exact while the timeout stays under half of that.
-constexpr int64_t kMaxIdleNanos = int64_t{24} * 24 * 3600 * 1000 * kNanosPerMilli;
+constexpr int64_t kMaxIdleNanos =
+    int64_t{24} * 24 * 3600 * 1000 * kNanosPerMilli;
 // One sendmsg() carries at most this many queued blocks.
 constexpr int kMaxIovecs = 64;
 
@@ -37,9 +38,10 @@ bool IsPeerGone(int err) {
 // The budget of the README's promise (at most 128 bytes of user-space memory
 // per idle connection): the object itself, in a slab slot with no malloc
 // header, leaves room for the loop's fixed costs spread over connections.
-static_assert(sizeof(TcpConnection) <= 112,
+static_assert(sizeof(TcpConnection) <= 96,
               "TcpConnection outgrew the 128-byte-per-connection budget");
 
+// One bit of SlotChunk::in_use per slot.
 constexpr size_t kSlotsPerChunk = 64;
 
 void ConnectionHandler::OnPeerClosed(TcpConnection* conn) { conn->Shutdown(); }
@@ -146,9 +148,8 @@ void TcpConnection::HandleRead() {
 }
 
 bool TcpConnection::WriteDirect(absl::string_view* bytes) {
-  const ssize_t n = RetryOnEintr([&] {
-    return send(fd(), bytes->data(), bytes->size(), MSG_NOSIGNAL);
-  });
+  const ssize_t n = RetryOnEintr(
+      [&] { return send(fd(), bytes->data(), bytes->size(), MSG_NOSIGNAL); });
   if (n >= 0) {
     context()->stats_.bytes_written += n;
     if (n > 0) Touch();
@@ -229,7 +230,8 @@ void TcpConnection::AfterQueueChange() {
       flags_ |= kQueuedWrite;
       ++ctx->stats_.writes_queued;
     }
-    ctx->stats_.max_queued_bytes = std::max(ctx->stats_.max_queued_bytes, queued);
+    ctx->stats_.max_queued_bytes =
+        std::max(ctx->stats_.max_queued_bytes, queued);
     if (ctx->options_.high_watermark > 0 &&
         queued >= ctx->options_.high_watermark && !(flags_ & kPaused)) {
       flags_ |= kPaused;
@@ -291,7 +293,8 @@ absl::StatusOr<SocketAddress> TcpConnection::PeerAddress() const {
 }
 
 void TcpConnection::OnIdleTimer(TimerNode* node) {
-  TcpConnection* self = internal::ContainerOf(node, &TcpConnection::idle_timer_);
+  TcpConnection* self =
+      internal::ContainerOf(node, &TcpConnection::idle_timer_);
   TcpContext* ctx = self->context();
   const int64_t now = ctx->loop_->NowNanos();
   // Now rounded down, activity rounded up: the idle time is never
@@ -448,21 +451,63 @@ void* TcpContext::AllocateSlot() {
     // is a multiple of TcpConnection's alignment.
     static_assert(alignof(TcpConnection) <= alignof(std::max_align_t), "");
     static_assert(sizeof(TcpConnection) % alignof(TcpConnection) == 0, "");
-    slot_chunks_.emplace_back(new char[kSlotsPerChunk * sizeof(TcpConnection)]);
-    char* chunk = slot_chunks_.back().get();
+    SlotChunk chunk;
+    chunk.slots.reset(new char[kSlotsPerChunk * sizeof(TcpConnection)]);
+    char* base = chunk.slots.get();
+    auto at = std::upper_bound(
+        slot_chunks_.begin(), slot_chunks_.end(), base,
+        [](const char* p, const SlotChunk& c) { return p < c.slots.get(); });
+    slot_chunks_.insert(at, std::move(chunk));
     for (size_t i = kSlotsPerChunk; i-- > 0;) {
-      FreeSlot(chunk + i * sizeof(TcpConnection));
+      auto* link =
+          reinterpret_cast<FreeSlotLink*>(base + i * sizeof(TcpConnection));
+      link->next = free_slots_;
+      free_slots_ = link;
     }
   }
   FreeSlotLink* slot = free_slots_;
   free_slots_ = slot->next;
+  SlotChunk& chunk = slot_chunks_[ChunkOf(slot)];
+  chunk.in_use |= uint64_t{1}
+                  << ((reinterpret_cast<char*>(slot) - chunk.slots.get()) /
+                      sizeof(TcpConnection));
   return slot;
 }
 
 void TcpContext::FreeSlot(void* slot) {
+  SlotChunk& chunk = slot_chunks_[ChunkOf(slot)];
+  chunk.in_use &=
+      ~(uint64_t{1} << ((static_cast<char*>(slot) - chunk.slots.get()) /
+                        sizeof(TcpConnection)));
   auto* link = static_cast<FreeSlotLink*>(slot);
   link->next = free_slots_;
   free_slots_ = link;
+}
+
+size_t TcpContext::ChunkOf(const void* slot) const {
+  const char* p = static_cast<const char*>(slot);
+  auto after = std::upper_bound(
+      slot_chunks_.begin(), slot_chunks_.end(), p,
+      [](const char* q, const SlotChunk& c) { return q < c.slots.get(); });
+  NBIO_CHECK(after != slot_chunks_.begin());
+  const size_t index = static_cast<size_t>(after - slot_chunks_.begin()) - 1;
+  NBIO_CHECK(p < slot_chunks_[index].slots.get() +
+                     kSlotsPerChunk * sizeof(TcpConnection));
+  return index;
+}
+
+template <typename Fn>
+void TcpContext::ForEachOpen(Fn fn) {
+  // By index, re-reading the chunk list and bits: fn may open connections
+  // (a new chunk) or close them (their slots stay until FlushClosed).
+  for (size_t c = 0; c < slot_chunks_.size(); ++c) {
+    for (size_t i = 0; i < kSlotsPerChunk; ++i) {
+      if (!(slot_chunks_[c].in_use & (uint64_t{1} << i))) continue;
+      TcpConnection* conn = std::launder(reinterpret_cast<TcpConnection*>(
+          slot_chunks_[c].slots.get() + i * sizeof(TcpConnection)));
+      if (!conn->is_closing()) fn(conn);
+    }
+  }
 }
 
 void TcpContext::Destroy(TcpConnection* conn) {
@@ -486,14 +531,14 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
     // Fails harmlessly on non-TCP stream sockets (tests use socketpairs).
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
-  connections_.PushBack(*conn);
+  ++open_connections_;
   ++stats_.connections_opened;
   ++stats_.connections;
   conn->Touch();
   if (idle_timeout_nanos_ > 0) {
-    loop_->timer_wheel()->ScheduleWithin(&conn->idle_timer_,
-                                         loop_->NowNanos() + idle_timeout_nanos_,
-                                         idle_timeout_nanos_ / 8);
+    loop_->timer_wheel()->ScheduleWithin(
+        &conn->idle_timer_, loop_->NowNanos() + idle_timeout_nanos_,
+        idle_timeout_nanos_ / 8);
   }
   handler_->OnAccept(conn);
   if (draining_ && !conn->is_closing()) conn->BeginDrain();
@@ -502,7 +547,7 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
 
 void TcpContext::ScheduleClosed(TcpConnection* conn,
                                 const absl::Status& reason) {
-  conn->hook_.Unlink();
+  --open_connections_;
   closing_.emplace_back(conn, reason);
   if (!flush_closed_.is_pending()) {
     // A deadline one tick in the past is due at the next Advance, whatever
@@ -530,18 +575,18 @@ void TcpContext::FlushClosed() {
 }
 
 void TcpContext::CloseAll(const absl::Status& reason) {
-  for (TcpConnection& conn : connections_) conn.Close(reason);
+  ForEachOpen([&](TcpConnection* conn) { conn->Close(reason); });
 }
 
 void TcpContext::Drain(absl::AnyInvocable<void()> done) {
   draining_ = true;
   drain_done_ = std::move(done);
-  for (TcpConnection& conn : connections_) conn.BeginDrain();
+  ForEachOpen([](TcpConnection* conn) { conn->BeginDrain(); });
   MaybeFinishDrain();
 }
 
 void TcpContext::MaybeFinishDrain() {
-  if (!draining_ || !connections_.empty() || !closing_.empty()) return;
+  if (!draining_ || open_connections_ != 0 || !closing_.empty()) return;
   draining_ = false;
   absl::AnyInvocable<void()> done = std::move(drain_done_);
   if (done) done();

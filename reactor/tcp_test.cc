@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <random>
@@ -109,7 +110,9 @@ class TcpTest : public ::testing::TestWithParam<std::string> {
         EventLoop::Create(loop_options);
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = std::move(*loop);
-    options.on_refused = [this](const absl::Status& s) { refusals_.push_back(s); };
+    options.on_refused = [this](const absl::Status& s) {
+      refusals_.push_back(s);
+    };
     absl::StatusOr<std::unique_ptr<TcpServer>> server =
         TcpServer::Create(loop_.get(), &handler_, std::move(options));
     ASSERT_TRUE(server.ok()) << server.status();
@@ -203,11 +206,12 @@ TEST_P(TcpTest, SlowReaderBoundsServerMemory) {
   EXPECT_LE(stats.max_queued_bytes, size_t{64 * 1024});
   EXPECT_LE(stats.queued_bytes, size_t{64 * 1024});
   // Now read: everything arrives, in order.
-  ASSERT_TRUE(PumpUntil([&] { return client.received().size() >= payload.size(); },
-                        [&] {
-                          client.Flush();
-                          client.Receive();
-                        }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.received().size() >= payload.size(); },
+                [&] {
+                  client.Flush();
+                  client.Receive();
+                }));
   EXPECT_TRUE(client.received() == payload);
   EXPECT_LE(server_->context()->stats().max_queued_bytes, size_t{64 * 1024});
 }
@@ -242,12 +246,14 @@ TEST_P(TcpTest, HalfCloseEchoesEverythingThenCloses) {
   Client client(server_->address());
   const std::string payload = RandomBytes(300000, 11);
   client.Send(payload);
-  ASSERT_TRUE(PumpUntil([&] { return client.all_sent(); }, [&] {
-    client.Flush();
-    client.Receive();
-  }));
+  ASSERT_TRUE(PumpUntil([&] { return client.all_sent(); },
+                        [&] {
+                          client.Flush();
+                          client.Receive();
+                        }));
   client.ShutdownWrite();
-  ASSERT_TRUE(PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
   EXPECT_TRUE(client.received() == payload);
   ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
   EXPECT_TRUE(handler_.closed[0].ok()) << handler_.closed[0];
@@ -285,7 +291,8 @@ TEST_P(TcpTest, MaxConnectionsRefusesTheRest) {
   options.max_connections = 2;
   Start(std::move(options));
   Client a(server_->address()), b(server_->address()), c(server_->address());
-  ASSERT_TRUE(PumpUntil([&] { return server_->stats().refused_over_limit == 1; }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return server_->stats().refused_over_limit == 1; }));
   ASSERT_TRUE(PumpUntil([&] { return c.eof() || c.error() != 0; },
                         [&] { c.Receive(); }));
   EXPECT_EQ(handler_.accepted, 2);
@@ -356,10 +363,65 @@ TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
           c->Receive();
         }
       }));
-  for (int i = 0; i < 5; ++i) EXPECT_TRUE(clients[i]->received() == sent[i]) << i;
+  for (int i = 0; i < 5; ++i)
+    EXPECT_TRUE(clients[i]->received() == sent[i]) << i;
   for (auto& c : clients) c->ShutdownWrite();  // peers close their side
   ASSERT_TRUE(PumpUntil([&] { return drained; }));
   EXPECT_EQ(server_->context()->connection_count(), 0u);
+}
+
+// The context finds its open connections by walking its slab (64 slots a
+// chunk): a drain and a close-all reach every one of 200 connections across
+// four chunks, skipping the slots of connections already closed and freed.
+TEST_P(TcpTest, DrainAndCloseAllReachEveryConnectionAcrossSlabChunks) {
+  Start();
+  constexpr int kClients = 200;  // 400 fds with the server's: below FD_SETSIZE
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+  }
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
+  // Resets in the first, second and fourth chunks: freed before the drain.
+  const std::vector<int> reset = {0, 63, 64, 199};
+  for (int i : reset) clients[i]->Reset();
+  ASSERT_TRUE(
+      PumpUntil([&] { return handler_.closed.size() == reset.size(); }));
+  Pump(2);  // OnClosed delivered: their slots are free
+  ASSERT_EQ(server_->context()->connection_count(), size_t{kClients} - 4);
+
+  bool drained = false;
+  server_->Drain([&] { drained = true; });
+  auto is_reset = [&](int i) {
+    return std::find(reset.begin(), reset.end(), i) != reset.end();
+  };
+  ASSERT_TRUE(PumpUntil(
+      [&] {
+        for (int i = 0; i < kClients; ++i) {
+          if (!is_reset(i) && !clients[i]->eof()) return false;
+        }
+        return true;
+      },
+      [&] {
+        for (auto& c : clients) c->Receive();
+      }))
+      << "a connection was not drained";
+  // Half of the peers close their side: the drain waits for the rest.
+  size_t still_open = 0;
+  for (int i = 0; i < kClients; ++i) {
+    if (is_reset(i)) continue;
+    if (i % 2 == 0) {
+      clients[i]->ShutdownWrite();
+    } else {
+      ++still_open;
+    }
+  }
+  ASSERT_TRUE(PumpUntil(
+      [&] { return server_->context()->connection_count() == still_open; }));
+  EXPECT_FALSE(drained);
+  // Destroying the server closes the other half (CloseAll): each gets its
+  // OnClosed, and nothing is left.
+  server_.reset();
+  EXPECT_EQ(handler_.closed.size(), size_t{kClients});
 }
 
 // select cannot watch fds >= FD_SETSIZE: such connections are refused with a
@@ -423,7 +485,8 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
   for (int i = 0; i < 3; ++i) {
     refused.push_back(std::make_unique<Client>(server_->address()));
   }
-  ASSERT_TRUE(PumpUntil([&] { return server_->stats().fd_exhaustion_events >= 1; }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return server_->stats().fd_exhaustion_events >= 1; }));
   // Refused cleanly: each pending peer sees its connection closed.
   ASSERT_TRUE(PumpUntil(
       [&] {

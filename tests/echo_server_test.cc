@@ -59,10 +59,9 @@ TEST(EchoServerFlagsTest, HelpListsEveryFlagAndExits0) {
   const std::string out = help.ReadStdout();
   EXPECT_EQ(help.WaitExit(absl::Seconds(20)), 0) << help.Stderr();
   EXPECT_TRUE(absl::StartsWith(out, "echo_server: a TCP echo server")) << out;
-  for (const char* flag :
-       {"--listen", "--backend", "--max_connections", "--idle_timeout",
-        "--high_watermark", "--reactors", "--stats_interval",
-        "--drain_timeout"}) {
+  for (const char* flag : {"--listen", "--backend", "--max_connections",
+                           "--idle_timeout", "--high_watermark", "--reactors",
+                           "--stats_interval", "--drain_timeout"}) {
     EXPECT_TRUE(absl::StrContains(out, flag)) << flag << " missing from:\n"
                                               << out;
   }
@@ -79,7 +78,8 @@ TEST(EchoServerFlagsTest, PortInUseExits1NamingAddressAndError) {
   EXPECT_TRUE(first->running());
 }
 
-// --- echo on every backend ------------------------------------------------------
+// --- echo on every backend
+// ------------------------------------------------------
 
 class EchoServerBackendTest : public ::testing::TestWithParam<std::string> {};
 
@@ -96,8 +96,8 @@ TEST_P(EchoServerBackendTest, ManyConnectionsEchoRandomDataByteForByte) {
         return;
       }
       for (int round = 0; round < 10; ++round) {
-        const std::string data = RandomBytes(1 + (c * 977 + round * 131) % 20000,
-                                             c * 100 + round);
+        const std::string data =
+            RandomBytes(1 + (c * 977 + round * 131) % 20000, c * 100 + round);
         if (!WriteAll(fd, data) || ReadN(fd, data.size()) != data) {
           failures[c] = absl::StrCat("round ", round, " mismatch");
           break;
@@ -107,7 +107,8 @@ TEST_P(EchoServerBackendTest, ManyConnectionsEchoRandomDataByteForByte) {
     });
   }
   for (auto& t : clients) t.join();
-  for (int c = 0; c < kClients; ++c) EXPECT_EQ(failures[c], "") << "client " << c;
+  for (int c = 0; c < kClients; ++c)
+    EXPECT_EQ(failures[c], "") << "client " << c;
   server->Signal(SIGTERM);
   EXPECT_EQ(server->WaitExit(absl::Seconds(20)), 0) << server->Stderr();
 }
@@ -130,6 +131,11 @@ TEST(EchoServerTest, SeveralReactorsShareThePortAndDrain) {
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok.load(), 24);
+  // The clients may all be done inside the first 20 ms: wait for a stats
+  // line that has counted all 24 accepts (across the three loops).
+  EXPECT_TRUE(WaitFor(absl::Seconds(20), [&] {
+    return server->LastStats()["accepted"] >= 24;
+  })) << server->Stderr();
   server->Signal(SIGTERM);
   EXPECT_EQ(server->WaitExit(absl::Seconds(20)), 0) << server->Stderr();
   const std::string err = server->Stderr();
@@ -141,7 +147,8 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, EchoServerBackendTest,
                          ::testing::Values("epoll", "poll", "select"),
                          [](const auto& info) { return info.param; });
 
-// --- connection behaviours ------------------------------------------------------
+// --- connection behaviours
+// ------------------------------------------------------
 
 TEST(EchoServerTest, HalfCloseEchoesEverythingThenCloses) {
   auto server = StartServer({});
@@ -215,7 +222,8 @@ TEST(EchoServerTest, SlowReaderDoesNotGrowServerMemory) {
   close(fd);
 }
 
-// --- SIGTERM drain ---------------------------------------------------------------
+// --- SIGTERM drain
+// ---------------------------------------------------------------
 
 TEST(EchoServerTest, SigtermDrainLosesNoByte) {
   auto server = StartServer({});
@@ -234,8 +242,8 @@ TEST(EchoServerTest, SigtermDrainLosesNoByte) {
     bool eof = false;
     const std::string got = ReadToEof(fds[i], &eof);
     EXPECT_TRUE(eof) << i;
-    EXPECT_TRUE(got == sent[i]) << i << ": " << got.size() << " of "
-                                << sent[i].size();
+    EXPECT_TRUE(got == sent[i])
+        << i << ": " << got.size() << " of " << sent[i].size();
     close(fds[i]);  // the peer closes its side: the drain can finish
   }
   EXPECT_EQ(server->WaitExit(absl::Seconds(20)), 0) << server->Stderr();

@@ -98,7 +98,9 @@ def measure(name, bin_dir, connections, settle):
             s.sendall(b"x")
         for s in socks:
             if not echo_one(s, deadline):
-                raise RuntimeError(f"{name}: an idle connection got no echo")
+                hint = (" (select watches at most FD_SETSIZE descriptors)"
+                        if name == "nbio-select" else "")
+                raise RuntimeError(f"{name}: an idle connection got no echo{hint}")
         time.sleep(settle)
         loaded, loaded_fds = rss_bytes(proc.pid), open_fds(proc.pid)
         if loaded_fds - base_fds < connections:
