@@ -1,6 +1,7 @@
 #include "echo/flags.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -13,23 +14,41 @@ ABSL_FLAG(nbio::ByteSize, test_size, nbio::ByteSize{0}, "a size");
 namespace nbio {
 namespace {
 
+// A command line as main() gets it: argc() and a mutable argv().
+class Argv {
+ public:
+  explicit Argv(std::vector<std::string> args) : args_(std::move(args)) {
+    for (std::string& a : args_) pointers_.push_back(a.data());
+  }
+  int argc() const { return static_cast<int>(pointers_.size()); }
+  char** argv() { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> args_;
+  std::vector<char*> pointers_;
+};
+
 absl::Status Check(std::vector<std::string> args) {
   args.insert(args.begin(), "prog");
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  return CheckCommandLine(static_cast<int>(argv.size()), argv.data());
+  Argv a(std::move(args));
+  return CheckCommandLine(a.argc(), a.argv());
 }
 
 TEST(ByteSizeTest, ParsesSuffixesAndRejectsJunk) {
   struct Case {
     const char* text;
     uint64_t bytes;
-  } good[] = {{"0", 0},         {"65536", 65536},         {"64KiB", 65536},
-              {"1MiB", 1 << 20}, {"2GiB", uint64_t{2} << 30}, {"10B", 10}};
+  } good[] = {{"0", 0},
+              {"65536", 65536},
+              {"64KiB", 65536},
+              {"1MiB", 1 << 20},
+              {"2GiB", uint64_t{2} << 30},
+              {"10B", 10}};
   for (const Case& c : good) {
     ByteSize size;
     std::string error;
-    ASSERT_TRUE(AbslParseFlag(c.text, &size, &error)) << c.text << ": " << error;
+    ASSERT_TRUE(AbslParseFlag(c.text, &size, &error))
+        << c.text << ": " << error;
     EXPECT_EQ(size.bytes, c.bytes) << c.text;
   }
   for (const char* bad : {"", "KiB", "-1", "1.5MiB", "12kb", "1 TiB", "x1",
@@ -44,7 +63,8 @@ TEST(ByteSizeTest, ParsesSuffixesAndRejectsJunk) {
 }
 
 TEST(CheckCommandLineTest, AcceptsGoodFlagsInEveryForm) {
-  EXPECT_TRUE(Check({"--test_count=3", "--test_switch", "--test_size=1MiB"}).ok());
+  EXPECT_TRUE(
+      Check({"--test_count=3", "--test_switch", "--test_size=1MiB"}).ok());
   EXPECT_TRUE(Check({"--test_count", "3", "--notest_switch"}).ok());
   EXPECT_TRUE(Check({"-test_count=4", "--test_switch=false"}).ok());
   EXPECT_TRUE(Check({}).ok());
@@ -78,25 +98,22 @@ TEST(CheckCommandLineTest, ReportsTheFirstErrorInOneLine) {
 TEST(ParseCommandLineOrExitTest, ExitsWithStatus2AndOneLine) {
   // Each child starts afresh: the usage message may be set once a process.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  std::vector<std::string> args = {"prog", "--test_count=many"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  EXPECT_EXIT(ParseCommandLineOrExit(2, argv.data(), "prog", "usage"),
-              ::testing::ExitedWithCode(2),
-              "^prog: invalid value \"many\" for --test_count: .* \\(see --help\\)\n$");
-  args = {"prog", "--test_count=2", "--", "stray"};
-  argv.clear();
-  for (std::string& a : args) argv.push_back(a.data());
-  EXPECT_EXIT(ParseCommandLineOrExit(4, argv.data(), "prog", "usage"),
-              ::testing::ExitedWithCode(2),
-              "^prog: unexpected argument \"stray\" \\(see --help\\)\n$");
+  Argv bad({"prog", "--test_count=many"});
+  EXPECT_EXIT(
+      ParseCommandLineOrExit(bad.argc(), bad.argv(), "prog", "usage"),
+      ::testing::ExitedWithCode(2),
+      "^prog: invalid value \"many\" for --test_count: .* \\(see --help\\)\n$");
+  Argv stray({"prog", "--test_count=2", "--", "stray"});
+  EXPECT_EXIT(
+      ParseCommandLineOrExit(stray.argc(), stray.argv(), "prog", "usage"),
+      ::testing::ExitedWithCode(2),
+      "^prog: unexpected argument \"stray\" \\(see --help\\)\n$");
 }
 
 TEST(AsksForHelpTest, OnlyABareHelpBeforeTheEndOfFlags) {
   auto asks = [](std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    return AsksForHelp(static_cast<int>(argv.size()), argv.data());
+    Argv a(std::move(args));
+    return AsksForHelp(a.argc(), a.argv());
   };
   EXPECT_TRUE(asks({"prog", "--help"}));
   EXPECT_TRUE(asks({"prog", "--test_count=2", "-help"}));
@@ -108,18 +125,14 @@ TEST(AsksForHelpTest, OnlyABareHelpBeforeTheEndOfFlags) {
 
 TEST(ParseCommandLineOrExitTest, HelpExits0) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  std::vector<std::string> args = {"prog", "--help"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  EXPECT_EXIT(ParseCommandLineOrExit(2, argv.data(), "prog", "usage"),
+  Argv help({"prog", "--help"});
+  EXPECT_EXIT(ParseCommandLineOrExit(help.argc(), help.argv(), "prog", "usage"),
               ::testing::ExitedWithCode(0), "");
 }
 
 TEST(ParseCommandLineOrExitTest, SetsTheFlags) {
-  std::vector<std::string> args = {"prog", "--test_count=7", "--test_switch"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  ParseCommandLineOrExit(3, argv.data(), "prog", "usage");
+  Argv a({"prog", "--test_count=7", "--test_switch"});
+  ParseCommandLineOrExit(a.argc(), a.argv(), "prog", "usage");
   EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 7);
   EXPECT_TRUE(absl::GetFlag(FLAGS_test_switch));
 }
