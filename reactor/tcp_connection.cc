@@ -531,7 +531,6 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
     // Fails harmlessly on non-TCP stream sockets (tests use socketpairs).
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
-  ++open_connections_;
   ++stats_.connections_opened;
   ++stats_.connections;
   conn->Touch();
@@ -547,7 +546,6 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
 
 void TcpContext::ScheduleClosed(TcpConnection* conn,
                                 const absl::Status& reason) {
-  --open_connections_;
   closing_.emplace_back(conn, reason);
   if (!flush_closed_.is_pending()) {
     // A deadline one tick in the past is due at the next Advance, whatever
@@ -586,7 +584,9 @@ void TcpContext::Drain(absl::AnyInvocable<void()> done) {
 }
 
 void TcpContext::MaybeFinishDrain() {
-  if (!draining_ || open_connections_ != 0 || !closing_.empty()) return;
+  // Open connections and those whose OnClosed is still to come, in this
+  // batch or a later one.
+  if (!draining_ || stats_.connections != 0) return;
   draining_ = false;
   absl::AnyInvocable<void()> done = std::move(drain_done_);
   if (done) done();

@@ -321,7 +321,6 @@ class TcpContext {
   const int64_t idle_timeout_nanos_;
   std::unique_ptr<char[]> read_buffer_;
   BlockPool pool_;
-  size_t open_connections_ = 0;  // opened, Close() not yet called
   // Closed, OnClosed not yet delivered, with the reason (kept here rather
   // than in every connection: 8 bytes each would break the memory budget).
   std::vector<std::pair<TcpConnection*, absl::Status>> closing_;
