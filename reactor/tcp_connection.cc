@@ -72,9 +72,12 @@ void TcpConnection::StopReading() {
 }
 
 void TcpConnection::Touch() {
+  // Runs on every read and write: only the idle check reads the stamp.
+  const TcpContext* ctx = context();
+  if (ctx->idle_timeout_nanos_ == 0) return;
   // Rounded up, so the idle check can never fire early.
   last_activity_ms_ = static_cast<uint32_t>(
-      (context()->loop_->NowNanos() + kNanosPerMilli - 1) / kNanosPerMilli);
+      (ctx->loop_->NowNanos() + kNanosPerMilli - 1) / kNanosPerMilli);
 }
 
 void TcpConnection::UpdateInterest() {
