@@ -107,12 +107,12 @@ void Timer::StartAt(int64_t deadline_nanos) {
 }
 
 void Timer::Start(absl::Duration delay) {
-  StartAt(AddDuration(loop_->NowNanos(), delay));
+  StartAt(loop_->DeadlineAfter(delay));
 }
 
 void Timer::StartPeriodic(absl::Duration period) {
   NBIO_CHECK_MSG(period > absl::ZeroDuration(), "period must be positive");
-  StartAt(AddDuration(loop_->NowNanos(), period));
+  StartAt(loop_->DeadlineAfter(period));
   period_nanos_ = absl::ToInt64Nanoseconds(period);
 }
 
@@ -259,8 +259,7 @@ absl::Status EventLoop::Run() {
 absl::Status EventLoop::RunOnce(RunMode mode) {
   owner_thread_.store(pthread_self(), std::memory_order_relaxed);
   ++counters_.iterations;
-  now_nanos_ = clock_->NowNanos();
-  time_stale_ = false;
+  RefreshTime();
   const int64_t iteration_start = now_nanos_;
   RunDueTimers();
   RunUrgentTasks();
@@ -426,7 +425,7 @@ TimerId EventLoop::RunAfter(absl::Duration delay,
   NBIO_DCHECK(IsInLoopThread());
   const uint64_t id = next_timer_id_++;
   auto timer = std::make_unique<OwnedTimer>(this, id, 0, std::move(fn));
-  wheel_.Schedule(timer.get(), AddDuration(NowNanos(), delay));
+  wheel_.Schedule(timer.get(), DeadlineAfter(delay));
   TimerScheduled();
   owned_timers_.emplace(id, std::move(timer));
   return TimerId{id};
@@ -439,7 +438,7 @@ TimerId EventLoop::RunEvery(absl::Duration period,
   const uint64_t id = next_timer_id_++;
   auto timer = std::make_unique<OwnedTimer>(
       this, id, absl::ToInt64Nanoseconds(period), std::move(fn));
-  wheel_.Schedule(timer.get(), AddDuration(NowNanos(), period));
+  wheel_.Schedule(timer.get(), DeadlineAfter(period));
   TimerScheduled();
   owned_timers_.emplace(id, std::move(timer));
   return TimerId{id};
