@@ -578,7 +578,13 @@ EventLoop::KeepAlive::~KeepAlive() {
 }
 
 int64_t EventLoop::DeadlineAfter(absl::Duration delay) const {
-  return AddDuration(NowNanos(), delay);
+  const int64_t now = NowNanos();
+  if (delay > absl::ZeroDuration()) return AddDuration(now, delay);
+  // Due now. The wheel rounds deadlines up to a tick, so `now` itself could
+  // wait up to a tick past the next iteration's Advance; a tick earlier is
+  // due at that Advance whatever the clock reads then.
+  const absl::Duration tick = absl::Nanoseconds(wheel_.resolution_nanos());
+  return std::min(AddDuration(now, delay), AddDuration(now, -tick));
 }
 
 LoopLoad EventLoop::Load() const {

@@ -338,7 +338,8 @@ class EventLoop {
     return now_nanos_;
   }
   // NowNanos() + `delay`, saturating at the ends of int64_t: the deadline
-  // Timer::Start(delay) would use.
+  // Timer::Start(delay) would use. For a zero or negative delay, at least
+  // one timer tick before NowNanos(): due at the next iteration's timers.
   int64_t DeadlineAfter(absl::Duration delay) const;
   Clock* clock() const { return clock_; }
   const char* backend_name() const { return poller_->name(); }

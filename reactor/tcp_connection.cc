@@ -551,10 +551,8 @@ void TcpContext::ScheduleClosed(TcpConnection* conn,
                                 const absl::Status& reason) {
   closing_.emplace_back(conn, reason);
   if (!flush_closed_.is_pending()) {
-    // A deadline one tick in the past is due at the next Advance, whatever
-    // the clock reads: OnClosed comes at the start of the next iteration.
-    flush_closed_.StartAt(loop_->NowNanos() -
-                          loop_->timer_wheel()->resolution_nanos());
+    // OnClosed comes at the start of the next iteration.
+    flush_closed_.Start(absl::ZeroDuration());
   }
 }
 

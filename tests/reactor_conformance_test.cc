@@ -251,6 +251,24 @@ TEST_P(ReactorConformanceTest, IoCallbackSeesTimePassedSinceTopOfIteration) {
   EXPECT_EQ(fired, 1);
 }
 
+// A zero delay fires at the next iteration, also when the loop's time is
+// between two ticks (the wheel rounds deadlines up to a tick) and has moved
+// since that iteration's timers ran.
+TEST_P(ReactorConformanceTest, ZeroDelayTimerFiresAtTheNextIteration) {
+  ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(100)));
+  auto loop = MakeLoop(&clock);
+  clock.Advance(absl::Microseconds(300));  // a third of a 1 ms tick
+  RunNoWait(loop.get());
+  int fired = 0;
+  Timer zero(loop.get(), [&] { ++fired; });
+  Timer negative(loop.get(), [&] { ++fired; });
+  zero.Start(absl::ZeroDuration());
+  negative.Start(-absl::Seconds(1));
+  EXPECT_EQ(loop->NextPollTimeoutNanos(), 0);
+  RunNoWait(loop.get());  // the clock has not moved
+  EXPECT_EQ(fired, 2);
+}
+
 TEST_P(ReactorConformanceTest, PeriodicTimerDoesNotDriftAndSkipsMissed) {
   ManualClock clock(0);
   auto loop = MakeLoop(&clock);
