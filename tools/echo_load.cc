@@ -21,14 +21,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
-#include "absl/flags/usage.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "echo/flags.h"
 #include "reactor/socket_address.h"
 #include "tools/load_generator.h"
 
@@ -66,68 +63,19 @@ namespace {
 
 constexpr int kExitOk = 0;
 constexpr int kExitDataErrors = 1;
-constexpr int kExitUsage = 2;
 constexpr int kExitConnectionsFailed = 3;
+// Bad flags exit 2, through ExitWithUsageError (echo/flags.h).
+
+constexpr const char kUsage[] =
+    "Load generator for TCP echo servers: many connections, every echoed "
+    "byte verified, round trips in a histogram.\n"
+    "  echo_load --target=127.0.0.1:7007 --connections=1000 --size=64 "
+    "--duration=10s [--json]\n"
+    "Exit status: 0 ok, 1 mismatched/lost/extra bytes, 2 bad flags, 3 "
+    "connections failed, 4 internal time cap overrun.";
 
 [[noreturn]] void UsageError(absl::string_view message) {
-  std::fprintf(stderr, "echo_load: %.*s (see --help)\n",
-               static_cast<int>(message.size()), message.data());
-  std::exit(kExitUsage);
-}
-
-bool IsUsageFlag(absl::string_view name) {
-  for (absl::string_view f :
-       {"help", "helpfull", "helpshort", "helppackage", "helpon", "helpmatch",
-        "version", "only_check_args", "flagfile", "fromenv", "tryfromenv",
-        "undefok"}) {
-    if (name == f) return true;
-  }
-  return false;
-}
-
-// Abseil's parser exits with status 1 on a bad flag; echo_load promises 2
-// (a usage error, as for any command-line tool) and one line. So every flag
-// is looked up and parsed here first; Abseil then parses a command line
-// known to be good, and handles --help.
-void CheckFlags(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (!absl::StartsWith(arg, "-") || arg == "-") {
-      UsageError(absl::StrCat("unexpected argument \"", arg,
-                              "\": echo_load takes only flags"));
-    }
-    arg.remove_prefix(absl::StartsWith(arg, "--") ? 2 : 1);
-    const size_t eq = arg.find('=');
-    const absl::string_view name = arg.substr(0, eq);
-    if (IsUsageFlag(name)) continue;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    bool negated = false;
-    if (flag == nullptr && absl::StartsWith(name, "no")) {
-      flag = absl::FindCommandLineFlag(name.substr(2));
-      negated = flag != nullptr && flag->IsOfType<bool>();
-      if (!negated) flag = nullptr;
-    }
-    if (flag == nullptr) {
-      UsageError(absl::StrCat("unknown flag --", name));
-    }
-    std::string value;
-    if (eq != absl::string_view::npos) {
-      if (negated) UsageError(absl::StrCat("--", name, " takes no value"));
-      value = std::string(arg.substr(eq + 1));
-    } else if (flag->IsOfType<bool>()) {
-      value = negated ? "false" : "true";
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      UsageError(absl::StrCat("--", name, " needs a value"));
-    }
-    std::string error;
-    if (!flag->ParseFrom(value, &error)) {
-      UsageError(absl::StrCat("bad value \"", value, "\" for --", flag->Name(),
-                              ": ", error));
-    }
-  }
+  ExitWithUsageError("echo_load", message);
 }
 
 LoadOptions OptionsFromFlags() {
@@ -326,15 +274,7 @@ void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
 }
 
 int Main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Load generator for TCP echo servers: many connections, every echoed "
-      "byte verified, round trips in a histogram.\n"
-      "  echo_load --target=127.0.0.1:7007 --connections=1000 --size=64 "
-      "--duration=10s [--json]\n"
-      "Exit status: 0 ok, 1 mismatched/lost/extra bytes, 2 bad flags, 3 "
-      "connections failed, 4 internal time cap overrun.");
-  CheckFlags(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  ParseCommandLineOrExit(argc, argv, "echo_load", kUsage);
   const LoadOptions options = OptionsFromFlags();
   const bool json = absl::GetFlag(FLAGS_json);
 

@@ -300,7 +300,7 @@ TEST(EchoLoadTest, UsageErrorsAreOneLineAndExitTwo) {
   ExpectUsageError({"--target=127.0.0.1"}, "--target");
   ExpectUsageError({"--target=[::1]:7007", "--sources=2"}, "IPv4");
   ExpectUsageError({"stray"}, "unexpected argument");
-  ExpectUsageError({"--connections"}, "needs a value");
+  ExpectUsageError({"--connections"}, "missing value for --connections");
 }
 
 TEST(EchoLoadTest, TooFewFileDescriptorsIsAClearUsageError) {
