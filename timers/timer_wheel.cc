@@ -296,7 +296,7 @@ bool TimerWheel::empty() const {
 
 void TimerWheel::Cascade(uint32_t id) {
   ListHead* const head = &slots_[id];
-  occupied_[id >> kSlotBits] &= ~(uint64_t{1} << (id & (kSlotsPerLevel - 1)));
+  ClearOccupied(id);
   // Detach the whole slot first: a node never lands back in it (see the file
   // comment), but working from a private list makes that obviously safe.
   ListHead moving;
@@ -335,6 +335,7 @@ void TimerWheel::FastForward(uint64_t target) {
     SpliceBack(head, &all);
   }
   occupied_[kTopLevel] = 0;
+  cache_valid_ = false;
   // Nothing lies between elapsed_ and `earliest`: jump to just before it
   // (or to the target, if it is later) and place everything anew from there.
   elapsed_ = std::min(earliest - 1, target);
@@ -402,7 +403,7 @@ size_t TimerWheel::Advance(int64_t now_nanos) {
     }
     const uint32_t id0 = static_cast<uint32_t>(tick & (kSlotsPerLevel - 1));
     if ((occupied_[0] >> id0 & 1) != 0) {
-      occupied_[0] &= ~(uint64_t{1} << id0);
+      ClearOccupied(id0);
       NoteDue(TickToNanos(tick));
       SpliceBack(&slots_[id0], &batch_);
     }

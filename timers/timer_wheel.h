@@ -278,10 +278,17 @@ class TimerWheel {
   static void ListEmptied(timers_internal::ListHead* head) {
     TimerWheel* wheel = head->wheel;
     if (head->id < kNumSlots) {
-      wheel->occupied_[head->id >> kSlotBits] &=
-          ~(uint64_t{1} << (head->id & (kSlotsPerLevel - 1)));
+      wheel->ClearOccupied(head->id);
+    } else {
+      wheel->cache_valid_ = false;
     }
-    wheel->cache_valid_ = false;
+  }
+  // Slot `id` is empty now. NextExpiry()'s cached answer may have been
+  // that slot: it goes too (also mid-Advance, where a callback may have
+  // asked for it).
+  void ClearOccupied(uint32_t id) {
+    occupied_[id >> kSlotBits] &= ~(uint64_t{1} << (id & (kSlotsPerLevel - 1)));
+    cache_valid_ = false;
   }
 
   // Ticks since origin_nanos_ of the first tick boundary at or after

@@ -363,6 +363,23 @@ TEST(TimerWheelTest, NextExpiryMayBeACascadePointAndMakesProgress) {
   EXPECT_LE(WakeUpsUntilRun(wheel, t, 5000 * kMs), 3);
 }
 
+// NextExpiry() asked from a callback, mid-Advance, after a slot it may have
+// reported has been cascaded away: never a time already passed while a
+// timer is still to run.
+TEST(TimerWheelTest, NextExpiryFromACallbackIsNotStaleAfterACascade) {
+  TimerWheel wheel(0);
+  TestTimer a, b, c;
+  std::optional<int64_t> seen_by_b;
+  a.on_fire = [&](TestTimer*) { wheel.NextExpiry(); };  // caches an answer
+  b.on_fire = [&](TestTimer*) { seen_by_b = wheel.NextExpiry(); };
+  wheel.Schedule(&a, 1 * kMs);
+  wheel.Schedule(&b, 100 * kMs);  // a level-1 slot from tick 0
+  wheel.Schedule(&c, 100 * kMs);
+  EXPECT_EQ(wheel.Advance(200 * kMs), 3u);
+  ASSERT_TRUE(seen_by_b.has_value());  // c was still due
+  EXPECT_EQ(*seen_by_b, 100 * kMs);
+}
+
 TEST(TimerWheelTest, BeyondTheRangeIsClampedNeverEarly) {
   // 63 * 2^30 ms is 2.1 years; this is 10 years out.
   const int64_t kYear = int64_t{365} * 24 * 3600 * 1000 * kMs;
