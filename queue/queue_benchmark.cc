@@ -37,28 +37,13 @@
 #include "queue/intrusive_list.h"
 #include "queue/message_queue.h"
 #include "queue/mpsc_queue.h"
-#include "tools/bench/alloc_counter.h"
+#include "tools/bench/allocation_meter.h"
 #include "tools/bench/summary_reporter.h"
 
 namespace nbio {
 namespace {
 
-// Heap allocations since construction, per iteration divided by
-// `per_iteration` units of work. Call Report() before SetItemsProcessed():
-// adding a counter allocates (a map node and its key).
-class AllocationMeter {
- public:
-  AllocationMeter() : start_(bench::AllocationCount()) {}
-  void Report(benchmark::State& state, double per_iteration = 1) const {
-    const uint64_t allocations = bench::AllocationCount() - start_;
-    state.counters["allocs/op"] =
-        benchmark::Counter(static_cast<double>(allocations) / per_iteration,
-                           benchmark::Counter::kAvgIterations);
-  }
-
- private:
-  const uint64_t start_;
-};
+using bench::AllocationMeter;
 
 // ---------------------------------------------------------- IntrusiveList
 
@@ -215,7 +200,7 @@ void RunProducerConsumer(benchmark::State& state) {
       }
     }
   }
-  allocs.Report(state, kItemsPerRound);
+  allocs.Report(state, "allocs/op", kItemsPerRound);
   state.SetItemsProcessed(state.iterations() * kItemsPerRound);
   stop.store(true, std::memory_order_relaxed);
   for (std::thread& t : threads) t.join();
@@ -297,7 +282,7 @@ void RunAppend64Writev(benchmark::State& state, Output& output) {
   round();
   AllocationMeter allocs;
   for (auto _ : state) round();
-  allocs.Report(state, messages);
+  allocs.Report(state, "allocs/op", messages);
   state.SetItemsProcessed(state.iterations() * messages);
 }
 

@@ -54,29 +54,13 @@
 #include "reactor/poller_registry.h"
 #include "reactor/syscall.h"
 #include "timers/clock.h"
-#include "tools/bench/alloc_counter.h"
+#include "tools/bench/allocation_meter.h"
 #include "tools/bench/summary_reporter.h"
 
 namespace nbio {
 namespace {
 
-// Heap allocations since construction, per iteration divided by
-// `per_iteration` units of work. Call Report() before SetItemsProcessed():
-// adding a counter allocates (a map node and its key).
-class AllocationMeter {
- public:
-  AllocationMeter() : start_(bench::AllocationCount()) {}
-  void Report(benchmark::State& state, const char* name,
-              double per_iteration = 1) const {
-    const uint64_t allocations = bench::AllocationCount() - start_;
-    state.counters[name] =
-        benchmark::Counter(static_cast<double>(allocations) / per_iteration,
-                           benchmark::Counter::kAvgIterations);
-  }
-
- private:
-  const uint64_t start_;
-};
+using bench::AllocationMeter;
 
 // Marks the row as failed when `status` is an error (before a `break` out of
 // the timed loop, as Google Benchmark requires), and says whether it did.

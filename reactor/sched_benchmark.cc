@@ -25,7 +25,7 @@
 #include "benchmark/benchmark.h"
 #include "reactor/event_loop.h"
 #include "reactor/future.h"
-#include "tools/bench/alloc_counter.h"
+#include "tools/bench/allocation_meter.h"
 #include "tools/bench/summary_reporter.h"
 
 namespace nbio {
@@ -48,7 +48,7 @@ void RunBatched(benchmark::State& state, Op op) {
   // Warm-up: grow the loop's task queues to their working size.
   for (int i = 0; i < 4 * kBatch; ++i) op(loop.get(), &sum);
   (void)loop->RunOnce(EventLoop::RunMode::kNoWait);
-  const uint64_t allocations = bench::AllocationCount();
+  const bench::AllocationMeter allocs;
   int pending = 0;
   for (auto _ : state) {
     op(loop.get(), &sum);
@@ -58,9 +58,7 @@ void RunBatched(benchmark::State& state, Op op) {
     }
   }
   (void)loop->RunOnce(EventLoop::RunMode::kNoWait);
-  state.counters["allocs/op"] = benchmark::Counter(
-      static_cast<double>(bench::AllocationCount() - allocations),
-      benchmark::Counter::kAvgIterations);
+  allocs.Report(state);
   benchmark::DoNotOptimize(sum);
   state.SetItemsProcessed(state.iterations());
 }

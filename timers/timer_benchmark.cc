@@ -42,6 +42,7 @@
 #include "timers/timer_heaps.h"
 #include "timers/timer_wheel.h"
 #include "tools/bench/alloc_counter.h"
+#include "tools/bench/allocation_meter.h"
 #include "tools/bench/summary_reporter.h"
 
 namespace nbio {
@@ -91,19 +92,7 @@ struct LazyQueue : HeapQueue<bench::LazyTimerQueue> {
   using HeapQueue::HeapQueue;
 };
 
-// Counts allocations over the timed loop.
-class AllocationMeter {
- public:
-  AllocationMeter() : before_(bench::AllocationCount()) {}
-  void Report(benchmark::State& state) const {
-    state.counters["allocs/op"] = benchmark::Counter(
-        static_cast<double>(bench::AllocationCount() - before_),
-        benchmark::Counter::kAvgIterations);
-  }
-
- private:
-  uint64_t before_;
-};
+using bench::AllocationMeter;
 
 // Schedules timers[0..n) at uniformly random times in [from, from + spread).
 template <typename Q>
