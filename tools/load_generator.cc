@@ -564,27 +564,17 @@ void Worker::EndRamp() {
 }
 
 void Worker::Finish() {
+  // Connections never established end as at the end of the ramp.
+  EndRamp();
   for (Conn& c : conns_) {
-    switch (c.state) {
-      case State::kOpen:
-        if (!c.echoed) {
-          ++result_.unanswered;
-        } else {
-          ++result_.connections_ok;
-          result_.lost += c.sent - c.received;
-        }
-        Close(c);
-        break;
-      case State::kConnecting:
-        ConnectFailed(c, ETIMEDOUT);
-        break;
-      case State::kIdle:
-        c.state = State::kClosed;
-        ++result_.timed_out;
-        break;
-      case State::kClosed:
-        break;
+    if (c.state != State::kOpen) continue;
+    if (!c.echoed) {
+      ++result_.unanswered;
+    } else {
+      ++result_.connections_ok;
+      result_.lost += c.sent - c.received;
     }
+    Close(c);
   }
 }
 
