@@ -38,6 +38,8 @@
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+# shellcheck source=tools/bench/bench_lib.sh
+source tools/bench/bench_lib.sh
 
 usage() {
   sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -98,13 +100,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target=""
-for _ in $(seq 100); do
-  target="$(sed -n 's/^listening on //p' "$out/server.stdout")"
-  [[ -n "$target" ]] && break
-  sleep 0.1
-done
-if [[ -z "$target" ]]; then
+port="$(bench_wait_listening "$out/server.stdout" "$server_pid")"
+target="127.0.0.1:$port"
+if [[ -z "$port" ]]; then
   echo "soak: echo_server did not start:" >&2
   cat "$out/server.log" >&2
   exit 1
