@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -46,6 +47,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/server_process.h"
+#include "tools/byte_pattern.h"
 
 namespace nbio {
 namespace testing {
@@ -615,13 +617,6 @@ TEST_P(EchoFaultTest, OneByteAtATimeIsEchoedInOrder) {
 // --- SIGTERM under load
 // ------------------------------------------------------------
 
-// Byte `i` of connection `c`'s stream.
-char StreamByte(int c, uint64_t i) {
-  uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t(c) << 32);
-  x ^= x >> 29;
-  return static_cast<char>(x * 0xBF58476D1CE4E5B9ull >> 56);
-}
-
 // 64 clients echo continuously, each with up to 32 KiB in flight (less than
 // the receive window the server's socket advertises). At the signal they
 // stop sending and read to EOF. Every byte the server had received before
@@ -647,6 +642,10 @@ void SigtermUnderLoad(ServerProcess* server) {
     ASSERT_GE(fd, 0);
     streams.push_back({fd});
   }
+  // Client c sends the stream that starts at BytePattern::Start(c), the
+  // load generator's: another client's bytes, a shifted, dropped or
+  // corrupted byte all count as mismatches.
+  const load::BytePattern pattern;
   std::string buf(64 * 1024, '\0');
   uint64_t mismatches = 0;
   auto receive = [&](int c) {
@@ -654,9 +653,9 @@ void SigtermUnderLoad(ServerProcess* server) {
     const ssize_t n = recv(s.fd, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n == 0) s.eof = true;
     if (n <= 0) return;
-    for (ssize_t k = 0; k < n; ++k) {
-      if (buf[k] != StreamByte(c, s.received + k)) ++mismatches;
-    }
+    mismatches += pattern.CountMismatches(
+        load::BytePattern::Start(c) + s.received,
+        reinterpret_cast<const uint8_t*>(buf.data()), n);
     s.received += n;
   };
   std::vector<pollfd> pfds(kClients);
@@ -680,8 +679,12 @@ void SigtermUnderLoad(ServerProcess* server) {
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
         const uint64_t room = kMaxInFlight - (s.sent - s.received);
         const size_t n = std::min<uint64_t>(room, 1 + (rng >> 33) % 16384);
-        for (size_t k = 0; k < n; ++k) buf[k] = StreamByte(c, s.sent + k);
-        const ssize_t sent = send(s.fd, buf.data(), n, MSG_NOSIGNAL);
+        iovec iov[2];
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen =
+            pattern.Slices(load::BytePattern::Start(c) + s.sent, n, iov);
+        const ssize_t sent = sendmsg(s.fd, &msg, MSG_NOSIGNAL);
         ASSERT_GT(sent, 0) << "client " << c << ": errno " << errno;
         s.sent += sent;
       }
