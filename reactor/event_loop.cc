@@ -139,7 +139,7 @@ CpuJob::CpuJob(EventLoop* loop, Slice slice)
     : loop_(loop), slice_(std::move(slice)) {}
 
 CpuJob::~CpuJob() {
-  NBIO_CHECK_MSG(!in_slice_,
+  NBIO_CHECK_MSG(!in_slice(),
                  "CpuJob destroyed inside its own slice; hand it to "
                  "EventLoop::DeleteLater instead");
   Stop();
@@ -147,7 +147,7 @@ CpuJob::~CpuJob() {
 
 void CpuJob::Start() {
   NBIO_DCHECK(loop_->IsInLoopThread());
-  if (in_slice_) {
+  if (in_slice()) {
     after_slice_ = AfterSlice::kRequeue;
   } else if (!hook_.is_linked()) {
     loop_->cpu_jobs_.PushBack(*this);
@@ -155,7 +155,7 @@ void CpuJob::Start() {
 }
 
 void CpuJob::Stop() {
-  if (in_slice_) {
+  if (in_slice()) {
     after_slice_ = AfterSlice::kStop;
   } else {
     hook_.Unlink();
@@ -163,8 +163,10 @@ void CpuJob::Stop() {
 }
 
 bool CpuJob::is_pending() const {
-  return in_slice_ ? after_slice_ != AfterSlice::kStop : hook_.is_linked();
+  return in_slice() ? after_slice_ != AfterSlice::kStop : hook_.is_linked();
 }
+
+bool CpuJob::in_slice() const { return loop_->running_cpu_job_ == this; }
 
 // ---------------------------------------------------------------------------
 // EventLoop
@@ -351,12 +353,10 @@ void EventLoop::RunCpuSlices(int64_t iteration_start, bool blocked) {
        !cpu_jobs_.empty() && slices < options_.max_cpu_slices_per_iteration;
        ++slices) {
     CpuJob* job = cpu_jobs_.PopFront();
-    job->in_slice_ = true;
     job->after_slice_ = CpuJob::AfterSlice::kByResult;
     running_cpu_job_ = job;
     const CpuSliceResult result = job->slice_();
     running_cpu_job_ = nullptr;
-    job->in_slice_ = false;
     ++counters_.cpu_slices;
     if (job->after_slice_ == CpuJob::AfterSlice::kRequeue ||
         (job->after_slice_ == CpuJob::AfterSlice::kByResult &&

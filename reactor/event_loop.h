@@ -216,6 +216,8 @@ class CpuJob {
   void Stop();
   // Started and neither finished nor stopped.
   bool is_pending() const;
+  // Whether this job's slice is running now.
+  bool in_slice() const;
 
  private:
   friend class EventLoop;
@@ -224,7 +226,6 @@ class CpuJob {
   EventLoop* const loop_;
   Slice slice_;
   ListHook hook_;
-  bool in_slice_ = false;
   AfterSlice after_slice_ = AfterSlice::kByResult;
 };
 

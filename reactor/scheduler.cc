@@ -30,28 +30,26 @@ class CpuJobState final : public future_internal::State<void> {
     // hold a reference through it, and if it is the last one, let an urgent
     // task (the loop runs one right after this slice) drop it.
     RefPtr<CpuJobState> keep(this);
-    in_slice_ = true;
     const CpuSliceResult result = slice_();
-    in_slice_ = false;
     if (result == CpuSliceResult::kDone) {
       on_cancel_.Unregister();
       Finish(absl::OkStatus());
-    } else if (ready()) {
-      slice_ = nullptr;  // cancelled inside the slice; now it has returned
     }
+    // Done, or cancelled inside the slice: its captures go now that it has
+    // returned.
+    if (ready()) slice_ = nullptr;
     if (keep->HasOneRef()) loop()->PostUrgent([keep = std::move(keep)] {});
     return result;
   }
 
   void Finish(const absl::Status& status) {
-    if (!in_slice_) slice_ = nullptr;  // its captures go now
+    if (!job_.in_slice()) slice_ = nullptr;  // its captures go now
     TrySetResult(status);
   }
 
   CpuJob::Slice slice_;
   CpuJob job_;
   CancellationRegistration on_cancel_;
-  bool in_slice_ = false;
 };
 
 }  // namespace
