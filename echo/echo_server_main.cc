@@ -30,10 +30,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "echo/echo_service.h"
-#include "echo/flags.h"
+#include "queue/base/flags.h"
 #include "reactor/event_loop.h"
-#include "reactor/poller_registry.h"
-#include "reactor/socket_address.h"
+#include "reactor/poller/poller_registry.h"
+#include "reactor/sys/socket_address.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7007",
           "Address to listen on: host:port with a numeric IPv4 host, "

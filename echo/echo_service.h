@@ -25,8 +25,8 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "reactor/event_loop.h"
-#include "reactor/tcp_connection.h"
-#include "reactor/tcp_server.h"
+#include "reactor/net/tcp_connection.h"
+#include "reactor/net/tcp_server.h"
 
 namespace nbio {
 

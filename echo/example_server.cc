@@ -5,7 +5,7 @@
 #include <string>
 
 #include "reactor/event_loop.h"
-#include "reactor/tcp_server.h"
+#include "reactor/net/tcp_server.h"
 
 class Shout : public nbio::ConnectionHandler {
  public:

@@ -30,7 +30,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "queue/container_of.h"
+#include "queue/base/container_of.h"
 
 namespace nbio {
 

@@ -5,7 +5,7 @@
 #include <new>
 #include <utility>
 
-#include "queue/check.h"
+#include "queue/base/check.h"
 
 namespace nbio {
 
@@ -26,7 +26,7 @@ BlockPool::~BlockPool() {
 
 void* BlockPool::AllocateFromHeap() {
   // operator new: aligned for any fundamental type, and counted by
-  // //tools/bench:alloc_counter, so benchmarks see every heap block.
+  // //queue/testing:alloc_counter, so benchmarks see every heap block.
   void* block = ::operator new(block_size_);
   ++blocks_allocated_;
   ++blocks_in_use_;

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <utility>
 
-#include "queue/check.h"
+#include "queue/base/check.h"
 
 namespace nbio {
 

@@ -12,7 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "queue/message_queue_model.h"
-#include "tools/bench/alloc_counter.h"
+#include "queue/testing/alloc_counter.h"
 
 namespace nbio {
 namespace {

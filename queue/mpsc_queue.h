@@ -45,7 +45,7 @@
 
 #include <atomic>
 
-#include "queue/container_of.h"
+#include "queue/base/container_of.h"
 
 namespace nbio {
 

@@ -12,7 +12,7 @@
 //   tools/bazel run //queue:queue_benchmark -- --benchmark_repetitions=3
 //       --benchmark_report_aggregates_only=true          (one command line)
 //
-// Every row has an allocs/op counter (//tools/bench:alloc_counter; for the
+// Every row has an allocs/op counter (//queue/testing:alloc_counter; for the
 // MPSC rows it is per item). After the table, a "speed-up" line per pair
 // gives baseline time / nbio time for the same work (CPU time; wall time for
 // the threaded /real_time rows; from the means when repeated). The console
@@ -37,8 +37,8 @@
 #include "queue/intrusive_list.h"
 #include "queue/message_queue.h"
 #include "queue/mpsc_queue.h"
-#include "tools/bench/allocation_meter.h"
-#include "tools/bench/summary_reporter.h"
+#include "queue/testing/allocation_meter.h"
+#include "queue/testing/summary_reporter.h"
 
 namespace nbio {
 namespace {

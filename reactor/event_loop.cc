@@ -9,9 +9,9 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "queue/check.h"
-#include "reactor/poller_registry.h"
-#include "reactor/syscall.h"
+#include "queue/base/check.h"
+#include "reactor/poller/poller_registry.h"
+#include "reactor/sys/syscall.h"
 
 namespace nbio {
 namespace {

@@ -67,9 +67,9 @@
 #include "absl/time/time.h"
 #include "queue/intrusive_list.h"
 #include "queue/mpsc_queue.h"
-#include "reactor/poller.h"
-#include "reactor/task_queue.h"
-#include "reactor/wakeup.h"
+#include "reactor/poller/poller.h"
+#include "queue/task_queue.h"
+#include "reactor/sys/wakeup.h"
 #include "timers/clock.h"
 #include "timers/timer_wheel.h"
 

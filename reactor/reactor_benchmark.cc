@@ -19,7 +19,7 @@
 //   tools/bazel run //reactor:reactor_benchmark -- --benchmark_repetitions=3
 //       --benchmark_report_aggregates_only=true          (one command line)
 //
-// Every row has an allocs/... counter (//tools/bench:alloc_counter). select
+// Every row has an allocs/... counter (//queue/testing:alloc_counter). select
 // cannot watch fds >= FD_SETSIZE: its rows whose fds reach that are reported
 // as skipped ("select: fds >= FD_SETSIZE"), not measured. After the table, a
 // summary gives each row's cost per unit of work per backend and the ratios
@@ -50,12 +50,12 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "reactor/event_loop.h"
-#include "reactor/poller.h"
-#include "reactor/poller_registry.h"
-#include "reactor/syscall.h"
+#include "reactor/poller/poller.h"
+#include "reactor/poller/poller_registry.h"
+#include "reactor/sys/syscall.h"
 #include "timers/clock.h"
-#include "tools/bench/allocation_meter.h"
-#include "tools/bench/summary_reporter.h"
+#include "queue/testing/allocation_meter.h"
+#include "queue/testing/summary_reporter.h"
 
 namespace nbio {
 namespace {

@@ -62,7 +62,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "reactor/event_loop.h"
-#include "reactor/tcp_connection.h"
+#include "reactor/net/tcp_connection.h"
 
 namespace nbio {
 namespace {

@@ -18,8 +18,8 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
-#include "reactor/loop_test_util.h"
-#include "reactor/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
+#include "reactor/poller/poller_registry.h"
 #include "timers/clock.h"
 
 namespace nbio {

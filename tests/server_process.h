@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "reactor/socket_address.h"
+#include "reactor/sys/socket_address.h"
 
 namespace nbio {
 namespace testing {

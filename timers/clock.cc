@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "queue/check.h"
+#include "queue/base/check.h"
 
 namespace nbio {
 

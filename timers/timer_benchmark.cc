@@ -10,7 +10,7 @@
 // adjacent; after the table the binary prints each baseline's CPU time
 // divided by the wheel's (above 1: the wheel is faster; CPU rather than real
 // time because the build machines are shared). Every row reports allocs/op
-// from //tools/bench:alloc_counter.
+// from //queue/testing:alloc_counter.
 //
 //   ScheduleCancel      one timer scheduled and cancelled again and again,
 //                       1024 others in the structure: the hot pair.
@@ -41,9 +41,9 @@
 #include "benchmark/benchmark.h"
 #include "timers/timer_heaps.h"
 #include "timers/timer_wheel.h"
-#include "tools/bench/alloc_counter.h"
-#include "tools/bench/allocation_meter.h"
-#include "tools/bench/summary_reporter.h"
+#include "queue/testing/alloc_counter.h"
+#include "queue/testing/allocation_meter.h"
+#include "queue/testing/summary_reporter.h"
 
 namespace nbio {
 namespace {

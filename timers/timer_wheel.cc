@@ -62,7 +62,7 @@
 #include <optional>
 
 #include "absl/time/time.h"
-#include "queue/check.h"
+#include "queue/base/check.h"
 
 namespace nbio {
 namespace timers_internal {

@@ -25,8 +25,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "echo/flags.h"
-#include "reactor/socket_address.h"
+#include "queue/base/flags.h"
+#include "reactor/sys/socket_address.h"
 #include "tools/load_generator.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:7007",
@@ -64,7 +64,7 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitDataErrors = 1;
 constexpr int kExitConnectionsFailed = 3;
-// Bad flags exit 2, through ExitWithUsageError (echo/flags.h).
+// Bad flags exit 2, through ExitWithUsageError (queue/base/flags.h).
 
 constexpr const char kUsage[] =
     "Load generator for TCP echo servers: many connections, every echoed "

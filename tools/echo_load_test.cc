@@ -22,7 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "reactor/socket_address.h"
+#include "reactor/sys/socket_address.h"
 #include "tools/faulty_echo_server.h"
 
 namespace nbio {

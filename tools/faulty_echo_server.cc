@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "reactor/socket_address.h"
-#include "reactor/syscall.h"
+#include "reactor/sys/socket_address.h"
+#include "reactor/sys/syscall.h"
 
 namespace nbio {
 namespace load {

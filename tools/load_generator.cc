@@ -29,7 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "reactor/syscall.h"
+#include "reactor/sys/syscall.h"
 #include "tools/byte_pattern.h"
 
 namespace nbio {

@@ -51,7 +51,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "reactor/socket_address.h"
+#include "reactor/sys/socket_address.h"
 #include "tools/latency_histogram.h"
 
 namespace nbio {

@@ -50,9 +50,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "echo/echo_service.h"
-#include "echo/flags.h"
+#include "queue/base/flags.h"
 #include "reactor/event_loop.h"
-#include "reactor/socket_address.h"
+#include "reactor/sys/socket_address.h"
 #include "tools/bench/hash_job.h"
 #include "tools/latency_histogram.h"
 

@@ -14,7 +14,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "reactor/syscall.h"
+#include "reactor/sys/syscall.h"
 
 namespace nbio {
 namespace bench {

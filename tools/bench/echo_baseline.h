@@ -12,7 +12,7 @@
 
 #include <cstddef>
 
-#include "reactor/socket_address.h"
+#include "reactor/sys/socket_address.h"
 
 namespace nbio {
 namespace bench {

@@ -21,7 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "reactor/socket_address.h"
+#include "reactor/sys/socket_address.h"
 
 namespace nbio {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "queue/check.h"
+#include "queue/base/check.h"
 
 namespace nbio {
 namespace bench {

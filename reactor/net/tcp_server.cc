@@ -1,0 +1,169 @@
+#include "reactor/net/tcp_server.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "reactor/sys/syscall.h"
+
+namespace nbio {
+namespace {
+
+int OpenReserveFd() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TcpServer>> TcpServer::Create(
+    EventLoop* loop, ConnectionHandler* handler, TcpServerOptions options) {
+  const SocketAddress& want = options.address;
+  const std::string where = want.ToString();
+  const int fd =
+      socket(want.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("socket(", where, ")"), errno);
+  auto fail = [fd](absl::Status status) {
+    close(fd);
+    return status;
+  };
+  const int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
+    return fail(ErrnoStatus("setsockopt(SO_REUSEADDR)", errno));
+  }
+  if (options.reuse_port &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    return fail(ErrnoStatus("setsockopt(SO_REUSEPORT)", errno));
+  }
+  if (bind(fd, want.sockaddr_ptr(), want.sockaddr_len()) != 0) {
+    return fail(ErrnoStatus(absl::StrCat("bind(", where, ")"), errno));
+  }
+  if (listen(fd, options.backlog) != 0) {
+    return fail(ErrnoStatus(absl::StrCat("listen(", where, ")"), errno));
+  }
+  absl::StatusOr<SocketAddress> bound = SocketAddress::LocalOf(fd);
+  if (!bound.ok()) return fail(bound.status());
+  std::unique_ptr<TcpServer> server(new TcpServer(
+      loop, handler, std::move(options), fd, *bound));
+  absl::Status status = server->listen_watcher_.SetInterest(kReadable);
+  if (!status.ok()) return status;  // the server's destructor closes fd
+  return server;
+}
+
+TcpServer::TcpServer(EventLoop* loop, ConnectionHandler* handler,
+                     TcpServerOptions options, int listen_fd,
+                     SocketAddress address)
+    : options_(std::move(options)),
+      listen_fd_(listen_fd),
+      address_(address),
+      reserve_fd_(OpenReserveFd()),
+      listen_watcher_(loop, listen_fd, [this](uint32_t) { OnListenReady(); }),
+      backoff_timer_(loop, [this] { ResumeAccepting(); }),
+      context_(loop, handler, options_.tcp) {}
+
+TcpServer::~TcpServer() {
+  StopAccepting();
+  if (reserve_fd_ >= 0) close(reserve_fd_);
+}
+
+void TcpServer::StopAccepting() {
+  if (listen_fd_ < 0) return;
+  listen_watcher_.Stop();
+  backoff_timer_.Cancel();
+  close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+void TcpServer::Drain(absl::AnyInvocable<void()> done) {
+  StopAccepting();
+  context_.Drain(std::move(done));
+}
+
+void TcpServer::Refuse(const absl::Status& reason) {
+  if (options_.on_refused) options_.on_refused(reason);
+}
+
+void TcpServer::OnListenReady() {
+  for (int i = 0; i < options_.max_accepts_per_wakeup && listen_fd_ >= 0;
+       ++i) {
+    const int fd = RetryOnEintr([&] {
+      return accept4(listen_fd_, nullptr, nullptr,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    });
+    if (fd < 0) {
+      const int err = errno;
+      switch (err) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+          return;
+        case ECONNABORTED:  // the peer gave up while queued: next one
+        case EPROTO:
+        case EPERM:  // a firewall said no
+          continue;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+          OnFdExhaustion(err);
+          return;
+        default:
+          ++stats_.accept_errors;
+          Refuse(ErrnoStatus("accept4", err));
+          return;
+      }
+    }
+    if (options_.max_connections > 0 &&
+        context_.connection_count() >= options_.max_connections) {
+      close(fd);
+      ++stats_.refused_over_limit;
+      Refuse(absl::UnavailableError(absl::StrCat(
+          "connection refused: max_connections (", options_.max_connections,
+          ") reached")));
+      continue;
+    }
+    absl::Status status = context_.Adopt(fd);  // closes fd on failure
+    if (!status.ok()) {
+      ++stats_.refused_unwatchable;
+      Refuse(status);
+      continue;
+    }
+    ++stats_.accepted;
+  }
+}
+
+void TcpServer::OnFdExhaustion(int err) {
+  ++stats_.fd_exhaustion_events;
+  Refuse(ErrnoStatus("accept4", err));
+  // Spend the reserve on refusing what waits in the backlog, cleanly: the
+  // peers see their connection closed instead of hanging until they time out.
+  if (reserve_fd_ >= 0) {
+    close(reserve_fd_);
+    reserve_fd_ = -1;
+    for (int i = 0; i < options_.max_accepts_per_wakeup; ++i) {
+      const int fd = RetryOnEintr([&] {
+        return accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      });
+      if (fd < 0) break;
+      close(fd);
+      ++stats_.refused_no_fds;
+    }
+    reserve_fd_ = OpenReserveFd();  // may fail: retried on resume
+  }
+  // Stop listening for a while: the backlog cannot make us spin.
+  listen_watcher_.SetInterest(0).IgnoreError();
+  backoff_timer_.Start(options_.accept_backoff);
+}
+
+void TcpServer::ResumeAccepting() {
+  if (listen_fd_ < 0) return;
+  if (reserve_fd_ < 0) reserve_fd_ = OpenReserveFd();
+  absl::Status status = listen_watcher_.SetInterest(kReadable);
+  if (!status.ok()) {
+    Refuse(status);
+    backoff_timer_.Start(options_.accept_backoff);
+  }
+}
+
+}  // namespace nbio

@@ -1,0 +1,549 @@
+// TcpServer / TcpConnection against real loopback sockets, on every backend.
+//
+// Single-threaded: the test owns non-blocking client sockets and pumps the
+// loop with RunOnce(kNoWait) between client steps, so every test is
+// deterministic and nothing sleeps (the idle test uses a ManualClock).
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "reactor/event_loop.h"
+#include "reactor/poller/poller_registry.h"
+#include "reactor/net/tcp_connection.h"
+#include "reactor/net/tcp_server.h"
+#include "reactor/testing/tcp_test_util.h"
+#include "timers/clock.h"
+
+namespace nbio {
+namespace {
+
+// A non-blocking client socket with what it received so far.
+class Client {
+ public:
+  explicit Client(const SocketAddress& to) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    EXPECT_GE(fd_, 0);
+    const int r = connect(fd_, to.sockaddr_ptr(), to.sockaddr_len());
+    EXPECT_TRUE(r == 0 || errno == EINPROGRESS) << errno;
+  }
+  ~Client() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd() const { return fd_; }
+
+  // Sends as much of `pending_` + `data` as the socket takes now.
+  void Send(absl::string_view data) {
+    pending_.append(data.data(), data.size());
+    Flush();
+  }
+  void Flush() {
+    while (!pending_.empty()) {
+      const ssize_t n =
+          send(fd_, pending_.data(), pending_.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      pending_.erase(0, n);
+    }
+  }
+  bool all_sent() const { return pending_.empty(); }
+
+  // Reads what is available. Returns false once EOF or an error was seen.
+  bool Receive() {
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n > 0) {
+        received_.append(buf, n);
+        continue;
+      }
+      if (n == 0) eof_ = true;
+      if (n < 0 && errno != EAGAIN) error_ = errno;
+      return !(eof_ || error_ != 0);
+    }
+  }
+  const std::string& received() const { return received_; }
+  bool eof() const { return eof_; }
+  int error() const { return error_; }
+
+  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
+  // Close with RST instead of FIN.
+  void Reset() {
+    linger l{1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string pending_;
+  std::string received_;
+  bool eof_ = false;
+  int error_ = 0;
+};
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+class TcpTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void Start(TcpServerOptions options = {}, Clock* clock = nullptr) {
+    handler_.echo = true;
+    EventLoop::Options loop_options;
+    loop_options.backend = GetParam();
+    loop_options.clock = clock;
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+        EventLoop::Create(loop_options);
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+    options.on_refused = [this](const absl::Status& s) {
+      refusals_.push_back(s);
+    };
+    absl::StatusOr<std::unique_ptr<TcpServer>> server =
+        TcpServer::Create(loop_.get(), &handler_, std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_NE(server_->address().port(), 0);
+  }
+
+  // Runs `n` loop iterations, each followed by `step` (client work).
+  void Pump(int n, const std::function<void()>& step = nullptr) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
+      if (step) step();
+    }
+  }
+
+  // Runs the loop and `step` (client work) until `done` or a bound.
+  bool PumpUntil(const std::function<bool()>& done,
+                 const std::function<void()>& step = nullptr,
+                 int max_iterations = 200000) {
+    for (int i = 0; i < max_iterations; ++i) {
+      if (done()) return true;
+      EXPECT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
+      if (step) step();
+    }
+    return done();
+  }
+
+  RecordingHandler handler_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<TcpServer> server_;
+  std::vector<absl::Status> refusals_;
+};
+
+TEST_P(TcpTest, ManyConnectionsEchoRandomDataByteForByte) {
+  Start();
+  constexpr int kClients = 40;  // below FD_SETSIZE for select
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::string> sent(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+  }
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
+  std::mt19937 rng(42);
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < kClients; ++i) {
+      std::string chunk = RandomBytes(1 + rng() % 3000, rng());
+      sent[i] += chunk;
+      clients[i]->Send(chunk);
+    }
+    Pump(3);
+  }
+  auto all_echoed = [&] {
+    for (int i = 0; i < kClients; ++i) {
+      if (clients[i]->received().size() < sent[i].size()) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(PumpUntil(all_echoed, [&] {
+    for (auto& c : clients) {
+      c->Flush();
+      c->Receive();
+    }
+  }));
+  for (int i = 0; i < kClients; ++i) {
+    ASSERT_EQ(clients[i]->received(), sent[i]) << "client " << i;
+  }
+  EXPECT_EQ(server_->context()->stats().bytes_read,
+            server_->context()->stats().bytes_written);
+  EXPECT_EQ(server_->context()->connection_count(), size_t{kClients});
+}
+
+// A peer that sends but never reads: the server's queue stops at the high
+// watermark; when the peer starts reading, every byte still arrives intact.
+TEST_P(TcpTest, SlowReaderBoundsServerMemory) {
+  TcpServerOptions options;
+  options.tcp.high_watermark = 64 * 1024;
+  Start(std::move(options));
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  // More than the kernel's socket buffers on both paths can hold (a few MiB
+  // each with autotuning), so the peer ends up blocked.
+  const std::string payload = RandomBytes(48 << 20, 7);
+  client.Send(payload);
+  for (int i = 0; i < 2000; ++i) {  // keep pushing; never read
+    ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kNoWait).ok());
+    client.Flush();
+  }
+  const TcpStats& stats = server_->context()->stats();
+  EXPECT_FALSE(client.all_sent()) << "the peer was never blocked";
+  EXPECT_GT(stats.read_pauses, 0u);
+  EXPECT_LE(stats.max_queued_bytes, size_t{64 * 1024});
+  EXPECT_LE(stats.queued_bytes, size_t{64 * 1024});
+  // Now read: everything arrives, in order.
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.received().size() >= payload.size(); },
+                [&] {
+                  client.Flush();
+                  client.Receive();
+                }));
+  EXPECT_TRUE(client.received() == payload);
+  EXPECT_LE(server_->context()->stats().max_queued_bytes, size_t{64 * 1024});
+}
+
+TEST_P(TcpTest, PeerResetMidStreamEndsOnlyThatConnection) {
+  Start();
+  Client victim(server_->address());
+  Client bystander(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 2; }));
+  // The server's echo to `victim` stalls, then victim resets.
+  handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+    conn->Write(bytes);
+  };
+  victim.Send(RandomBytes(1 << 20, 3));
+  Pump(5);
+  victim.Reset();
+  ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
+  EXPECT_FALSE(handler_.closed[0].ok());
+  EXPECT_NE(handler_.closed[0].message().find("ECONNRESET"), std::string::npos)
+      << handler_.closed[0];
+  EXPECT_EQ(server_->context()->stats().resets, 1u);
+  // The other connection is fine.
+  bystander.Send("still here");
+  ASSERT_TRUE(PumpUntil([&] { return bystander.received() == "still here"; },
+                        [&] { bystander.Receive(); }));
+}
+
+// The client shuts down its write side: everything it sent is echoed, then
+// the server closes, and reports an orderly end.
+TEST_P(TcpTest, HalfCloseEchoesEverythingThenCloses) {
+  Start();
+  Client client(server_->address());
+  const std::string payload = RandomBytes(300000, 11);
+  client.Send(payload);
+  ASSERT_TRUE(PumpUntil([&] { return client.all_sent(); },
+                        [&] {
+                          client.Flush();
+                          client.Receive();
+                        }));
+  client.ShutdownWrite();
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  EXPECT_TRUE(client.received() == payload);
+  ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
+  EXPECT_TRUE(handler_.closed[0].ok()) << handler_.closed[0];
+  EXPECT_EQ(server_->context()->connection_count(), 0u);
+}
+
+TEST_P(TcpTest, IdleTimeoutClosesQuietConnectionsOnly) {
+  ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(1000)));
+  TcpServerOptions options;
+  options.tcp.idle_timeout = absl::Seconds(10);
+  Start(std::move(options), &clock);
+  Client quiet(server_->address());
+  Client chatty(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 2; }));
+  for (int s = 1; s <= 20; ++s) {
+    clock.Advance(absl::Seconds(1));
+    chatty.Send("x");
+    Pump(5);
+    chatty.Receive();
+    quiet.Receive();
+    if (s < 10) {
+      EXPECT_FALSE(quiet.eof()) << "closed early, after " << s << "s";
+    }
+  }
+  ASSERT_TRUE(PumpUntil([&] { return quiet.eof(); }, [&] { quiet.Receive(); }));
+  EXPECT_FALSE(chatty.eof());
+  // OnClosed comes on the iteration after the close.
+  ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
+  EXPECT_EQ(handler_.closed[0].code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(server_->context()->stats().idle_timeouts, 1u);
+}
+
+TEST_P(TcpTest, MaxConnectionsRefusesTheRest) {
+  TcpServerOptions options;
+  options.max_connections = 2;
+  Start(std::move(options));
+  Client a(server_->address()), b(server_->address()), c(server_->address());
+  ASSERT_TRUE(
+      PumpUntil([&] { return server_->stats().refused_over_limit == 1; }));
+  ASSERT_TRUE(PumpUntil([&] { return c.eof() || c.error() != 0; },
+                        [&] { c.Receive(); }));
+  EXPECT_EQ(handler_.accepted, 2);
+  ASSERT_EQ(refusals_.size(), 1u);
+  EXPECT_NE(refusals_[0].message().find("max_connections"), std::string::npos);
+}
+
+TEST_P(TcpTest, CloseFromOnDataReportsAfterTheCall) {
+  Start();
+  bool in_on_data = false;
+  handler_.on_data = [&](TcpConnection* conn, absl::string_view) {
+    in_on_data = true;
+    conn->Close(absl::AbortedError("bye"));
+    EXPECT_TRUE(handler_.closed.empty()) << "OnClosed ran inside Close()";
+    EXPECT_FALSE(conn->Write("late"));
+    in_on_data = false;
+  };
+  Client client(server_->address());
+  client.Send("hello");
+  ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
+  EXPECT_EQ(handler_.closed[0].code(), absl::StatusCode::kAborted);
+  ASSERT_TRUE(PumpUntil([&] { return client.eof() || client.error() != 0; },
+                        [&] { client.Receive(); }));
+}
+
+TEST_P(TcpTest, QueuedWriteReportsDrainedAndLargeBufferIsAdopted) {
+  Start();
+  const std::string big = RandomBytes(4 << 20, 5);
+  handler_.on_accept = [&](TcpConnection* conn) {
+    EXPECT_TRUE(conn->Write(std::string(big)));
+  };
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return client.received().size() == big.size(); },
+                        [&] { client.Receive(); }));
+  EXPECT_TRUE(client.received() == big);
+  EXPECT_EQ(handler_.drained, 1);
+}
+
+// Drain: input already received is answered, then each connection is
+// half-closed and the done callback runs once the peers have closed.
+TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
+  Start();
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 5; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+  }
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 5; }));
+  // The input is still in the kernel (the loop has not run) when the drain
+  // starts.
+  std::vector<std::string> sent;
+  for (int i = 0; i < 5; ++i) {
+    sent.push_back(RandomBytes(20000 + i, i));
+    clients[i]->Send(sent[i]);
+  }
+  bool drained = false;
+  server_->Drain([&] { drained = true; });
+  EXPECT_FALSE(server_->is_accepting());
+  ASSERT_TRUE(PumpUntil(
+      [&] {
+        for (auto& c : clients) {
+          if (!c->eof()) return false;
+        }
+        return true;
+      },
+      [&] {
+        for (auto& c : clients) {
+          c->Flush();
+          c->Receive();
+        }
+      }));
+  for (int i = 0; i < 5; ++i)
+    EXPECT_TRUE(clients[i]->received() == sent[i]) << i;
+  for (auto& c : clients) c->ShutdownWrite();  // peers close their side
+  ASSERT_TRUE(PumpUntil([&] { return drained; }));
+  EXPECT_EQ(server_->context()->connection_count(), 0u);
+}
+
+// The context finds its open connections by walking its slab (64 slots a
+// chunk): a drain and a close-all reach every one of 200 connections across
+// four chunks, skipping the slots of connections already closed and freed.
+TEST_P(TcpTest, DrainAndCloseAllReachEveryConnectionAcrossSlabChunks) {
+  Start();
+  constexpr int kClients = 200;  // 400 fds with the server's: below FD_SETSIZE
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+  }
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
+  // Resets in the first, second and fourth chunks: freed before the drain.
+  const std::vector<int> reset = {0, 63, 64, 199};
+  for (int i : reset) clients[i]->Reset();
+  ASSERT_TRUE(
+      PumpUntil([&] { return handler_.closed.size() == reset.size(); }));
+  Pump(2);  // OnClosed delivered: their slots are free
+  ASSERT_EQ(server_->context()->connection_count(), size_t{kClients} - 4);
+
+  bool drained = false;
+  server_->Drain([&] { drained = true; });
+  auto is_reset = [&](int i) {
+    return std::find(reset.begin(), reset.end(), i) != reset.end();
+  };
+  ASSERT_TRUE(PumpUntil(
+      [&] {
+        for (int i = 0; i < kClients; ++i) {
+          if (!is_reset(i) && !clients[i]->eof()) return false;
+        }
+        return true;
+      },
+      [&] {
+        for (auto& c : clients) c->Receive();
+      }))
+      << "a connection was not drained";
+  // Half of the peers close their side: the drain waits for the rest.
+  size_t still_open = 0;
+  for (int i = 0; i < kClients; ++i) {
+    if (is_reset(i)) continue;
+    if (i % 2 == 0) {
+      clients[i]->ShutdownWrite();
+    } else {
+      ++still_open;
+    }
+  }
+  ASSERT_TRUE(PumpUntil(
+      [&] { return server_->context()->connection_count() == still_open; }));
+  EXPECT_FALSE(drained);
+  // Destroying the server closes the other half (CloseAll): each gets its
+  // OnClosed, and nothing is left.
+  server_.reset();
+  EXPECT_EQ(handler_.closed.size(), size_t{kClients});
+}
+
+// select cannot watch fds >= FD_SETSIZE: such connections are refused with a
+// reason, never a crash. poll and epoll serve them like any other.
+TEST_P(TcpTest, ConnectionsAboveFdSetsize) {
+  Start();
+  std::vector<int> filler;  // push the next accepted fd above FD_SETSIZE
+  while (true) {
+    const int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    filler.push_back(fd);
+    if (fd >= FD_SETSIZE + 2) break;
+  }
+  Client client(server_->address());
+  if (GetParam() == "select") {
+    ASSERT_TRUE(
+        PumpUntil([&] { return server_->stats().refused_unwatchable == 1; }));
+    ASSERT_TRUE(PumpUntil([&] { return client.eof() || client.error() != 0; },
+                          [&] { client.Receive(); }));
+    ASSERT_FALSE(refusals_.empty());
+    EXPECT_NE(refusals_.back().message().find("FD_SETSIZE"), std::string::npos)
+        << refusals_.back();
+    EXPECT_EQ(handler_.accepted, 0);
+  } else {
+    client.Send("high fd");
+    ASSERT_TRUE(PumpUntil([&] { return client.received() == "high fd"; },
+                          [&] { client.Receive(); }));
+    EXPECT_EQ(server_->stats().refused_unwatchable, 0u);
+  }
+  for (int fd : filler) close(fd);
+}
+
+// Descriptor exhaustion: pending connects are refused cleanly, existing
+// connections keep working, the loop does not spin, and accepting resumes
+// once descriptors are free.
+TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
+  TcpServerOptions options;
+  options.accept_backoff = absl::Milliseconds(20);
+  Start(std::move(options));
+  Client existing(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+
+  rlimit old_limit;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  // Fill every descriptor up to a low limit.
+  std::vector<int> filler;
+  int fd;
+  while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && fd < 300) {
+    filler.push_back(fd);
+  }
+  if (fd >= 0) close(fd);
+  rlimit low = old_limit;
+  low.rlim_cur = 300;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  // Each client needs one fd: free a few for them (not for the server).
+  for (int i = 0; i < 3; ++i) {
+    close(filler.back());
+    filler.pop_back();
+  }
+  std::vector<std::unique_ptr<Client>> refused;
+  for (int i = 0; i < 3; ++i) {
+    refused.push_back(std::make_unique<Client>(server_->address()));
+  }
+  ASSERT_TRUE(
+      PumpUntil([&] { return server_->stats().fd_exhaustion_events >= 1; }));
+  // Refused cleanly: each pending peer sees its connection closed.
+  ASSERT_TRUE(PumpUntil(
+      [&] {
+        for (auto& c : refused) {
+          if (!c->eof() && c->error() == 0) return false;
+        }
+        return true;
+      },
+      [&] {
+        for (auto& c : refused) c->Receive();
+      }));
+  EXPECT_EQ(server_->stats().refused_no_fds, 3u);
+  // No spin while backing off: the listener is out of the poller (only the
+  // existing connection waits for input) and the next poll would block
+  // until the backoff timer, not return at once.
+  EXPECT_EQ(loop_->Load().fds_waiting, 1);
+  EXPECT_GT(loop_->NextPollTimeoutNanos(), 0);
+  // The existing connection still echoes.
+  existing.Send("ping");
+  ASSERT_TRUE(PumpUntil([&] { return existing.received() == "ping"; },
+                        [&] { existing.Receive(); }));
+  // Free descriptors: accepting resumes after the backoff.
+  refused.clear();
+  for (int f : filler) close(f);
+  filler.clear();
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  Client later(server_->address());
+  const int accepted_before = handler_.accepted;
+  for (int i = 0; i < 100 && handler_.accepted == accepted_before; ++i) {
+    ASSERT_TRUE(loop_->RunOnce().ok());  // blocks until the backoff ends
+  }
+  EXPECT_EQ(handler_.accepted, accepted_before + 1);
+  later.Send("pong");
+  ASSERT_TRUE(PumpUntil([&] { return later.received() == "pong"; },
+                        [&] { later.Receive(); }));
+}
+
+TEST(TcpServerTest, PortInUseNamesAddressAndError) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  RecordingHandler handler;
+  absl::StatusOr<std::unique_ptr<TcpServer>> first =
+      TcpServer::Create(loop->get(), &handler, TcpServerOptions());
+  ASSERT_TRUE(first.ok()) << first.status();
+  TcpServerOptions again;
+  again.address = (*first)->address();
+  absl::StatusOr<std::unique_ptr<TcpServer>> second =
+      TcpServer::Create(loop->get(), &handler, std::move(again));
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().message(),
+            absl::StrCat("bind(", (*first)->address().ToString(),
+                         "): Address already in use [EADDRINUSE]"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, TcpTest,
+                         ::testing::ValuesIn(PollerNames()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace nbio

@@ -1,0 +1,160 @@
+// The poller: the one polymorphic seam of the reactor.
+//
+// A Poller waits for readiness on a set of file descriptors and reports it.
+// The event loop owns exactly one and never knows which kind: select, poll and
+// epoll implement this interface, one file pair each, and are created by name
+// at run time (poller_registry.h). A new backend implements these five calls
+// and registers itself; the loop does not change.
+//
+// What the loop registers is a PollerEntry: the fd, the interest, and the
+// function to call with the readiness. An entry is embedded in whatever owns
+// the fd (a watcher, a connection), so registering never allocates per fd in
+// the loop, and the poller does not own it.
+//
+// Semantics every backend must honour (the conformance suite in
+// //tests:reactor_conformance_test checks them):
+//   - Level-triggered: an fd that stays ready is reported on every Wait.
+//   - Interest is told to the kernel only when it changes. An entry with no
+//     interest is not in the kernel's set at all (as in libuv), so a peer's
+//     hang-up cannot make a paused reader spin.
+//   - Only what the entry is interested in *now* is delivered: an interest
+//     dropped earlier in the same batch is not reported.
+//   - An entry removed during dispatch, or whose fd was removed and added
+//     again during dispatch, receives none of this Wait's remaining events.
+//   - Errors and hang-ups are reported as kError / kHangup together with the
+//     entry's kReadable / kWritable interest, so they surface through the
+//     read or write path (read() and write() return the error or EOF). The
+//     kError / kHangup bits are hints: select cannot tell them apart.
+//
+// Thread safety: none; a poller belongs to its loop's thread.
+#ifndef NBIO_REACTOR_POLLER_POLLER_H_
+#define NBIO_REACTOR_POLLER_POLLER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace nbio {
+
+// Interest and readiness bits.
+enum PollEvents : uint32_t {
+  kReadable = 1u << 0,
+  kWritable = 1u << 1,
+  kError = 1u << 2,   // reported with kReadable: read() tells which error
+  kHangup = 1u << 3,  // the peer closed both directions (or reset)
+};
+
+class Poller;
+
+// A registration: embedded in its owner, which must Remove() it from the
+// poller before the fd is closed and before the entry is destroyed.
+class PollerEntry {
+ public:
+  // Called from Poller::Wait with the readiness bits (PollEvents).
+  using Callback = void (*)(PollerEntry* entry, uint32_t events);
+
+  explicit PollerEntry(Callback callback) : callback_(callback) {}
+  PollerEntry(const PollerEntry&) = delete;
+  PollerEntry& operator=(const PollerEntry&) = delete;
+
+  int fd() const { return fd_; }
+  // The interest last given to Add or Modify (kReadable | kWritable).
+  uint32_t interest() const { return interest_; }
+  bool is_registered() const { return fd_ >= 0; }
+
+ private:
+  friend class Poller;
+  // Ordered so the data ends at byte 18 on LP64: a class deriving from
+  // PollerEntry (a TCP connection) may place its own small fields in the
+  // 6 bytes of tail padding (Itanium C++ ABI), which keeps an idle
+  // connection within its 128-byte budget.
+  Callback callback_;
+  int fd_ = -1;
+  // Backend-private state: the poll backend's slot index and the epoll
+  // backend's "interest the kernel has". Kept here so backends need no
+  // per-fd map.
+  int32_t backend_index_ = -1;
+  uint8_t interest_ = 0;
+  uint8_t backend_flags_ = 0;
+};
+
+class Poller {
+ public:
+  virtual ~Poller() = default;
+
+  // "select", "poll", "epoll".
+  virtual const char* name() const = 0;
+
+  // Starts watching `fd` for `interest` (may be 0: registered but quiet).
+  // Errors: the fd cannot be watched by this backend (select: fd >=
+  // FD_SETSIZE), or the kernel refused it (EBADF, ENOMEM, EPERM for regular
+  // files under epoll). The entry must not be registered already.
+  virtual absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) = 0;
+
+  // Changes the interest of a registered entry; a no-op when unchanged.
+  virtual absl::Status Modify(PollerEntry* entry, uint32_t interest) = 0;
+
+  // Stops watching; the entry receives no further event, not even one already
+  // collected by the Wait in progress. A no-op when not registered. Call it
+  // before closing the fd.
+  virtual void Remove(PollerEntry* entry) = 0;
+
+  // Blocks for at most `timeout_nanos` (-1: no limit, 0: do not block; the
+  // backend rounds up to its own granularity, so it never returns early for
+  // lack of precision), then calls each ready entry's callback. Returns the
+  // number of events dispatched. EINTR is not an error (0 events). Only
+  // unrecoverable errors (EBADF on the poller's own fd, ENOMEM) are returned.
+  virtual absl::StatusOr<int> Wait(int64_t timeout_nanos) = 0;
+
+  // How many entries are registered.
+  virtual int size() const = 0;
+
+  // How many registered entries have some interest: what keeps a loop alive,
+  // whoever embeds the entry (a watcher, a connection). Kept by the helpers
+  // below, so every backend gets it right.
+  int active() const { return active_; }
+
+ protected:
+  // Backends reach the entry's fields only through these.
+  void SetRegistration(PollerEntry* e, int fd, uint32_t interest) {
+    e->fd_ = fd;
+    e->interest_ = static_cast<uint8_t>(interest);
+    if (interest != 0) ++active_;
+  }
+  void SetInterest(PollerEntry* e, uint32_t interest) {
+    active_ += (interest != 0 ? 1 : 0) - (e->interest_ != 0 ? 1 : 0);
+    e->interest_ = static_cast<uint8_t>(interest);
+  }
+  void ClearRegistration(PollerEntry* e) {
+    if (e->interest_ != 0) --active_;
+    e->fd_ = -1;
+    e->interest_ = 0;
+    e->backend_flags_ = 0;
+    e->backend_index_ = -1;
+  }
+  static uint8_t& BackendFlags(PollerEntry* e) { return e->backend_flags_; }
+  static int32_t& BackendIndex(PollerEntry* e) { return e->backend_index_; }
+  // Delivers `raw` readiness, filtered by the entry's current interest as
+  // the contract above says. Returns whether anything was delivered.
+  static bool Dispatch(PollerEntry* e, uint32_t raw) {
+    const uint32_t interest = e->interest_;
+    uint32_t events = raw & (interest | kError | kHangup);
+    if (raw & (kError | kHangup)) events |= interest;
+    if ((events & (kReadable | kWritable)) == 0) return false;
+    e->callback_(e, events);
+    return true;
+  }
+
+  // Rounds a timeout up to whole milliseconds for poll(2)/epoll_wait(2);
+  // -1 stays -1, and huge values are capped at INT_MAX ms (24 days: the loop
+  // simply waits again).
+  static int TimeoutMillis(int64_t timeout_nanos);
+
+ private:
+  int active_ = 0;
+};
+
+}  // namespace nbio
+
+#endif  // NBIO_REACTOR_POLLER_POLLER_H_

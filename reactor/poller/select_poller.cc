@@ -1,0 +1,110 @@
+#include "reactor/poller/select_poller.h"
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "queue/base/check.h"
+#include "reactor/sys/syscall.h"
+
+namespace nbio {
+
+SelectPoller::SelectPoller() {
+  FD_ZERO(&read_interest_);
+  FD_ZERO(&write_interest_);
+  FD_ZERO(&read_ready_);
+  FD_ZERO(&write_ready_);
+}
+
+void SelectPoller::SetInterestBits(int fd, uint32_t interest) {
+  if (interest & kReadable) {
+    FD_SET(fd, &read_interest_);
+  } else {
+    FD_CLR(fd, &read_interest_);
+  }
+  if (interest & kWritable) {
+    FD_SET(fd, &write_interest_);
+  } else {
+    FD_CLR(fd, &write_interest_);
+  }
+}
+
+absl::Status SelectPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
+  NBIO_CHECK(!entry->is_registered());
+  NBIO_CHECK(fd >= 0);
+  if (fd >= FD_SETSIZE) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "select backend cannot watch fd ", fd, ": select() handles fds below "
+        "FD_SETSIZE (", FD_SETSIZE, "); use the poll or epoll backend"));
+  }
+  if (entries_[fd] != nullptr) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("select backend: fd ", fd, " is already registered"));
+  }
+  entries_[fd] = entry;
+  SetInterestBits(fd, interest);
+  if (fd > max_fd_) max_fd_ = fd;
+  SetRegistration(entry, fd, interest);
+  ++size_;
+  return absl::OkStatus();
+}
+
+absl::Status SelectPoller::Modify(PollerEntry* entry, uint32_t interest) {
+  NBIO_CHECK(entry->is_registered());
+  SetInterestBits(entry->fd(), interest);
+  SetInterest(entry, interest);
+  return absl::OkStatus();
+}
+
+void SelectPoller::Remove(PollerEntry* entry) {
+  if (!entry->is_registered()) return;
+  const int fd = entry->fd();
+  SetInterestBits(fd, 0);
+  // Drop anything this Wait collected for the fd (harmless when idle).
+  FD_CLR(fd, &read_ready_);
+  FD_CLR(fd, &write_ready_);
+  entries_[fd] = nullptr;
+  while (max_fd_ >= 0 && entries_[max_fd_] == nullptr) --max_fd_;
+  ClearRegistration(entry);
+  --size_;
+}
+
+absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
+  read_ready_ = read_interest_;
+  write_ready_ = write_interest_;
+  timeval tv;
+  timeval* tvp = nullptr;
+  if (timeout_nanos >= 0) {
+    // Round up to whole microseconds: never wake before the deadline.
+    const int64_t micros = (timeout_nanos + 999) / 1000;
+    tv.tv_sec = micros / 1000000;
+    tv.tv_usec = micros % 1000000;
+    tvp = &tv;
+  }
+  const int limit = max_fd_ + 1;
+  const int n = select(limit, &read_ready_, &write_ready_, nullptr, tvp);
+  if (n < 0) {
+    const int err = errno;
+    FD_ZERO(&read_ready_);
+    FD_ZERO(&write_ready_);
+    if (err == EINTR) return 0;
+    // EBADF: an fd was closed while still registered (a caller bug).
+    return ErrnoStatus("select", err);
+  }
+  int dispatched = 0;
+  // select() counts ready bits, not fds: stop once all n have been seen.
+  int bits_left = n;
+  for (int fd = 0; fd < limit && bits_left > 0; ++fd) {
+    uint32_t raw = 0;
+    if (FD_ISSET(fd, &read_ready_)) raw |= kReadable;
+    if (FD_ISSET(fd, &write_ready_)) raw |= kWritable;
+    if (raw == 0) continue;
+    bits_left -= ((raw & kReadable) ? 1 : 0) + ((raw & kWritable) ? 1 : 0);
+    FD_CLR(fd, &read_ready_);
+    FD_CLR(fd, &write_ready_);
+    PollerEntry* entry = entries_[fd];
+    if (entry != nullptr && Dispatch(entry, raw)) ++dispatched;
+  }
+  return dispatched;
+}
+
+}  // namespace nbio

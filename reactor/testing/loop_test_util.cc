@@ -1,0 +1,47 @@
+#include "reactor/testing/loop_test_util.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace nbio {
+
+TestPipe::TestPipe() {
+  int fds[2];
+  EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  r = fds[0];
+  w = fds[1];
+}
+
+TestPipe::~TestPipe() {
+  if (r >= 0) close(r);
+  if (w >= 0) close(w);
+}
+
+TestSocketPair::TestSocketPair() {
+  int fds[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                       fds),
+            0);
+  a = fds[0];
+  b = fds[1];
+}
+
+TestSocketPair::~TestSocketPair() {
+  if (a >= 0) close(a);
+  if (b >= 0) close(b);
+}
+
+std::unique_ptr<EventLoop> CreateTestLoop(const EventLoop::Options& options) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(options);
+  EXPECT_TRUE(loop.ok()) << loop.status();
+  return loop.ok() ? std::move(*loop) : nullptr;
+}
+
+void RunNoWait(EventLoop* loop, int iterations) {
+  for (int i = 0; i < iterations; ++i) {
+    ASSERT_TRUE(loop->RunOnce(EventLoop::RunMode::kNoWait).ok());
+  }
+}
+
+}  // namespace nbio

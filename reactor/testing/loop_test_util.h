@@ -1,0 +1,112 @@
+// Test helpers for code that runs on an EventLoop: a fixture whose loop runs
+// on a ManualClock (optionally on each poller backend), a result catcher for
+// futures, a pipe, a socket pair and a destruction flag. For tests only
+// (testonly target).
+//
+//   class SleepTest : public LoopTest {};
+//   TEST_F(SleepTest, Wakes) {
+//     auto out = Capture(Sleep(loop_.get(), absl::Milliseconds(1)));
+//     clock_.Advance(absl::Milliseconds(1));
+//     RunNoWait();
+//     EXPECT_TRUE(out->value().ok());
+//   }
+#ifndef NBIO_REACTOR_TESTING_LOOP_TEST_UTIL_H_
+#define NBIO_REACTOR_TESTING_LOOP_TEST_UTIL_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "gtest/gtest.h"
+#include "reactor/event_loop.h"
+#include "reactor/async/future.h"
+#include "timers/clock.h"
+
+namespace nbio {
+
+// A non-blocking pipe, closed on destruction (an end set to -1 is skipped).
+struct TestPipe {
+  TestPipe();
+  ~TestPipe();
+  TestPipe(const TestPipe&) = delete;
+  TestPipe& operator=(const TestPipe&) = delete;
+  int r = -1;
+  int w = -1;
+};
+
+// A non-blocking AF_UNIX stream socket pair, closed on destruction (an end
+// set to -1 is skipped).
+struct TestSocketPair {
+  TestSocketPair();
+  ~TestSocketPair();
+  TestSocketPair(const TestSocketPair&) = delete;
+  TestSocketPair& operator=(const TestSocketPair&) = delete;
+  int a = -1;
+  int b = -1;
+};
+
+// Sets *flag when destroyed (not when moved from): capture one in a callback
+// to see when the callback's captures go.
+struct DestroyFlag {
+  explicit DestroyFlag(bool* f) : flag(f) {}
+  DestroyFlag(DestroyFlag&& o) noexcept : flag(std::exchange(o.flag, nullptr)) {}
+  ~DestroyFlag() {
+    if (flag != nullptr) *flag = true;
+  }
+  bool* flag;
+};
+
+// EventLoop::Create, with a gtest failure (and nullptr) when it fails.
+std::unique_ptr<EventLoop> CreateTestLoop(const EventLoop::Options& options);
+
+// One RunOnce(kNoWait) per iteration, each expected to succeed.
+void RunNoWait(EventLoop* loop, int iterations = 1);
+
+// Consumes `future`; the returned optional gets its result when the
+// continuation runs.
+template <typename T>
+std::shared_ptr<std::optional<FutureResult<T>>> Capture(Future<T> future) {
+  auto out = std::make_shared<std::optional<FutureResult<T>>>();
+  std::move(future).OnComplete(
+      [out](FutureResult<T> result) { *out = std::move(result); });
+  return out;
+}
+
+// A fixture with loop_ running on clock_, a ManualClock. Base is
+// ::testing::Test or ::testing::TestWithParam<...>.
+template <typename Base>
+class LoopTestBase : public Base {
+ protected:
+  // Adjusts the options of loop_ (its clock is already clock_).
+  virtual void Configure(EventLoop::Options& options) {}
+
+  void SetUp() override {
+    EventLoop::Options options;
+    options.clock = &clock_;
+    Configure(options);
+    loop_ = CreateTestLoop(options);
+    ASSERT_NE(loop_, nullptr);
+  }
+
+  void RunNoWait(int iterations = 1) { nbio::RunNoWait(loop_.get(), iterations); }
+
+  ManualClock clock_{1'000'000'000};
+  std::unique_ptr<EventLoop> loop_;
+};
+
+using LoopTest = LoopTestBase<::testing::Test>;
+
+// Parameterised by poller backend name: instantiate with
+// ::testing::ValuesIn(PollerNames()).
+class BackendLoopTest
+    : public LoopTestBase<::testing::TestWithParam<std::string>> {
+ protected:
+  void Configure(EventLoop::Options& options) override {
+    options.backend = GetParam();
+  }
+};
+
+}  // namespace nbio
+
+#endif  // NBIO_REACTOR_TESTING_LOOP_TEST_UTIL_H_
