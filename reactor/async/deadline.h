@@ -41,6 +41,7 @@
 #include "reactor/async/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/async/future.h"
+#include "reactor/async/operation.h"
 
 namespace nbio {
 
@@ -76,48 +77,50 @@ Future<T> WithDeadline(Future<T> future, int64_t deadline_nanos);
 // ---------------------------------------------------------------------------
 // Implementation.
 
-namespace future_internal {
+namespace deadline_internal {
 
 template <typename T>
-class TimeoutState final : public State<T> {
+class TimeoutOp final : public Operation<T> {
  public:
-
-  explicit TimeoutState(EventLoop* loop)
-      : State<T>(loop), timer_(loop, [this] {
-          this->TrySetResult(absl::DeadlineExceededError("timeout"));
+  TimeoutOp(EventLoop* loop, Future<T> input, int64_t deadline_nanos)
+      : Operation<T>(loop),
+        input_(std::move(input)),
+        deadline_nanos_(deadline_nanos),
+        timer_(loop, [this] {
+          this->Complete(absl::DeadlineExceededError("timeout"));
         }) {}
 
-  void Start(Future<T> input, int64_t deadline_nanos) {
-    timer_.StartAt(deadline_nanos);
-    std::move(input).OnComplete(
-        [self = CompleterRef<TimeoutState>(this)](
-            FutureResult<T> result) mutable {
+  void Start() {
+    timer_.StartAt(deadline_nanos_);
+    std::move(input_).OnComplete(
+        [self = OperationRef<TimeoutOp>(this)](FutureResult<T> result) mutable {
           self->timer_.Cancel();
-          self->TrySetResult(std::move(result));
+          self->Complete(std::move(result));
           self.Done();
         });
   }
 
  private:
+  Future<T> input_;  // consumed by Start()
+  const int64_t deadline_nanos_;
   Timer timer_;
 };
 
-}  // namespace future_internal
+}  // namespace deadline_internal
 
 template <typename T>
 Future<T> WithDeadline(Future<T> future, int64_t deadline_nanos) {
   NBIO_CHECK_MSG(future.valid(), "WithDeadline on an invalid future");
-  RefPtr<future_internal::TimeoutState<T>> state(
-      new future_internal::TimeoutState<T>(future.loop()));
-  state->Start(std::move(future), deadline_nanos);
-  return future_internal::MakeFutureFromState<T>(std::move(state));
+  EventLoop* loop = future.loop();
+  return Launch<deadline_internal::TimeoutOp<T>>(loop, std::move(future),
+                                                 deadline_nanos);
 }
 
 template <typename T>
 Future<T> WithTimeout(Future<T> future, absl::Duration timeout) {
   NBIO_CHECK_MSG(future.valid(), "WithTimeout on an invalid future");
-  const int64_t deadline = future.loop()->DeadlineAfter(timeout);
-  return WithDeadline(std::move(future), deadline);
+  EventLoop* loop = future.loop();
+  return WithDeadline(std::move(future), loop->DeadlineAfter(timeout));
 }
 
 }  // namespace nbio

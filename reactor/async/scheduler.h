@@ -25,6 +25,7 @@
 #include "reactor/async/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/async/future.h"
+#include "reactor/async/operation.h"
 
 namespace nbio {
 
@@ -58,43 +59,58 @@ Future<void> RunCpuJob(EventLoop* loop, CpuJob::Slice slice,
 // ---------------------------------------------------------------------------
 // Implementation.
 
-namespace future_internal {
+namespace scheduler_internal {
 
 template <typename Fn, typename U>
-class SubmitState final : public State<U> {
+class SubmitOp final : public Operation<U> {
  public:
-  SubmitState(EventLoop* loop, Fn fn) : State<U>(loop), fn_(std::move(fn)) {}
+  SubmitOp(EventLoop* loop, Fn fn, const CancellationToken& token,
+           TaskPriority priority)
+      : Operation<U>(loop),
+        fn_(std::move(fn)),
+        token_(token),
+        priority_(priority) {}
 
-  // False when the token was already cancelled (nothing to queue).
-  bool Start(const CancellationToken& token) {
-    if (token.is_cancelled()) {
-      Finish(token.reason());
-      return false;
+  // Queues the call unless the token is cancelled already.
+  void Start() {
+    if (token_.is_cancelled()) {
+      Finish(token_.reason());
+      return;
     }
-    on_cancel_ = token.Register(
+    on_cancel_ = token_.Register(
         [this](const absl::Status& why) { Finish(why); });
-    return true;
-  }
-
-  void Run() {
-    if (this->ready()) return;  // cancelled while queued
-    on_cancel_.Unregister();
-    Fn fn = std::move(*fn_);
-    fn_.reset();
-    CompleteWith<U>(this, [&]() -> decltype(auto) { return std::invoke(fn); });
+    auto task = [run = OperationRef<SubmitOp>(this)]() mutable {
+      run->Run();
+      run.Done();
+    };
+    if (priority_ == TaskPriority::kUrgent) {
+      this->loop()->PostUrgent(std::move(task));
+    } else {
+      this->loop()->Post(std::move(task));
+    }
   }
 
  private:
+  void Run() {
+    if (this->is_complete()) return;  // cancelled while queued
+    on_cancel_.Unregister();
+    Fn fn = std::move(*fn_);
+    fn_.reset();
+    this->CompleteWith([&]() -> decltype(auto) { return std::invoke(fn); });
+  }
+
   void Finish(const absl::Status& why) {
     fn_.reset();
-    this->TrySetResult(why);
+    this->Complete(why);
   }
 
   std::optional<Fn> fn_;
+  const CancellationToken token_;
+  const TaskPriority priority_;
   CancellationRegistration on_cancel_;
 };
 
-}  // namespace future_internal
+}  // namespace scheduler_internal
 
 template <typename F>
 auto Submit(EventLoop* loop, F&& fn, const CancellationToken& token,
@@ -102,22 +118,8 @@ auto Submit(EventLoop* loop, F&& fn, const CancellationToken& token,
   using Fn = std::decay_t<F>;
   using U = typename future_internal::ValueOf<
       std::decay_t<std::invoke_result_t<Fn&>>>::type;
-  using SubmitState = future_internal::SubmitState<Fn, U>;
-  NBIO_DCHECK(loop->IsInLoopThread());
-  RefPtr<SubmitState> state(new SubmitState(loop, std::forward<F>(fn)));
-  if (state->Start(token)) {
-    auto task = [run = future_internal::CompleterRef<SubmitState>(
-                     state.get())]() mutable {
-      run->Run();
-      run.Done();
-    };
-    if (priority == TaskPriority::kUrgent) {
-      loop->PostUrgent(std::move(task));
-    } else {
-      loop->Post(std::move(task));
-    }
-  }
-  return future_internal::MakeFutureFromState<U>(std::move(state));
+  using Op = scheduler_internal::SubmitOp<Fn, U>;
+  return Launch<Op>(loop, Fn(std::forward<F>(fn)), token, priority);
 }
 
 }  // namespace nbio

@@ -1,32 +1,40 @@
 #include "reactor/async/sleep.h"
 
+#include "reactor/async/operation.h"
+
 namespace nbio {
 namespace {
 
 // The sleep's future state, timer and cancel registration in one object.
-class SleepState final : public future_internal::State<void> {
+class SleepOp final : public Operation<void> {
  public:
-  explicit SleepState(EventLoop* loop)
-      : State<void>(loop), timer_(loop, [this] { Fire(); }) {}
+  SleepOp(EventLoop* loop, int64_t deadline_nanos,
+          const CancellationToken& token)
+      : Operation<void>(loop),
+        deadline_nanos_(deadline_nanos),
+        token_(token),
+        timer_(loop, [this] { Fire(); }) {}
 
-  void Start(int64_t deadline_nanos, const CancellationToken& token) {
-    if (token.is_cancelled()) {
-      TrySetResult(token.reason());
+  void Start() {
+    if (token_.is_cancelled()) {
+      Complete(token_.reason());
       return;
     }
-    timer_.StartAt(deadline_nanos);
-    on_cancel_ = token.Register([this](const absl::Status& why) {
+    timer_.StartAt(deadline_nanos_);
+    on_cancel_ = token_.Register([this](const absl::Status& why) {
       timer_.Cancel();
-      TrySetResult(why);
+      Complete(why);
     });
   }
 
  private:
   void Fire() {
     on_cancel_.Unregister();
-    TrySetResult(absl::OkStatus());
+    Complete(absl::OkStatus());
   }
 
+  const int64_t deadline_nanos_;
+  const CancellationToken token_;
   Timer timer_;
   CancellationRegistration on_cancel_;
 };
@@ -35,10 +43,7 @@ class SleepState final : public future_internal::State<void> {
 
 Future<void> SleepUntil(EventLoop* loop, int64_t deadline_nanos,
                         const CancellationToken& token) {
-  NBIO_DCHECK(loop->IsInLoopThread());
-  RefPtr<SleepState> state(new SleepState(loop));
-  state->Start(deadline_nanos, token);
-  return future_internal::MakeFutureFromState<void>(std::move(state));
+  return Launch<SleepOp>(loop, deadline_nanos, token);
 }
 
 Future<void> Sleep(EventLoop* loop, absl::Duration delay,

@@ -2,33 +2,36 @@
 
 #include <type_traits>
 
+#include "reactor/async/operation.h"
+
 namespace nbio {
 namespace {
 
 // The wait's future state, fd watcher and cancel registration in one object.
 // T: uint32_t (the events) or void.
 template <typename T>
-class WaitFdState final : public future_internal::State<T> {
+class WaitFdOp final : public Operation<T> {
  public:
-  WaitFdState(EventLoop* loop, int fd)
-      : future_internal::State<T>(loop),
+  WaitFdOp(EventLoop* loop, int fd, uint32_t interest,
+           const CancellationToken& token)
+      : Operation<T>(loop),
+        interest_(interest),
+        token_(token),
         watcher_(loop, fd, [this](uint32_t events) { Ready(events); }) {}
 
-  void Start(uint32_t interest, const CancellationToken& token) {
-    NBIO_CHECK_MSG(interest != 0 && (interest & ~(kReadable | kWritable)) == 0,
-                   "wait for kReadable and/or kWritable");
-    if (token.is_cancelled()) {
-      this->TrySetResult(token.reason());
+  void Start() {
+    if (token_.is_cancelled()) {
+      this->Complete(token_.reason());
       return;
     }
-    absl::Status status = watcher_.SetInterest(interest);
+    absl::Status status = watcher_.SetInterest(interest_);
     if (!status.ok()) {
-      this->TrySetResult(std::move(status));
+      this->Complete(std::move(status));
       return;
     }
-    on_cancel_ = token.Register([this](const absl::Status& why) {
+    on_cancel_ = token_.Register([this](const absl::Status& why) {
       watcher_.Stop();
-      this->TrySetResult(why);
+      this->Complete(why);
     });
   }
 
@@ -40,12 +43,14 @@ class WaitFdState final : public future_internal::State<T> {
     watcher_.Stop();
     on_cancel_.Unregister();
     if constexpr (std::is_void<T>::value) {
-      this->TrySetResult(absl::OkStatus());
+      this->Complete(absl::OkStatus());
     } else {
-      this->TrySetResult(events);
+      this->Complete(events);
     }
   }
 
+  const uint32_t interest_;
+  const CancellationToken token_;
   FdWatcher watcher_;
   CancellationRegistration on_cancel_;
 };
@@ -53,10 +58,9 @@ class WaitFdState final : public future_internal::State<T> {
 template <typename T>
 Future<T> StartWait(EventLoop* loop, int fd, uint32_t interest,
                     const CancellationToken& token) {
-  NBIO_DCHECK(loop->IsInLoopThread());
-  RefPtr<WaitFdState<T>> state(new WaitFdState<T>(loop, fd));
-  state->Start(interest, token);
-  return future_internal::MakeFutureFromState<T>(std::move(state));
+  NBIO_CHECK_MSG(interest != 0 && (interest & ~(kReadable | kWritable)) == 0,
+                 "wait for kReadable and/or kWritable");
+  return Launch<WaitFdOp<T>>(loop, fd, interest, token);
 }
 
 }  // namespace
