@@ -4,7 +4,9 @@
 #  - a target that depends on @nbio//timers:timer_wheel alone, or on
 #    @nbio//queue:mpsc_queue alone, pulls in nothing of nbio's reactor;
 #  - an internal target (@nbio//reactor/sys:syscall) is refused by
-#    visibility.
+#    visibility;
+#  - README.md's list of public targets is exactly what Bazel lets this
+#    workspace see.
 # Prints Bazel's per-test lines and one line per check in the same form
 # ("//LABEL   PASSED" / "FAILED"), so .ci/run counts them; exits non-zero
 # when anything failed.
@@ -59,6 +61,31 @@ internal_refused() {
   fi
 }
 check internal_target_refused_by_visibility internal_refused
+
+# The targets a user can depend on are exactly README.md's list: every rule
+# of @nbio that this workspace may see (tests and testonly targets aside),
+# against the labels between the README's public-targets markers.
+readme_lists_public_targets() {
+  local visible listed
+  # Named folders, not @nbio//...: that would walk into the checkout's
+  # bazel-* output links and into this very workspace.
+  local all='(@nbio//:all + @nbio//queue/... + @nbio//timers/... + @nbio//reactor/... + @nbio//echo/... + @nbio//tools/... + @nbio//tests:all)'
+  visible=$("$bazel" query \
+    "kind('cc_library|cc_binary', visible(//:timer_wheel_user_test, ${all})) except attr(testonly, 1, ${all})" \
+    2>/dev/null | sort) || {
+    echo "bazel query for the visible targets failed" >&2
+    return 1
+  }
+  listed=$(sed -n '/<!-- public-targets: begin -->/,/<!-- public-targets: end -->/p' \
+    ../../README.md | grep -o '^@nbio//[^ ]*' | sort)
+  if [[ -z "$listed" || "$visible" != "$listed" ]]; then
+    echo "README.md's public targets and Bazel's visible targets differ" \
+      "(< visible only, > README only):" >&2
+    diff <(echo "$visible") <(echo "$listed") >&2
+    return 1
+  fi
+}
+check readme_lists_exactly_the_public_targets readme_lists_public_targets
 
 # Free the second Bazel server's memory; CI runs more passes after this.
 "$bazel" shutdown >/dev/null 2>&1 || true
