@@ -40,7 +40,7 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:7007",
           "[IPv6]:port, or :port for all IPv4 interfaces. Port 0 picks a "
           "free port (printed at start-up).");
 ABSL_FLAG(std::string, backend, "",
-          "Poller backend: epoll, poll or select. Empty: the best available "
+          "Poller backend: epoll, poll, select or io_uring. Empty: the best available "
           "(epoll on Linux).");
 ABSL_FLAG(uint64_t, max_connections, 100000,
           "Connections beyond this are closed at once and counted (0: no "

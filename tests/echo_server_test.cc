@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "tests/server_process.h"
 
 namespace nbio {
@@ -81,7 +82,10 @@ TEST(EchoServerFlagsTest, PortInUseExits1NamingAddressAndError) {
 // --- echo on every backend
 // ------------------------------------------------------
 
-class EchoServerBackendTest : public ::testing::TestWithParam<std::string> {};
+class EchoServerBackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
+};
 
 TEST_P(EchoServerBackendTest, ManyConnectionsEchoRandomDataByteForByte) {
   auto server = StartServer({"--backend=" + GetParam()});
@@ -144,7 +148,7 @@ TEST(EchoServerTest, SeveralReactorsShareThePortAndDrain) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoServerBackendTest,
-                         ::testing::Values("epoll", "poll", "select"),
+                         ::testing::Values("epoll", "poll", "select", "io_uring"),
                          [](const auto& info) { return info.param; });
 
 // --- connection behaviours

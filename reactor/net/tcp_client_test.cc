@@ -25,6 +25,7 @@ namespace {
 
 class TcpClientTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
   TcpClientTest() : clock_(absl::ToInt64Nanoseconds(absl::Seconds(100))) {
     EventLoop::Options options;
     options.backend = GetParam();

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "reactor/event_loop.h"
 #include "reactor/poller/poller_registry.h"
 #include "reactor/net/tcp_connection.h"
@@ -101,6 +102,7 @@ std::string RandomBytes(size_t n, uint32_t seed) {
 
 class TcpTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
   void Start(TcpServerOptions options = {}, Clock* clock = nullptr) {
     handler_.echo = true;
     EventLoop::Options loop_options;
