@@ -41,8 +41,10 @@ bool IsPeerGone(int err) {
 static_assert(sizeof(TcpConnection) <= 96,
               "TcpConnection outgrew the 128-byte-per-connection budget");
 
-// One bit of SlotChunk::in_use per slot.
-constexpr size_t kSlotsPerChunk = 64;
+// A slab of sizeof(TcpConnection) aligns its slots for it (see slab.h).
+static_assert(alignof(TcpConnection) <= alignof(std::max_align_t) &&
+                  sizeof(TcpConnection) % alignof(TcpConnection) == 0,
+              "TcpConnection does not fit an aligned slab slot");
 
 void ConnectionHandler::OnPeerClosed(TcpConnection* conn) { conn->Shutdown(); }
 
@@ -374,80 +376,24 @@ void TcpConnection::CancelOn(const CancellationToken& token) {
       this, token.Register([this](const absl::Status& why) { Close(why); }));
 }
 
-void* TcpContext::AllocateSlot() {
-  if (free_slots_ == nullptr) {
-    // new[] of char is aligned for any fundamental type, and the slot size
-    // is a multiple of TcpConnection's alignment.
-    static_assert(alignof(TcpConnection) <= alignof(std::max_align_t), "");
-    static_assert(sizeof(TcpConnection) % alignof(TcpConnection) == 0, "");
-    SlotChunk chunk;
-    chunk.slots.reset(new char[kSlotsPerChunk * sizeof(TcpConnection)]);
-    char* base = chunk.slots.get();
-    auto at = std::upper_bound(
-        slot_chunks_.begin(), slot_chunks_.end(), base,
-        [](const char* p, const SlotChunk& c) { return p < c.slots.get(); });
-    slot_chunks_.insert(at, std::move(chunk));
-    for (size_t i = kSlotsPerChunk; i-- > 0;) {
-      auto* link =
-          reinterpret_cast<FreeSlotLink*>(base + i * sizeof(TcpConnection));
-      link->next = free_slots_;
-      free_slots_ = link;
-    }
-  }
-  FreeSlotLink* slot = free_slots_;
-  free_slots_ = slot->next;
-  SlotChunk& chunk = slot_chunks_[ChunkOf(slot)];
-  chunk.in_use |= uint64_t{1}
-                  << ((reinterpret_cast<char*>(slot) - chunk.slots.get()) /
-                      sizeof(TcpConnection));
-  return slot;
-}
-
-void TcpContext::FreeSlot(void* slot) {
-  SlotChunk& chunk = slot_chunks_[ChunkOf(slot)];
-  chunk.in_use &=
-      ~(uint64_t{1} << ((static_cast<char*>(slot) - chunk.slots.get()) /
-                        sizeof(TcpConnection)));
-  auto* link = static_cast<FreeSlotLink*>(slot);
-  link->next = free_slots_;
-  free_slots_ = link;
-}
-
-size_t TcpContext::ChunkOf(const void* slot) const {
-  const char* p = static_cast<const char*>(slot);
-  auto after = std::upper_bound(
-      slot_chunks_.begin(), slot_chunks_.end(), p,
-      [](const char* q, const SlotChunk& c) { return q < c.slots.get(); });
-  NBIO_CHECK(after != slot_chunks_.begin());
-  const size_t index = static_cast<size_t>(after - slot_chunks_.begin()) - 1;
-  NBIO_CHECK(p < slot_chunks_[index].slots.get() +
-                     kSlotsPerChunk * sizeof(TcpConnection));
-  return index;
-}
-
 template <typename Fn>
 void TcpContext::ForEachOpen(Fn fn) {
-  // By index, re-reading the chunk list and bits: fn may open connections
-  // (a new chunk) or close them (their slots stay until FlushClosed).
-  for (size_t c = 0; c < slot_chunks_.size(); ++c) {
-    for (size_t i = 0; i < kSlotsPerChunk; ++i) {
-      if (!(slot_chunks_[c].in_use & (uint64_t{1} << i))) continue;
-      TcpConnection* conn = std::launder(reinterpret_cast<TcpConnection*>(
-          slot_chunks_[c].slots.get() + i * sizeof(TcpConnection)));
-      if (!conn->is_closing()) fn(conn);
-    }
-  }
+  slots_.ForEachInUse([&](void* slot) {
+    auto* conn = std::launder(static_cast<TcpConnection*>(slot));
+    // Closing ones keep their slot until FlushClosed.
+    if (!conn->is_closing()) fn(conn);
+  });
 }
 
 void TcpContext::Destroy(TcpConnection* conn) {
   conn->~TcpConnection();
-  FreeSlot(conn);
+  slots_.Free(conn);
 }
 
 absl::Status TcpContext::Adopt(int fd) { return AdoptConnection(fd).status(); }
 
 absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
-  auto* conn = new (AllocateSlot()) TcpConnection(this);
+  auto* conn = new (slots_.Allocate()) TcpConnection(this);
   absl::Status status = loop_->poller()->Add(conn, fd, 0);
   if (!status.ok()) {
     conn->flags_ |= TcpConnection::kClosing;  // never opened

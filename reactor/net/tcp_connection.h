@@ -48,6 +48,7 @@
 #include "absl/time/time.h"
 #include "queue/intrusive_list.h"
 #include "queue/message_queue.h"
+#include "queue/slab.h"
 #include "reactor/async/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/async/future.h"
@@ -279,18 +280,9 @@ class TcpContext {
   void ScheduleClosed(TcpConnection* conn, const absl::Status& reason);
   // Delivers OnClosed to every closing connection and destroys it.
   void FlushClosed();
-  // Connection memory: slots of sizeof(TcpConnection) carved from chunks
-  // and recycled through a free list, so an accept allocates nothing after
-  // warm-up and a connection costs its size, with no malloc header. Chunks
-  // are kept until the context goes (memory stays at the high-water mark).
-  // Open connections are found by walking the slots in use (CloseAll,
-  // Drain: rare), which saves a list hook (16 bytes) per connection.
-  void* AllocateSlot();
-  void FreeSlot(void* slot);
-  // The chunk holding `slot`: O(log chunks).
-  size_t ChunkOf(const void* slot) const;
-  // Calls fn(conn) for each open (not closing) connection. fn may open and
-  // close connections: one opened during the walk may or may not be seen.
+  // Calls fn(conn) for each open (not closing) connection, walking the slab.
+  // fn may open and close connections: one opened during the walk may or may
+  // not be seen; one closed before the walk reaches it is not.
   template <typename Fn>
   void ForEachOpen(Fn fn);
 
@@ -330,17 +322,13 @@ class TcpContext {
   Timer flush_closed_;
   absl::AnyInvocable<void()> drain_done_;
   bool draining_ = false;
-  struct FreeSlotLink {
-    FreeSlotLink* next;
-  };
-  FreeSlotLink* free_slots_ = nullptr;
-  // kSlotsPerChunk slots each, with one bit per slot in use; sorted by
-  // address, so that ChunkOf() can search them.
-  struct SlotChunk {
-    std::unique_ptr<char[]> slots;
-    uint64_t in_use = 0;
-  };
-  std::vector<SlotChunk> slot_chunks_;
+  // Connection memory: slots of sizeof(TcpConnection) in a slab (queue/slab.h),
+  // so an accept allocates nothing after warm-up and a connection costs its
+  // size, with no malloc header. Chunks are kept until the context goes
+  // (memory stays at the high-water mark). Open connections are found by
+  // walking the slots in use (CloseAll, Drain: rare), which saves a list hook
+  // (16 bytes) per connection.
+  Slab slots_{sizeof(TcpConnection)};
   // TcpConnection::CancelOn registrations. Dropped when the connection is
   // destroyed (FlushClosed), never inside the registration's own callback.
   absl::flat_hash_map<TcpConnection*, CancellationRegistration> cancel_on_;
