@@ -187,8 +187,17 @@ bool TcpConnection::Write(std::string&& bytes) {
     if (!WriteDirect(&rest)) return false;
     if (rest.empty()) return true;
     if (rest.size() != bytes.size()) {
-      // Partly written: queue the rest (a copy of the tail only).
-      output_.Append(rest);
+      // Partly written. A large rest keeps the caller's buffer: the queue
+      // adopts the whole string and drops the prefix the kernel took (the
+      // queue is empty, so that prefix is its front). A small one is copied,
+      // so a mostly sent buffer is not held for its last bytes.
+      const size_t taken = bytes.size() - rest.size();
+      if (rest.size() < MessageQueue::kMinAdoptSize) {
+        output_.Append(rest);
+      } else {
+        output_.Append(std::move(bytes));
+        output_.Consume(taken);
+      }
       context()->stats_.queued_bytes += rest.size();
       AfterQueueChange();
       return true;

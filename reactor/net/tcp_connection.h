@@ -139,7 +139,9 @@ class TcpConnection : private PollerEntry {
   // Returns false, dropping the bytes, when the connection is closing or our
   // side has been shut down.
   bool Write(absl::string_view bytes);
-  // Hands over a buffer: large ones are kept without copying their bytes.
+  // Hands over a buffer: what is not written at once is kept without copying
+  // its bytes when it is large (MessageQueue::kMinAdoptSize and up), also
+  // when the kernel took a prefix; a smaller rest is copied.
   bool Write(std::string&& bytes);
   // A string literal is copied (the overloads above would be ambiguous).
   bool Write(const char* bytes) { return Write(absl::string_view(bytes)); }

@@ -331,6 +331,35 @@ TEST_P(TcpTest, QueuedWriteReportsDrainedAndLargeBufferIsAdopted) {
   EXPECT_EQ(handler_.drained, 1);
 }
 
+// Write(std::string&&) on an empty queue when the kernel takes only a
+// prefix: the rest is kept by adopting the string (one pool block holds it),
+// not copied into thousands of blocks.
+TEST_P(TcpTest, MovedWriteAdoptsWhatTheKernelDidNotTake) {
+  Start();
+  // More than any loopback send buffer takes at once.
+  const std::string big = RandomBytes(16 << 20, 17);
+  bool write_ok = false;
+  size_t queued = 0;
+  size_t blocks_taken = 0;
+  handler_.on_accept = [&](TcpConnection* conn) {
+    const size_t before = server_->context()->pool().blocks_in_use();
+    write_ok = conn->Write(std::string(big));
+    queued = conn->queued_bytes();
+    blocks_taken = server_->context()->pool().blocks_in_use() - before;
+  };
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  ASSERT_TRUE(write_ok);
+  ASSERT_GT(queued, 0u) << "the kernel took everything: nothing to adopt";
+  ASSERT_LT(queued, big.size()) << "the kernel took nothing: not a partial write";
+  EXPECT_EQ(blocks_taken, 1u)
+      << "the remainder (" << queued << " bytes) was copied into pool blocks";
+  ASSERT_TRUE(PumpUntil([&] { return client.received().size() == big.size(); },
+                        [&] { client.Receive(); }));
+  EXPECT_TRUE(client.received() == big);
+  EXPECT_EQ(handler_.drained, 1);
+}
+
 // Drain: input already received is answered, then each connection is
 // half-closed and the done callback runs once the peers have closed.
 TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
