@@ -460,7 +460,7 @@ void TcpContext::CloseAll(const absl::Status& reason) {
 
 void TcpContext::Drain(absl::AnyInvocable<void()> done) {
   draining_ = true;
-  drain_done_ = std::move(done);
+  if (done) drain_done_.push_back(std::move(done));
   ForEachOpen([](TcpConnection* conn) { conn->BeginDrain(); });
   MaybeFinishDrain();
 }
@@ -470,8 +470,10 @@ void TcpContext::MaybeFinishDrain() {
   // batch or a later one.
   if (!draining_ || stats_.connections != 0) return;
   draining_ = false;
-  absl::AnyInvocable<void()> done = std::move(drain_done_);
-  if (done) done();
+  // Taken out first: a done may start another drain.
+  std::vector<absl::AnyInvocable<void()>> dones = std::move(drain_done_);
+  drain_done_.clear();
+  for (auto& done : dones) done();
 }
 
 }  // namespace nbio

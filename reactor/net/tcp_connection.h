@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -263,7 +264,9 @@ class TcpContext {
   // Asks every open connection to finish: read what the kernel holds now,
   // let the handler answer it, then half-close once the output is written;
   // the connection closes when the peer has closed too. `done` runs once no
-  // connection is left (at once if there is none).
+  // connection is left (at once if there is none). Drain() may be called
+  // again while a drain is in progress (a second SIGTERM): every `done`
+  // given runs exactly once, in order, when the drain completes.
   void Drain(absl::AnyInvocable<void()> done);
 
   EventLoop* loop() const { return loop_; }
@@ -322,7 +325,8 @@ class TcpContext {
   // Already due when started: runs FlushClosed() at the next iteration's
   // timer phase. An embedded timer, so a destroyed context cancels it.
   Timer flush_closed_;
-  absl::AnyInvocable<void()> drain_done_;
+  // The `done` of every Drain() call of the drain in progress.
+  std::vector<absl::AnyInvocable<void()>> drain_done_;
   bool draining_ = false;
   // Connection memory: slots of sizeof(TcpConnection) in a slab (queue/slab.h),
   // so an accept allocates nothing after warm-up and a connection costs its

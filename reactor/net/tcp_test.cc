@@ -399,6 +399,31 @@ TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
   EXPECT_EQ(server_->context()->connection_count(), 0u);
 }
 
+// Drain() twice (SIGTERM delivered twice): each done runs exactly once, when
+// the drain completes; a drain with nothing to drain completes at once.
+TEST_P(TcpTest, EveryDrainDoneRunsExactlyOnce) {
+  Start();
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  int first = 0;
+  int second = 0;
+  server_->Drain([&] { ++first; });
+  server_->Drain([&] { ++second; });
+  ASSERT_TRUE(PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  EXPECT_EQ(first + second, 0) << "done ran before the connection closed";
+  client.ShutdownWrite();
+  ASSERT_TRUE(PumpUntil([&] { return first + second == 2; }))
+      << "first " << first << ", second " << second;
+  Pump(5);
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  int third = 0;
+  server_->Drain([&] { ++third; });
+  EXPECT_EQ(third, 1);
+  Pump(5);
+  EXPECT_EQ(first + second + third, 3);
+}
+
 // The context finds its open connections by walking its slab (64 slots a
 // chunk): a drain and a close-all reach every one of 200 connections across
 // four chunks, skipping the slots of connections already closed and freed.
