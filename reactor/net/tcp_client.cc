@@ -33,6 +33,12 @@ void TcpContext::PendingConnect::OnWritable() {
     return;
   }
   watcher.Stop();
+  // Connected: the connect is no longer pending, so neither its token nor
+  // the context's destructor may finish it from here on. OnAccept (inside
+  // AdoptConnection) may well cancel the token, e.g. one shared by several
+  // racing connects: that must not finish this one a second time.
+  on_cancel.Unregister();
+  hook.Unlink();
   const int connected = fd;
   fd = -1;  // Adopt owns it now, and closes it on failure
   absl::StatusOr<TcpConnection*> conn = context->AdoptConnection(connected);

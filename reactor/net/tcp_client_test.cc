@@ -150,6 +150,35 @@ TEST_P(TcpClientTest, DestroyingTheContextFailsPendingConnects) {
       << result->value().status();
 }
 
+// Several connects race under one CancellationSource; the first to connect
+// cancels the others from its OnAccept. That connect has completed: it
+// resolves with its connection, the others with the reason.
+TEST_P(TcpClientTest, CancellingTheTokenInOnAcceptKeepsThatConnection) {
+  StartServer();
+  CancellationSource race;
+  auto a = Capture(client_->Connect(server_->address(), race.token()));
+  auto b = Capture(client_->Connect(server_->address(), race.token()));
+  TcpConnection* winner = nullptr;
+  client_handler_.on_accept = [&](TcpConnection* conn) {
+    if (winner != nullptr) return;
+    winner = conn;
+    race.Cancel(absl::CancelledError("another connect won"));
+  };
+  ASSERT_TRUE(PumpUntil([&] { return a->has_value() && b->has_value(); }));
+  ASSERT_EQ(client_handler_.accepted, 1);
+  ASSERT_NE(winner, nullptr);
+  const bool a_won = a->value().ok();
+  auto& won = a_won ? a : b;
+  auto& lost = a_won ? b : a;
+  ASSERT_TRUE(won->value().ok()) << won->value().status();
+  EXPECT_EQ(*won->value(), winner);
+  EXPECT_EQ(lost->value().status(), absl::CancelledError("another connect won"));
+  EXPECT_TRUE(winner->Write("still connected"));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client_handler_.data == "still connected"; }));
+  EXPECT_EQ(client_->connection_count(), 1u);
+}
+
 // A read deadline: the server gives each connection 2 s to send something;
 // a quiet one is closed with DEADLINE_EXCEEDED at 2 s, not before, and one
 // that spoke (clearing its deadline) stays open.

@@ -256,7 +256,9 @@ class TcpContext {
   // UNAVAILABLE "connect(127.0.0.1:9): Connection refused [ECONNREFUSED]",
   // or with the token's reason if `token` is cancelled first (a
   // DeadlineToken is a connect timeout); the half-open socket is closed
-  // then. Pending connects fail with CANCELLED when the context is
+  // then. The token covers the connect only: once connected, cancelling it
+  // (also from OnAccept, e.g. a source shared by racing connects) leaves the
+  // connection open, and the future resolves with it. Pending connects fail with CANCELLED when the context is
   // destroyed. One allocation per connect. Loop thread only.
   Future<TcpConnection*> Connect(const SocketAddress& to,
                                  const CancellationToken& token = {});
