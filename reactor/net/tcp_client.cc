@@ -62,6 +62,13 @@ void TcpContext::PendingConnect::Finish(absl::StatusOr<TcpConnection*> result) {
 
 Future<TcpConnection*> TcpContext::Connect(const SocketAddress& to,
                                            const CancellationToken& token) {
+  if (destroying_) {
+    // Called from a handler inside the destructor (a reconnect from
+    // OnClosed): the pending connects have already been failed, and a
+    // connect started now would complete into a destroyed context.
+    return MakeReadyFuture<TcpConnection*>(
+        loop_, absl::CancelledError("shutting down"));
+  }
   const std::string where = absl::StrCat("connect(", to.ToString(), ")");
   if (token.is_cancelled()) {
     return MakeReadyFuture<TcpConnection*>(loop_, token.reason());

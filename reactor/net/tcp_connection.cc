@@ -363,6 +363,7 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
 }
 
 TcpContext::~TcpContext() {
+  destroying_ = true;
   while (!pending_connects_.empty()) {
     pending_connects_.front().Finish(absl::CancelledError("shutting down"));
   }
@@ -402,6 +403,12 @@ void TcpContext::Destroy(TcpConnection* conn) {
 absl::Status TcpContext::Adopt(int fd) { return AdoptConnection(fd).status(); }
 
 absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
+  if (destroying_) {
+    // From a handler called by the destructor: a connection opened now
+    // would outlive the context.
+    close(fd);
+    return absl::CancelledError("shutting down");
+  }
   auto* conn = new (slots_.Allocate()) TcpConnection(this);
   absl::Status status = loop_->poller()->Add(conn, fd, 0);
   if (!status.ok()) {

@@ -234,7 +234,11 @@ class TcpConnection : private PollerEntry {
 class TcpContext {
  public:
   TcpContext(EventLoop* loop, ConnectionHandler* handler, TcpOptions options);
-  // Closes every open connection with CANCELLED "shutting down".
+  // Fails pending connects and closes every open connection with CANCELLED
+  // "shutting down" (each gets OnClosed, inside the destructor). Handlers
+  // called then may still call Connect() and Adopt() on this context (a
+  // reconnect from OnClosed): those fail with CANCELLED too, and nothing is
+  // opened.
   ~TcpContext();
 
   TcpContext(const TcpContext&) = delete;
@@ -242,8 +246,9 @@ class TcpContext {
 
   // Takes `fd` (a connected, non-blocking stream socket) and makes a
   // connection of it, then calls handler->OnAccept(). On error (e.g. the
-  // select backend cannot watch fds >= FD_SETSIZE) closes `fd` and returns
-  // the reason; no handler call is made.
+  // select backend cannot watch fds >= FD_SETSIZE, or CANCELLED while the
+  // context is being destroyed) closes `fd` and returns the reason; no
+  // handler call is made.
   absl::Status Adopt(int fd);
 
   // Closes every open connection with `reason` (each gets OnClosed).
@@ -258,8 +263,10 @@ class TcpContext {
   // DeadlineToken is a connect timeout); the half-open socket is closed
   // then. The token covers the connect only: once connected, cancelling it
   // (also from OnAccept, e.g. a source shared by racing connects) leaves the
-  // connection open, and the future resolves with it. Pending connects fail with CANCELLED when the context is
-  // destroyed. One allocation per connect. Loop thread only.
+  // connection open, and the future resolves with it. Pending connects fail
+  // with CANCELLED when the context is destroyed, and so does a Connect()
+  // called during its destruction (a reconnect from OnClosed). One
+  // allocation per connect. Loop thread only.
   Future<TcpConnection*> Connect(const SocketAddress& to,
                                  const CancellationToken& token = {});
 
@@ -330,6 +337,8 @@ class TcpContext {
   // The `done` of every Drain() call of the drain in progress.
   std::vector<absl::AnyInvocable<void()>> drain_done_;
   bool draining_ = false;
+  // Set for the whole destructor: Connect() and Adopt() refuse then.
+  bool destroying_ = false;
   // Connection memory: slots of sizeof(TcpConnection) in a slab (queue/slab.h),
   // so an accept allocates nothing after warm-up and a connection costs its
   // size, with no malloc header. Chunks are kept until the context goes
