@@ -135,19 +135,25 @@ void TcpConnection::HandleRead() {
       flags_ |= kPeerClosed;
       UpdateInterest();
       ctx->handler_->OnPeerClosed(this);
+      // EOF: nothing more to read, so a drain is done reading (the default
+      // OnPeerClosed has already shut down; one that did not is overruled).
+      if (flags_ & kDraining) FinishDrainRead();
       MaybeFinishShutdown();
       return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (flags_ & kDraining) {
-        // Everything the kernel held has been read and answered.
-        flags_ &= ~kDraining;
-        Shutdown();
-      }
+      // Everything the kernel held has been read and answered.
+      if (flags_ & kDraining) FinishDrainRead();
       break;
     }
     FailErrno("recv", errno);
     return;
+  }
+  if ((flags_ & (kDraining | kPaused | kClosing)) == kDraining) {
+    // The batch ended (read budget, or the user stopped reading) before a
+    // read found the socket empty. It may well be empty now, and then no
+    // read event will come: read on from the loop.
+    ctx->ScheduleDrainStep();
   }
   UpdateInterest();
 }
@@ -258,7 +264,10 @@ void TcpConnection::AfterQueueChange() {
   }
   if ((flags_ & kPaused) && output_.size() <= ctx->low_watermark_) {
     flags_ &= ~kPaused;
-    // Reading resumes; level-triggered readiness reports pending input.
+    // Reading resumes; level-triggered readiness reports pending input. A
+    // drain must also learn when there is none (no event then): it reads
+    // on from the loop.
+    if (flags_ & kDraining) ctx->ScheduleDrainStep();
   }
   UpdateInterest();
   MaybeFinishShutdown();
@@ -332,15 +341,35 @@ void TcpConnection::OnIdleTimer(TimerNode* node) {
 }
 
 void TcpConnection::BeginDrain() {
-  if (flags_ & kClosing) return;
+  // Already draining, or already half-closing: nothing to add.
+  if (flags_ & (kClosing | kDraining | kShutdownPending | kShutDown)) return;
   if ((flags_ & kPeerClosed) || !(flags_ & kReading)) {
+    // Nothing more will be read: half-close once the output is written.
     Shutdown();
     return;
   }
+  // Read what is there now, but from the loop (TcpContext::DrainStep):
+  // Drain() may be called from OnData, and reading here would deliver
+  // OnData re-entrantly and overwrite the bytes that call is looking at.
   flags_ |= kDraining;
-  // Read what is there now; HandleRead shuts down at EAGAIN. A connection
-  // paused by backpressure gets there once its output drains.
-  if (!(flags_ & kPaused)) HandleRead();
+  context()->ScheduleDrainStep();
+}
+
+void TcpConnection::DrainRead() {
+  if ((flags_ & kPeerClosed) || !(flags_ & kReading)) {
+    // The user stopped reading (or the peer closed) during the drain.
+    FinishDrainRead();
+    return;
+  }
+  // Paused by backpressure: AfterQueueChange asks for another step when the
+  // output is below the low watermark.
+  if (flags_ & kPaused) return;
+  HandleRead();
+}
+
+void TcpConnection::FinishDrainRead() {
+  flags_ &= ~kDraining;
+  Shutdown();
 }
 
 // ---------------------------------------------------------------------------
@@ -357,7 +386,8 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
           absl::ToInt64Nanoseconds(options_.idle_timeout), kMaxIdleNanos)),
       read_buffer_(new char[options_.read_buffer_size]),
       pool_(options_.output_block_size),
-      flush_closed_(loop, [this] { FlushClosed(); }) {
+      flush_closed_(loop, [this] { FlushClosed(); }),
+      drain_step_(loop, [this] { DrainStep(); }) {
   NBIO_CHECK(options_.read_buffer_size > 0);
   NBIO_CHECK(options_.max_reads_per_event > 0);
 }
@@ -470,6 +500,18 @@ void TcpContext::Drain(absl::AnyInvocable<void()> done) {
   if (done) drain_done_.push_back(std::move(done));
   ForEachOpen([](TcpConnection* conn) { conn->BeginDrain(); });
   MaybeFinishDrain();
+}
+
+void TcpContext::ScheduleDrainStep() {
+  if (!drain_step_.is_pending()) drain_step_.Start(absl::ZeroDuration());
+}
+
+void TcpContext::DrainStep() {
+  // Each draining connection gets one batch of reads, as a read event would
+  // give it; one that still has input asks for the next step.
+  ForEachOpen([](TcpConnection* conn) {
+    if (conn->flags_ & TcpConnection::kDraining) conn->DrainRead();
+  });
 }
 
 void TcpContext::MaybeFinishDrain() {

@@ -215,7 +215,13 @@ class TcpConnection : private PollerEntry {
   // Closes with ErrnoStatus(call, err), counting peer resets.
   void FailErrno(const char* call, int err);
   void Touch();
+  // Marks the connection for the context's drain; reads from DrainStep.
   void BeginDrain();
+  // One drain step: a batch of reads, or the end of the drain's reading when
+  // nothing more will be read.
+  void DrainRead();
+  // The drain has read all there was: half-close after the output.
+  void FinishDrainRead();
 
   // Fields ordered for size: flags_ and last_activity_ms_ sit in the tail
   // padding of the PollerEntry base (see poller.h).
@@ -272,8 +278,14 @@ class TcpContext {
 
   // Asks every open connection to finish: read what the kernel holds now,
   // let the handler answer it, then half-close once the output is written;
-  // the connection closes when the peer has closed too. `done` runs once no
-  // connection is left (at once if there is none). Drain() may be called
+  // the connection closes when the peer has closed too. A connection
+  // half-closes when a read has found its socket empty (or at EOF), however
+  // its reads were batched or paused by backpressure, and once its output is
+  // written. The reads run from the loop, never inside Drain(), so Drain()
+  // may be called from OnData. A peer that never stops sending keeps its
+  // connection reading: put a deadline on the drain with CancelOn() or
+  // CloseAll(). `done` runs once no connection is left (at once if there is
+  // none). Drain() may be called
   // again while a drain is in progress (a second SIGTERM): every `done`
   // given runs exactly once, in order, when the drain completes.
   void Drain(absl::AnyInvocable<void()> done);
@@ -319,6 +331,10 @@ class TcpContext {
   // Runs the destructor and recycles the slot.
   void Destroy(TcpConnection* conn);
   void MaybeFinishDrain();
+  // Makes sure DrainStep() runs at the next iteration.
+  void ScheduleDrainStep();
+  // Gives every draining connection a batch of reads (DrainRead).
+  void DrainStep();
 
   EventLoop* const loop_;
   ConnectionHandler* const handler_;
@@ -334,6 +350,10 @@ class TcpContext {
   // Already due when started: runs FlushClosed() at the next iteration's
   // timer phase. An embedded timer, so a destroyed context cancels it.
   Timer flush_closed_;
+  // Already due when started: runs DrainStep(). A drain reads from here, not
+  // inside Drain() (which may be called from OnData) and not only on read
+  // events (none comes when the socket is already empty).
+  Timer drain_step_;
   // The `done` of every Drain() call of the drain in progress.
   std::vector<absl::AnyInvocable<void()>> drain_done_;
   bool draining_ = false;
