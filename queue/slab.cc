@@ -8,9 +8,9 @@
 namespace nbio {
 
 Slab::Slab(std::size_t slot_size) : slot_size_(slot_size) {
-  NBIO_CHECK_MSG(slot_size >= sizeof(FreeLink) &&
-                     slot_size % alignof(FreeLink) == 0,
-                 "Slab slot too small or misaligned for its free-list link");
+  NBIO_CHECK_MSG(
+      slot_size >= sizeof(FreeLink) && slot_size % alignof(FreeLink) == 0,
+      "Slab slot too small or misaligned for its free-list link");
 }
 
 Slab::~Slab() {
@@ -49,9 +49,9 @@ std::pair<std::size_t, std::size_t> Slab::Locate(const void* slot) const {
   NBIO_CHECK_MSG(after != by_address_.begin(), "not a slot of this slab");
   const auto& [base, chunk] = *(after - 1);
   const std::size_t offset = static_cast<std::size_t>(p - base);
-  NBIO_CHECK_MSG(offset < kSlotsPerChunk * slot_size_ &&
-                     offset % slot_size_ == 0,
-                 "not a slot of this slab");
+  NBIO_CHECK_MSG(
+      offset < kSlotsPerChunk * slot_size_ && offset % slot_size_ == 0,
+      "not a slot of this slab");
   return {chunk, offset / slot_size_};
 }
 
@@ -69,7 +69,8 @@ void* Slab::Allocate() {
 void Slab::Free(void* slot) {
   const auto [chunk, index] = Locate(slot);
   const uint64_t bit = uint64_t{1} << index;
-  NBIO_CHECK_MSG(chunks_[chunk].in_use & bit, "Slab::Free of a slot not in use");
+  NBIO_CHECK_MSG(chunks_[chunk].in_use & bit,
+                 "Slab::Free of a slot not in use");
   chunks_[chunk].in_use &= ~bit;
   --in_use_;
   free_ = new (slot) FreeLink{free_};

@@ -55,8 +55,8 @@ TEST(SlabTest, SlotsAreDistinctAlignedAndStableAcrossGrowth) {
     std::memset(p, static_cast<char>(i), 24);
     slots.push_back(p);
   }
-  EXPECT_EQ(slab.chunk_count(), (1000 + Slab::kSlotsPerChunk - 1) /
-                                    Slab::kSlotsPerChunk);
+  EXPECT_EQ(slab.chunk_count(),
+            (1000 + Slab::kSlotsPerChunk - 1) / Slab::kSlotsPerChunk);
   std::set<char*> distinct(slots.begin(), slots.end());
   EXPECT_EQ(distinct.size(), slots.size());
   for (int i = 0; i < 1000; ++i) {
@@ -84,9 +84,8 @@ TEST(SlabTest, WalkVisitsSlotsInUseAcrossChunksWithHoles) {
   std::vector<void*> kept;
   std::mt19937 rng(3);
   for (size_t i = 0; i < slots.size(); ++i) {
-    const bool hole = i == 0 || i == 63 || i == 64 ||
-                      (i >= 128 && i < 192) || i == slots.size() - 1 ||
-                      rng() % 4 == 0;
+    const bool hole = i == 0 || i == 63 || i == 64 || (i >= 128 && i < 192) ||
+                      i == slots.size() - 1 || rng() % 4 == 0;
     if (hole) {
       slab.Free(slots[i]);
     } else {
@@ -170,8 +169,8 @@ TEST(SlabTest, NoAllocationAfterWarmUp) {
     slots.clear();
   }
   EXPECT_EQ(bench::AllocationCount(), before);
-  EXPECT_EQ(slab.chunk_count(), (500 + Slab::kSlotsPerChunk - 1) /
-                                    Slab::kSlotsPerChunk);
+  EXPECT_EQ(slab.chunk_count(),
+            (500 + Slab::kSlotsPerChunk - 1) / Slab::kSlotsPerChunk);
 }
 
 TEST(SlabDeathTest, FreeingASlotNotInUseAborts) {

@@ -202,7 +202,8 @@ TEST_P(TcpClientTest, CancellingTheTokenInOnAcceptKeepsThatConnection) {
   auto& lost = a_won ? b : a;
   ASSERT_TRUE(won->value().ok()) << won->value().status();
   EXPECT_EQ(*won->value(), winner);
-  EXPECT_EQ(lost->value().status(), absl::CancelledError("another connect won"));
+  EXPECT_EQ(lost->value().status(),
+            absl::CancelledError("another connect won"));
   EXPECT_TRUE(winner->Write("still connected"));
   ASSERT_TRUE(
       PumpUntil([&] { return client_handler_.data == "still connected"; }));

@@ -190,6 +190,52 @@ class TcpConnection : private PollerEntry {
  private:
   friend class TcpContext;
 
+  // The stream's state: a read side, a write side and an end, in flags_.
+  //
+  //   read side:
+  //     idle --StartReading()--> reading --recv() == 0--> kPeerClosed
+  //          <--StopReading()---   |  ^
+  //            output >= high mark |  | output <= low mark
+  //                                v  |
+  //                              kPaused
+  //   write side:
+  //     open --Shutdown()--> kShutdownPending --output written--> kShutDown
+  //          (output empty: straight to kShutDown; shutdown(SHUT_WR) = FIN)
+  //   end:
+  //     kPeerClosed and kShutDown --> Close(OK)
+  //     Close(), an I/O error, the idle timer, CancelOn, CloseAll, from any
+  //     state --> kClosing --next iteration (FlushClosed)--> OnClosed,
+  //     then destroyed
+  //   drain (TcpContext::Drain) on a reading connection:
+  //     kDraining --a read finds the socket empty (EAGAIN), or EOF, or the
+  //     user stopped reading--> Shutdown() (write side as above)
+  //
+  //   flag              set when                  cleared when
+  //   kReading          StartReading()            StopReading()
+  //   kPaused           output >= high mark       output <= low mark
+  //                     (a Write, a read's check) (AfterQueueChange)
+  //   kPeerClosed       recv() returned 0         never
+  //   kShutdownPending  Shutdown(), output queued output written (kShutDown)
+  //   kShutDown         shutdown(SHUT_WR) done    never
+  //   kClosing          Close(), see "end"        never (destroyed)
+  //   kDraining         BeginDrain: reading, not  read empty / EOF / not
+  //                     half-closed, not closed   reading: then Shutdown()
+  //   kQueuedWrite      a write had to be queued  the queue emptied
+  //
+  // What each allows:
+  //   reads (OnData)  kReading, and none of kPaused, kPeerClosed, kClosing.
+  //                   They come from readiness events and, with kDraining,
+  //                   from the context's DrainStep (no event needed; short
+  //                   reads do not end a batch). Never from inside a call the
+  //                   user made.
+  //   Write()         none of kShutdownPending, kShutDown, kClosing.
+  //   Shutdown()      a no-op with any of those three.
+  //   kPaused         lifting it during a drain asks for a DrainStep.
+  //   kPeerClosed     OnPeerClosed has run once; readable interest is off.
+  //   kClosing        the fd is closed and out of the poller, output
+  //                   dropped; every call is a no-op (Write false) until
+  //                   OnClosed.
+  //   kQueuedWrite    OnDrained is due when the queue empties.
   enum Flags : uint16_t {
     kReading = 1 << 0,          // the user wants OnData
     kPaused = 1 << 1,           // backpressure: output above the high mark
@@ -197,7 +243,7 @@ class TcpConnection : private PollerEntry {
     kShutdownPending = 1 << 3,  // Shutdown() asked; FIN after the output
     kShutDown = 1 << 4,         // shutdown(SHUT_WR) done
     kClosing = 1 << 5,          // Close() called; OnClosed pending
-    kDraining = 1 << 6,         // context drain: shut down at next EAGAIN
+    kDraining = 1 << 6,         // context drain: shut down once read empty
     kQueuedWrite = 1 << 7,      // output was queued: OnDrained when it empties
   };
 

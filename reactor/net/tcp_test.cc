@@ -352,7 +352,8 @@ TEST_P(TcpTest, MovedWriteAdoptsWhatTheKernelDidNotTake) {
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
   ASSERT_TRUE(write_ok);
   ASSERT_GT(queued, 0u) << "the kernel took everything: nothing to adopt";
-  ASSERT_LT(queued, big.size()) << "the kernel took nothing: not a partial write";
+  ASSERT_LT(queued, big.size())
+      << "the kernel took nothing: not a partial write";
   EXPECT_EQ(blocks_taken, 1u)
       << "the remainder (" << queued << " bytes) was copied into pool blocks";
   ASSERT_TRUE(PumpUntil([&] { return client.received().size() == big.size(); },
@@ -420,7 +421,8 @@ TEST_P(TcpTest, DrainHalfClosesAConnectionPausedByBackpressure) {
   ASSERT_GT(server_->context()->stats().read_pauses, 0u);
   bool drained = false;
   server_->Drain([&] { drained = true; });
-  ASSERT_TRUE(PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }))
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }))
       << "the paused connection was never half-closed";
   EXPECT_TRUE(client.received() == big);
   client.ShutdownWrite();
@@ -506,7 +508,8 @@ TEST_P(TcpTest, DrainFromOnDataNeverReentersOnData) {
   const std::string sent = "shutdown" + RandomBytes(500, 29);
   client.Send(sent);
   ASSERT_TRUE(client.all_sent());
-  ASSERT_TRUE(PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
   EXPECT_TRUE(asked);
   EXPECT_EQ(seen, sent);
   EXPECT_TRUE(client.received() == sent);
@@ -524,7 +527,8 @@ TEST_P(TcpTest, EveryDrainDoneRunsExactlyOnce) {
   int second = 0;
   server_->Drain([&] { ++first; });
   server_->Drain([&] { ++second; });
-  ASSERT_TRUE(PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
   EXPECT_EQ(first + second, 0) << "done ran before the connection closed";
   client.ShutdownWrite();
   ASSERT_TRUE(PumpUntil([&] { return first + second == 2; }))
