@@ -158,6 +158,11 @@ struct Reactor {
   std::mutex mu;
   Snapshot snapshot;  // guarded by mu; published by the reactor's own thread
   size_t services_drained = 0;  // the reactor's own thread only
+  // Keeps the loop running once its services have drained (nothing else
+  // would: no listener, no connection), so that the cut posted to it at the
+  // deadline runs, until the main thread ends the whole drain. Made before
+  // the thread starts, dropped on the reactor's thread.
+  std::optional<EventLoop::KeepAlive> keep_alive;
 
   void Publish() {
     Snapshot s;
@@ -235,6 +240,9 @@ class EchoServer {
   void ServiceDrained(uint64_t closed);
   void OnDrainTimeout();
   void CutReported(const EchoService::CutReport& report);
+  // Stops every loop once all services have drained and every cut report
+  // (if the deadline came) is in.
+  void MaybeFinishDrain();
 
   std::vector<std::unique_ptr<Reactor>> reactors_;
   bool wait_for_peers_ = true;  // --drain=wait
@@ -247,6 +255,7 @@ class EchoServer {
   size_t drained_ = 0;
   uint64_t drain_closed_ = 0;
   absl::Time drain_started_;
+  bool cut_started_ = false;
   size_t cut_reports_ = 0;
   EchoService::CutReport cut_;
 };
@@ -270,6 +279,7 @@ absl::Status EchoServer::Start() {
         EventLoop::Create(loop_options);
     if (!loop.ok()) return loop.status();
     reactor->loop = std::move(*loop);
+    reactor->keep_alive.emplace(reactor->loop->KeepAliveToken());
     Reactor* r = reactor.get();
     for (size_t j = 0; j < listeners; ++j) {
       EchoService::Options options;
@@ -406,6 +416,7 @@ void EchoServer::OnSignal(int signo) {
           // Every loop keeps running until all have drained, so that a cut
           // posted to it at the deadline always runs.
           if (++r->services_drained == r->services.size() && r->publish_timer) {
+            r->Publish();  // the final counts, for the stats lines to come
             r->publish_timer->Cancel();
           }
           const uint64_t closed = service_ptr->stats().drain_closed;
@@ -424,6 +435,7 @@ void EchoServer::OnSignal(int signo) {
 }
 
 void EchoServer::OnDrainTimeout() {
+  cut_started_ = true;
   EventLoop* main_loop = reactors_[0]->loop.get();
   for (auto& reactor : reactors_) {
     Reactor* r = reactor.get();
@@ -446,19 +458,30 @@ void EchoServer::CutReported(const EchoService::CutReport& report) {
   cut_.connections += report.connections;
   cut_.queued_bytes += report.queued_bytes;
   cut_.unread_bytes += report.unread_bytes;
-  if (++cut_reports_ < reactors_.size()) return;
-  std::fprintf(stderr,
-               "echo_server: drain timeout after %s: cut %" PRIu64
-               " connections holding %" PRIu64 " bytes (%" PRIu64
-               " queued to send, %" PRIu64 " received and unread)\n",
-               absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)).c_str(),
-               cut_.connections, cut_.queued_bytes + cut_.unread_bytes,
-               cut_.queued_bytes, cut_.unread_bytes);
+  if (++cut_reports_ == reactors_.size()) {
+    std::fprintf(
+        stderr,
+        "echo_server: drain timeout after %s: cut %" PRIu64
+        " connections holding %" PRIu64 " bytes (%" PRIu64
+        " queued to send, %" PRIu64 " received and unread)\n",
+        absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)).c_str(),
+        cut_.connections, cut_.queued_bytes + cut_.unread_bytes,
+        cut_.queued_bytes, cut_.unread_bytes);
+  }
+  MaybeFinishDrain();
 }
 
 void EchoServer::ServiceDrained(uint64_t closed) {
   drain_closed_ += closed;
-  if (++drained_ < services_) return;
+  ++drained_;
+  MaybeFinishDrain();
+}
+
+void EchoServer::MaybeFinishDrain() {
+  // A reactor with nothing left may finish before another reactor's cut
+  // report arrives: wait for every report, so the log line counts them all.
+  if (drained_ < services_) return;
+  if (cut_started_ && cut_reports_ < reactors_.size()) return;
   std::fprintf(stderr,
                "echo_server: drained in %.1fms: %" PRIu64
                " connections ended during the drain, %" PRIu64
@@ -468,11 +491,13 @@ void EchoServer::ServiceDrained(uint64_t closed) {
   if (drain_timer_) drain_timer_->Cancel();
   if (stats_timer_) stats_timer_->Cancel();
   for (int signo : {SIGINT, SIGTERM}) reactors_[0]->loop->RemoveSignal(signo);
-  for (size_t i = 1; i < reactors_.size(); ++i) {
-    Reactor* r = reactors_[i].get();
-    r->loop->Post([r] { r->loop->Stop(); });
+  for (auto& reactor : reactors_) {
+    Reactor* r = reactor.get();
+    r->loop->Post([r] {
+      r->keep_alive.reset();
+      r->loop->Stop();
+    });
   }
-  reactors_[0]->loop->Stop();
 }
 
 void EchoServer::PrintStats() {
