@@ -246,7 +246,6 @@ class EchoServer {
 
   std::vector<std::unique_ptr<Reactor>> reactors_;
   bool wait_for_peers_ = true;  // --drain=wait
-  bool reuse_port_ = false;
   std::unique_ptr<Timer> stats_timer_;
   std::unique_ptr<Timer> drain_timer_;
   // Main thread only, like everything below.
@@ -269,7 +268,8 @@ absl::Status EchoServer::Start() {
   absl::StatusOr<SocketAddress> address =
       SocketAddress::Parse(absl::GetFlag(FLAGS_listen));
   if (!address.ok()) UsageError(address.status().message());
-  reuse_port_ = inherited->empty() && (absl::GetFlag(FLAGS_reuse_port) || count > 1);
+  const bool reuse_port =
+      inherited->empty() && (absl::GetFlag(FLAGS_reuse_port) || count > 1);
   const size_t listeners = inherited->empty() ? 1 : inherited->size();
   for (int i = 0; i < count; ++i) {
     auto reactor = std::make_unique<Reactor>();
@@ -287,7 +287,7 @@ absl::Status EchoServer::Start() {
         // All reactors after the first bind the port the first one got.
         options.server.address =
             i == 0 ? *address : reactors_[0]->services[0]->address();
-        options.server.reuse_port = reuse_port_;
+        options.server.reuse_port = reuse_port;
       } else {
         // Reactor 0 serves the descriptor itself, the others a dup each: the
         // same socket, watched by every loop.
@@ -447,8 +447,8 @@ void EchoServer::OnDrainTimeout() {
         report.queued_bytes += one.queued_bytes;
         report.unread_bytes += one.unread_bytes;
       }
-      // Posted before the drain's `done` (OnClosed comes on the next
-      // iteration), so the main loop has every report before the end.
+      // MaybeFinishDrain() waits for this report from every reactor, even
+      // one whose services finished before the deadline.
       main_loop->Post([this, report] { CutReported(report); });
     });
   }
