@@ -238,6 +238,8 @@ class EchoServer {
   void PrintStats();
   // A service has drained; `closed` connections ended during its drain.
   void ServiceDrained(uint64_t closed);
+  // A reactor has begun draining, with `open` connections.
+  void DrainStarted(uint64_t open);
   void OnDrainTimeout();
   void CutReported(const EchoService::CutReport& report);
   // Stops every loop once all services have drained and every cut report
@@ -250,6 +252,9 @@ class EchoServer {
   std::unique_ptr<Timer> drain_timer_;
   // Main thread only, like everything below.
   bool draining_ = false;
+  int drain_signal_ = 0;
+  size_t started_reports_ = 0;
+  uint64_t drain_open_ = 0;
   size_t services_ = 0;  // over all reactors
   size_t drained_ = 0;
   uint64_t drain_closed_ = 0;
@@ -390,21 +395,10 @@ void EchoServer::OnSignal(int signo) {
     std::_Exit(128 + signo);
   }
   draining_ = true;
+  drain_signal_ = signo;
   drain_started_ = absl::Now();
-  const std::string timeout =
-      absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout));
-  if (wait_for_peers_) {
-    std::fprintf(stderr,
-                 "echo_server: %s: draining (stop accepting, serve every "
-                 "connection until its peer closes it) for up to %s, then "
-                 "cut the rest; send it again to exit now\n",
-                 SignalName(signo), timeout.c_str());
-  } else {
-    std::fprintf(stderr,
-                 "echo_server: %s: draining (stop accepting, echo what "
-                 "arrived, close) for up to %s; send it again to exit now\n",
-                 SignalName(signo), timeout.c_str());
-  }
+  // The "draining" line comes once every reactor has stopped accepting and
+  // begun its drain (DrainStarted), so that it is true when it is read.
   if (absl::GetFlag(FLAGS_reuse_port)) LogMigrateReq("draining");
   EventLoop* main_loop = reactors_[0]->loop.get();
   for (auto& reactor : reactors_) {
@@ -428,10 +422,36 @@ void EchoServer::OnSignal(int signo) {
           service->Drain(std::move(done));
         }
       }
+      uint64_t open = 0;
+      for (auto& service : r->services) open += service->open_connections();
+      main_loop->Post([this, open] { DrainStarted(open); });
     });
   }
   drain_timer_ = std::make_unique<Timer>(main_loop, [this] { OnDrainTimeout(); });
   drain_timer_->Start(absl::GetFlag(FLAGS_drain_timeout));
+}
+
+void EchoServer::DrainStarted(uint64_t open) {
+  drain_open_ += open;
+  if (++started_reports_ < reactors_.size()) return;
+  const std::string timeout =
+      absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout));
+  if (wait_for_peers_) {
+    std::fprintf(stderr,
+                 "echo_server: %s: draining %" PRIu64
+                 " connections (stopped accepting; serving each until its "
+                 "peer closes it) for up to %s, then cutting the rest; send "
+                 "it again to exit now\n",
+                 SignalName(drain_signal_), drain_open_, timeout.c_str());
+  } else {
+    std::fprintf(stderr,
+                 "echo_server: %s: draining %" PRIu64
+                 " connections (stopped accepting; echo what arrived, "
+                 "half-close, close) for up to %s; send it again to exit "
+                 "now\n",
+                 SignalName(drain_signal_), drain_open_, timeout.c_str());
+  }
+  MaybeFinishDrain();
 }
 
 void EchoServer::OnDrainTimeout() {
@@ -480,7 +500,7 @@ void EchoServer::ServiceDrained(uint64_t closed) {
 void EchoServer::MaybeFinishDrain() {
   // A reactor with nothing left may finish before another reactor's cut
   // report arrives: wait for every report, so the log line counts them all.
-  if (drained_ < services_) return;
+  if (drained_ < services_ || started_reports_ < reactors_.size()) return;
   if (cut_started_ && cut_reports_ < reactors_.size()) return;
   std::fprintf(stderr,
                "echo_server: drained in %.1fms: %" PRIu64

@@ -82,8 +82,9 @@ class EchoDrainTest : public ::testing::TestWithParam<Param> {
     server_ = std::make_unique<ServerProcess>(Argv(std::move(flags)));
     ASSERT_TRUE(server_->WaitListening()) << server_->Stderr();
   }
-  // Sends the signal and waits until the server says it is draining, so
-  // that what the peers do next happens during the drain.
+  // Sends the signal and waits until the server says it is draining (it
+  // does once every reactor has begun), so that what the peers do next
+  // happens during the drain.
   void SignalAndWaitDraining() {
     server_->Signal(SIGTERM);
     ASSERT_TRUE(WaitFor(kSoon, [&] {
@@ -238,6 +239,9 @@ TEST_P(EchoDrainTest, WaitDrainEchoesEveryByteAndExitsWhenTheLastPeerCloses) {
   EXPECT_LT(exited - last_closed, absl::Seconds(10));
   const std::string err = server_->Stderr();
   EXPECT_TRUE(absl::StrContains(
+      err, absl::StrCat("SIGTERM: draining ", kStreams, " connections")))
+      << err;
+  EXPECT_TRUE(absl::StrContains(
       err, absl::StrCat(kStreams, " connections ended during the drain, 0 of "
                                   "them cut at the deadline")))
       << err;
@@ -358,6 +362,8 @@ TEST_P(EchoDrainTest, PeersThatNeverCloseAreCutAtTheDeadlineAndCounted) {
   EXPECT_GT(cut.queued, 0u) << "the pusher's echo was queued: " << err;
   EXPECT_GT(cut.unread, 0u) << "the pusher's input was unread: " << err;
   EXPECT_LE(cut.bytes, pushed) << err;
+  EXPECT_TRUE(absl::StrContains(err, "SIGTERM: draining 4 connections"))
+      << err;
   EXPECT_TRUE(absl::StrContains(
       err, "4 connections ended during the drain, 3 of them cut"))
       << err;
