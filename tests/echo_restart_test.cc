@@ -11,7 +11,8 @@
 // unshare(CLONE_NEWNET), brings up lo, writes 1 to tcp_migrate_req and runs
 // the scenario there (the servers it starts inherit the namespace); it
 // reports back through a pipe. Where that is not allowed (no CAP_SYS_ADMIN:
-// EPERM), the test is skipped, saying why.
+// EPERM), the test is skipped, saying why. Before setting it, a server
+// started there must say in its log that it is off.
 //
 // On every backend, with one and two reactors per server.
 #include <fcntl.h>
@@ -65,8 +66,9 @@ std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
 
 // --- in the child, in its own network namespace
 
-// Why the namespace cannot be set up, as "SKIP reason" (not allowed here)
-// or "FAIL reason" (allowed, but broken); empty when it is ready.
+// Enters a network namespace of our own with lo up. Why it cannot, as
+// "SKIP reason" (not allowed here) or "FAIL reason" (allowed, but broken);
+// empty when it is ready.
 std::string EnterOwnNetworkNamespace() {
   if (unshare(CLONE_NEWNET) != 0) {
     return absl::StrCat("SKIP unshare(CLONE_NEWNET): ", std::strerror(errno),
@@ -90,6 +92,11 @@ std::string EnterOwnNetworkNamespace() {
                         " SIOCSIFFLAGS(lo, up): ", std::strerror(err));
   }
   close(s);
+  return "";
+}
+
+// Sets net.ipv4.tcp_migrate_req=1 in our namespace: "" or "SKIP reason".
+std::string EnableMigrateReq() {
   // /proc/sys/net is the namespace of the process that opens it.
   const char* path = "/proc/sys/net/ipv4/tcp_migrate_req";
   const int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -185,7 +192,24 @@ uint64_t StatOf(const ServerProcess& server, const std::string& key) {
 
 // The scenario; returns "OK key=value ...", "SKIP reason" or "FAIL reason".
 std::string RestartUnderLoad(const Param& param) {
-  const std::string setup = EnterOwnNetworkNamespace();
+  std::string setup = EnterOwnNetworkNamespace();
+  if (!setup.empty()) return setup;
+  // A new namespace starts with tcp_migrate_req=0: a server with
+  // --reuse_port must say so at start and when it drains.
+  bool warned_when_off = false;
+  {
+    ServerProcess off({Binary(), "--listen=127.0.0.1:0", "--reuse_port",
+                       "--backend=" + param.backend});
+    if (!off.WaitListening()) return "FAIL server: " + off.Stderr();
+    off.Signal(SIGTERM);
+    const std::optional<int> status = off.WaitExit(kSoon);
+    const std::string err = off.Stderr();
+    warned_when_off =
+        status == 0 &&
+        absl::StrContains(err, "at start: net.ipv4.tcp_migrate_req is 0") &&
+        absl::StrContains(err, "draining: net.ipv4.tcp_migrate_req is 0");
+  }
+  setup = EnableMigrateReq();
   if (!setup.empty()) return setup;
   auto argv = [&](const std::string& listen) {
     return std::vector<std::string>{
@@ -236,6 +260,7 @@ std::string RestartUnderLoad(const Param& param) {
       " old_drain_ms=", absl::ToInt64Milliseconds(old_drain),
       " old_accepted=", old_accepted, " new_accepted=", new_accepted,
       " migrate_warning=", absl::StrContains(old_err, "tcp_migrate_req is") ? 1 : 0,
+      " warned_when_off=", warned_when_off ? 1 : 0,
       " drained=", absl::StrContains(old_err, "echo_server: drained in") ? 1 : 0);
 }
 
@@ -295,6 +320,8 @@ TEST_P(EchoRestartTest, NewServerTakesOverWhileTheOldDrainsNothingRefusedOrLost)
   EXPECT_EQ(v["new_exit"], 0u) << result;
   EXPECT_EQ(v["drained"], 1u) << result;
   EXPECT_EQ(v["migrate_warning"], 0u) << "tcp_migrate_req was set: " << result;
+  EXPECT_EQ(v["warned_when_off"], 1u)
+      << "no warning at start and at the drain while it was 0: " << result;
   // It was a hand-over: both servers served, and clients connected during it.
   EXPECT_GT(v["handover_connects"], 0u) << result;
   EXPECT_GT(v["old_accepted"], 0u) << result;
