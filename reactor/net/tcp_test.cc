@@ -699,6 +699,83 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
                         [&] { later.Receive(); }));
 }
 
+// A drain must not reset what the kernel already accepted for us: the
+// connections queued on the listener are taken and served, then it closes.
+TEST_P(TcpTest, StopAcceptingKeepQueuedServesWhatWasQueued) {
+  Start();
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.back()->Send(absl::StrCat("queued ", i));
+  }
+  // The loop has not run: all three wait in the listener's queue.
+  EXPECT_EQ(handler_.accepted, 0);
+  EXPECT_EQ(server_->StopAcceptingKeepQueued(), 3u);
+  EXPECT_EQ(handler_.accepted, 3);
+  EXPECT_FALSE(server_->is_accepting());
+  for (int i = 0; i < 3; ++i) {
+    Client* c = clients[i].get();
+    const std::string want = absl::StrCat("queued ", i);
+    ASSERT_TRUE(PumpUntil([&] { return c->received() == want; },
+                          [&] { c->Receive(); }))
+        << i << ": " << c->received();
+  }
+  // The listener is gone: a new connect is refused.
+  Client late(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return !late.Receive(); }));
+  EXPECT_EQ(late.error(), ECONNREFUSED);
+}
+
+// A listening socket made elsewhere (systemd socket activation): served
+// as is, made non-blocking and close-on-exec.
+TEST(TcpServerTest, ServesAListeningSocketItIsGiven) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);  // blocking, inheritable
+  ASSERT_GE(fd, 0);
+  const SocketAddress any = SocketAddress::Loopback4(0);
+  ASSERT_EQ(bind(fd, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  absl::StatusOr<SocketAddress> bound = SocketAddress::LocalOf(fd);
+  ASSERT_TRUE(bound.ok());
+  RecordingHandler handler;
+  handler.echo = true;
+  TcpServerOptions options;
+  options.listen_fd = fd;
+  absl::StatusOr<std::unique_ptr<TcpServer>> server =
+      TcpServer::Create(loop->get(), &handler, std::move(options));
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->address().ToString(), bound->ToString());
+  EXPECT_TRUE(fcntl(fd, F_GETFL) & O_NONBLOCK);
+  EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  Client client(*bound);
+  client.Send("hello");
+  for (int i = 0; i < 100000 && client.received() != "hello"; ++i) {
+    ASSERT_TRUE((*loop)->RunOnce(EventLoop::RunMode::kNoWait).ok());
+    client.Receive();
+  }
+  EXPECT_EQ(client.received(), "hello");
+  EXPECT_EQ(handler.accepted, 1);
+}
+
+TEST(TcpServerTest, RefusesAGivenSocketThatIsNotListeningAndClosesIt) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  RecordingHandler handler;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  TcpServerOptions options;
+  options.listen_fd = fd;
+  absl::StatusOr<std::unique_ptr<TcpServer>> server =
+      TcpServer::Create(loop->get(), &handler, std::move(options));
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().message(),
+            absl::StrCat("inherited fd ", fd, " is not listening"));
+  // Owned from Create() on: closed on failure too.
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
+}
+
 TEST(TcpServerTest, PortInUseNamesAddressAndError) {
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
   ASSERT_TRUE(loop.ok());
