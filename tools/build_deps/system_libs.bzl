@@ -8,9 +8,10 @@ code and BUILD files read the same as in projects built online:
   @com_google_absl//absl/status:statusor        (libabsl-dev, via pkg-config)
   @com_google_googletest//:gtest_main           (libgtest-dev, libgmock-dev)
   @com_github_google_benchmark//:benchmark_main (libbenchmark-dev)
-  @libuv//:uv, @libev//:ev, @boost//:asio       (libuv1-dev, libev-dev,
-                                                 libboost-dev: the echo
-                                                 benchmark's baselines only)
+  @libuv//:uv, @libev//:ev, @boost//:asio,      (libuv1-dev, libev-dev,
+  @liburing//:uring                              libboost-dev, liburing-dev:
+                                                 the echo benchmark's
+                                                 baselines only)
 
 A missing package is reported when the repository is fetched, with the Debian
 package to install; tools/bazel installs them before Bazel starts.
@@ -186,4 +187,10 @@ def nbio_system_dependencies():
         build_file = "@nbio//tools/build_deps:boost.BUILD",
         required_files = ["/usr/include/boost/asio.hpp"],
         debian_packages = ["libboost-dev"],
+    )
+    system_library(
+        name = "liburing",
+        build_file = "@nbio//tools/build_deps:liburing.BUILD",
+        required_files = ["/usr/include/liburing.h"],
+        debian_packages = ["liburing-dev"],
     )
