@@ -34,7 +34,8 @@ Usage: tools/bench/c1m.sh [flags]
                       server holds at most ~19,990 (its open-file limit).
   --rate=R            connects per second, all processes together (default 20000)
   --max_connecting=M  connects in flight per client process (default 256)
-  --hold=D            how long to hold every connection (default 30s)
+  --hold=D            how long to hold every connection (default 30s; the
+                      samples are taken ~1 s into it, so give it a few seconds)
   --close_timeout=D   how long the round trips of the ramp-up, and the close,
                       may take (echo_load --drain_timeout; default 60s)
   --processes=P       client processes (default: connections / 19000, rounded up)
@@ -180,7 +181,7 @@ while kill -0 "$load_pid" 2>/dev/null; do
     shown=$lines
   fi
   if [[ $sampled == 0 ]] && grep -q '\] hold ' "$out/echo_load.log"; then
-    sleep 1  # let the last round trips' buffers settle
+    sleep 0.3  # let the last round trips' buffers settle
     threads="$(proc_field "$server_pid" Threads)"
     rss_held="$(proc_field "$server_pid" VmRSS)"
     slab_held="$(mem_kb Slab)"
@@ -256,5 +257,11 @@ awk -v conns="$connections" -v est="$(json established)" -v failed="$(json conne
     printf "| echo_load exit status / CPU | %s / %.1f s |\n", rc, load_cpu
     printf "| server alive at the end | %s |\n", alive
     printf "\nBoth ends of every connection are on this machine: kernel figures are per connection *pair*.\n"
+    # Slab and sockstat are machine-wide: sockets of other processes move them.
+    if (inuse1 != "" && n > 0) {
+      d = inuse1 - inuse0
+      if (d < 2 * n * 0.99 || d > 2 * n * 1.01)
+        printf "Sockets of other processes came or went meanwhile (TCP sockets in use grew by %s for %s connection ends): the kernel figures are not this run alone.\n", grouped(d), grouped(2 * n)
+    }
   }' | tee "$out/table.md"
 exit "$load_rc"
