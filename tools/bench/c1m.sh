@@ -224,10 +224,11 @@ awk -v conns="$connections" -v est="$(json established)" -v failed="$(json conne
   -v procs="$processes" -v sources="$sources" -v rate="$rate" -v maxc="$max_connecting" \
   -v alive="$server_alive" -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" \
   -v commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')" -v kernel="$(uname -r)" -v cpus="$(nproc)" '
-  function grouped(v,   s, r) {
-    s = sprintf("%.0f", v); r = ""
+  function grouped(v,   s, r, sign) {
+    sign = v < 0 ? "-" : ""
+    s = sprintf("%.0f", v < 0 ? -v : v); r = ""
     while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }
-    return s r
+    return sign s r
   }
   function per(kb, n) { return n > 0 ? sprintf("%.2f KB", kb / n) : "-" }
   function mib(kb) { return sprintf("%.1f MiB", kb / 1024) }
