@@ -398,6 +398,21 @@ int Main(int argc, char** argv) {
         }
       });
   if (tty) std::fprintf(stderr, "\r\033[K");
+  if (result.ok() && options.hold) {
+    // A last progress line from the final counts: the periodic ones come
+    // from samples and may miss a short phase.
+    const LoadResult& r = *result;
+    LoadProgress done;
+    done.elapsed_seconds = r.run_seconds;
+    done.phase = "done";
+    done.established = r.established;
+    done.verified = r.verified;
+    done.closed = r.connections_ok;
+    done.failed = r.connections_failed();
+    done.errors = r.resets + r.io_errors;
+    done.data_errors = r.mismatches + r.extra;
+    ShowHoldProgress(done, /*tty=*/false, &last_hold);
+  }
   if (!result.ok()) {
     std::fprintf(stderr, "echo_load: %s\n", result.status().ToString().c_str());
     return kExitConnectionsFailed;

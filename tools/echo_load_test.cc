@@ -250,7 +250,9 @@ TEST(EchoLoadTest, HoldVerifiesHoldsAndClosesEveryConnection) {
   EXPECT_EQ(o.Field("bytes_sent"), 600 * 64);
   EXPECT_EQ(o.Field("bytes_received"), 600 * 64);
   EXPECT_GT(o.Field("ramp_rate_per_s"), 0);
-  // Progress lines go to stderr, a log here: whole lines, no \r.
+  // Progress lines go to stderr, a log here: whole lines, no \r; the last
+  // one has the final counts.
+  EXPECT_THAT(o.err, HasSubstr("done     established 600"));
   EXPECT_THAT(o.err, HasSubstr("verified 600"));
   EXPECT_THAT(o.err, Not(HasSubstr("\r")));
 }
