@@ -101,7 +101,7 @@ class Server {
 // needs a kernel feature this machine lacks (io_uring).
 #define SKIP_IF_UNAVAILABLE(server)                                   \
   if (!(server).unavailable().empty()) {                              \
-    GTEST_SKIP() << GetParam() << ": " << (server).unavailable();     \
+    GTEST_SKIP() << (server).unavailable();                           \
   }
 
 int Connect(uint16_t port) {
