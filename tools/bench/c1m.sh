@@ -236,7 +236,7 @@ awk -v conns="$connections" -v est="$(json established)" -v failed="$(json conne
     n = est > 0 ? est : 0
     printf "## C1M run: %s, %s connections\n\n", server, grouped(conns)
     printf "%s, commit %s, %s CPUs, Linux %s. Server: `%s`.\n", when, commit, cpus, kernel, cmd
-    printf "Client: echo_load --hold, %d processes, %d source addresses, %s connects/s, at most %s connecting per process.\n\n", procs, sources, grouped(rate), maxc
+    printf "Client: echo_load --hold, %d process%s, %d source address%s, %s connects/s asked, at most %s connecting per process.\n\n", procs, procs == 1 ? "" : "es", sources, sources == 1 ? "" : "es", grouped(rate), maxc
     print "| figure | value |"
     print "|---|---:|"
     printf "| connections asked | %s |\n", grouped(conns)
