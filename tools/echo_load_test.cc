@@ -186,6 +186,103 @@ TEST(EchoLoadTest, HumanReportSaysAllVerified) {
   EXPECT_THAT(o.err, Not(HasSubstr("\r")));
 }
 
+TEST(EchoLoadTest, ProcessesSplitConnectionsAndSources) {
+  // 2 worker processes x 300 connections over 4 source addresses: the
+  // parent's report adds up both processes' connections and traffic.
+  auto server = StartServer(Fault::kNone);
+  ASSERT_NE(server, nullptr);
+  const Outcome o = RunEchoLoad(ShortRun(
+      server->port(), {"--connections=600", "--processes=2", "--sources=4"}));
+  EXPECT_EQ(o.exit_status, 0) << o.out << o.err;
+  ExpectNoDataErrors(o);
+  EXPECT_EQ(o.Field("processes"), 2);
+  EXPECT_EQ(o.Field("connections_ok"), 600);
+  EXPECT_EQ(o.Field("established"), 600);
+  EXPECT_EQ(o.Field("connections_failed"), 0);
+  EXPECT_GT(o.Field("messages"), 0);
+  EXPECT_EQ(o.Field("latency_samples"), o.Field("messages"));
+  EXPECT_EQ(o.Field("bytes_received"), o.Field("bytes_sent"));
+}
+
+TEST(EchoLoadTest, SourcesBeyond127_0_0_254Work) {
+  // 300 source addresses: 127.0.0.1 .. 127.0.0.254, then 127.0.1.1 ...
+  auto server = StartServer(Fault::kNone);
+  ASSERT_NE(server, nullptr);
+  const Outcome o = RunEchoLoad(
+      ShortRun(server->port(), {"--connections=300", "--sources=300"}));
+  EXPECT_EQ(o.exit_status, 0) << o.out << o.err;
+  ExpectNoDataErrors(o);
+  EXPECT_EQ(o.Field("connections_ok"), 300);
+}
+
+// Hold mode, small: 2 processes x 300 connections, 4 sources, paced.
+std::vector<std::string> HoldRun(uint16_t port,
+                                 std::vector<std::string> more = {}) {
+  std::vector<std::string> args = {
+      absl::StrCat("--target=127.0.0.1:", port),
+      "--hold",
+      "--hold_time=300ms",
+      "--connections=600",
+      "--processes=2",
+      "--sources=4",
+      "--connect_rate=6000",
+      "--max_connecting=64",
+      "--drain_timeout=3s",
+      "--json",
+  };
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+TEST(EchoLoadTest, HoldVerifiesHoldsAndClosesEveryConnection) {
+  auto server = StartServer(Fault::kNone);
+  ASSERT_NE(server, nullptr);
+  const Outcome o = RunEchoLoad(HoldRun(server->port()));
+  EXPECT_EQ(o.exit_status, 0) << o.out << o.err;
+  ExpectNoDataErrors(o);
+  EXPECT_EQ(o.Field("established"), 600);
+  EXPECT_EQ(o.Field("verified"), 600);
+  EXPECT_EQ(o.Field("connections_ok"), 600);  // closed cleanly, both FINs
+  EXPECT_EQ(o.Field("unclosed"), 0);
+  EXPECT_EQ(o.Field("connections_failed"), 0);
+  // One round trip each, nothing more.
+  EXPECT_EQ(o.Field("messages_total"), 600);
+  EXPECT_EQ(o.Field("bytes_sent"), 600 * 64);
+  EXPECT_EQ(o.Field("bytes_received"), 600 * 64);
+  EXPECT_GT(o.Field("ramp_rate_per_s"), 0);
+  // Progress lines go to stderr, a log here: whole lines, no \r; the last
+  // one has the final counts.
+  EXPECT_THAT(o.err, HasSubstr("done     established 600"));
+  EXPECT_THAT(o.err, HasSubstr("verified 600"));
+  EXPECT_THAT(o.err, Not(HasSubstr("\r")));
+}
+
+TEST(EchoLoadTest, HoldCatchesACorruptRoundTrip) {
+  // Byte 10 of every connection comes back flipped: no round trip is
+  // verified, and each is one mismatch.
+  auto server = StartServer(Fault::kCorrupt, 10);
+  ASSERT_NE(server, nullptr);
+  const Outcome o = RunEchoLoad(HoldRun(server->port()));
+  EXPECT_EQ(o.exit_status, 1) << o.out << o.err;
+  EXPECT_EQ(o.Field("established"), 600);
+  EXPECT_EQ(o.Field("verified"), 0);
+  EXPECT_EQ(o.Field("mismatches"), 600);
+  EXPECT_THAT(o.err, HasSubstr("FAILED verification"));
+}
+
+TEST(EchoLoadTest, HoldHumanReportSaysWhatHappened) {
+  auto server = StartServer(Fault::kNone);
+  ASSERT_NE(server, nullptr);
+  std::vector<std::string> args = HoldRun(server->port(), {"--processes=1"});
+  args.erase(std::find(args.begin(), args.end(), "--json"));
+  const Outcome o = RunEchoLoad(args);
+  EXPECT_EQ(o.exit_status, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("established   600"));
+  EXPECT_THAT(o.out, HasSubstr("verified      600 round trips"));
+  EXPECT_THAT(o.out, HasSubstr("closed        600 cleanly"));
+  EXPECT_THAT(o.out, HasSubstr("(all verified)"));
+}
+
 // One deliberate fault per connection (two connections of 64-byte
 // ping-pong): each must exit 1 and land in exactly the right counter.
 struct FaultCase {
@@ -301,10 +398,17 @@ TEST(EchoLoadTest, UsageErrorsAreOneLineAndExitTwo) {
   ExpectUsageError({"--target=[::1]:7007", "--sources=2"}, "IPv4");
   ExpectUsageError({"stray"}, "unexpected argument");
   ExpectUsageError({"--connections"}, "missing value for --connections");
+  ExpectUsageError({"--processes=0"}, "--processes must be");
+  ExpectUsageError({"--connections=2", "--processes=3"}, "--processes must not");
+  ExpectUsageError({"--sources=70000"}, "--sources must be");
+  ExpectUsageError({"--max_connecting=-1"}, "--max_connecting");
 }
 
 TEST(EchoLoadTest, TooFewFileDescriptorsIsAClearUsageError) {
   ExpectUsageError({"--connections=100"}, "RLIMIT_NOFILE", /*nofile=*/64);
+  // The limit is per process, and the message says how many processes fit.
+  ExpectUsageError({"--connections=100", "--processes=2"}, "--processes=4",
+                   /*nofile=*/64);
 }
 
 TEST(EchoLoadTest, HelpListsTheFlags) {
@@ -312,7 +416,8 @@ TEST(EchoLoadTest, HelpListsTheFlags) {
   for (const char* flag :
        {"--target", "--connections", "--size", "--depth", "--duration",
         "--warmup", "--connect_rate", "--sources", "--threads", "--json",
-        "--allow_remote", "--drain_timeout"}) {
+        "--allow_remote", "--drain_timeout", "--processes", "--hold",
+        "--hold_time", "--max_connecting"}) {
     EXPECT_THAT(o.out + o.err, HasSubstr(flag));
   }
 }

@@ -39,6 +39,33 @@
 // FD_SETSIZE), which is a capacity limit, not lost data. Both count as
 // failed connections.
 //
+// Hold mode (`hold`), for many mostly idle connections (C1M):
+//   ramp-up  connections open at `connect_rate`, at most `max_connecting`
+//            connects in flight per process; each sends one message of
+//            `size` bytes as soon as it is established and checks its echo
+//            byte for byte (a verified round trip). Ends when every
+//            connection is verified or has failed, or at the ramp cap (as
+//            above, plus `drain_timeout` for the last round trips).
+//   hold     `hold_time` with every connection open and idle; a connection
+//            the server closes or resets here counts as closed_by_peer.
+//   close    every connection is shut down for writing (FIN) and waits for
+//            the server's EOF; up to `drain_timeout` for all of them, after
+//            which the rest count as `unclosed`.
+//
+// Processes (`processes` > 1): the run is split over that many fork()ed
+// worker processes, each with its share of the connections (and threads
+// within it as above) and its share of the source addresses, so that the
+// client side is not bound by one process's RLIMIT_NOFILE. The parent
+// aggregates their progress and results; the phases of all processes move
+// together (a process that has finished its ramp-up waits for the others
+// before warmup or hold starts).
+//
+// Source addresses (`sources` > 1): connection i of a process is bound to
+// its (i % n)-th source address with IP_BIND_ADDRESS_NO_PORT, so the port
+// is chosen at connect() time per 4-tuple and each address has its own
+// ~28k ephemeral ports. Source k (from 0) is 127.0.(k / 254).(1 + k % 254):
+// 127.0.0.1 .. 127.0.0.254, then 127.0.1.1 .., skipping .0 and .255.
+//
 // Thread-compatible: one Run() at a time; Run() blocks the calling thread,
 // which coordinates the phases and reports progress.
 #ifndef NBIO_TOOLS_LOAD_GENERATOR_H_
@@ -59,11 +86,15 @@ namespace load {
 
 // The most bytes a connection may have in flight (size * depth).
 inline constexpr uint64_t kMaxBytesInFlight = uint64_t{4} << 20;
-// Source addresses 127.0.0.1 .. 127.0.0.kMaxSources.
-inline constexpr int kMaxSources = 254;
+// Source addresses 127.0.0.1 .. 127.0.255.254 (see the file comment).
+inline constexpr int kMaxSources = 254 * 256;
+inline constexpr int kMaxProcesses = 256;
 // File descriptors the generator needs besides one per connection (epoll
 // fds, stdio, what the process inherited).
 inline constexpr int kSpareFds = 32;
+
+// Source address k (from 0), in host byte order: 127.0.(k / 254).(1 + k % 254).
+uint32_t SourceAddress(int k);
 
 struct LoadOptions {
   SocketAddress target;
@@ -73,29 +104,50 @@ struct LoadOptions {
   absl::Duration duration = absl::Seconds(10);
   absl::Duration warmup = absl::Seconds(2);
   double connect_rate = 0;  // connections per second; 0 = as fast as possible
-  int sources = 1;          // bind to 127.0.0.1 .. 127.0.0.<sources>
-  int threads = 1;
+  // Connects in flight per process; 0 = no limit. A limit keeps a burst of
+  // SYNs within the server's accept backlog, but a SYN that is dropped
+  // anyway holds its slot until the retransmit (1 s, then 2 s, ...).
+  int max_connecting = 0;
+  int sources = 1;           // source addresses, see the file comment
+  int threads = 1;           // per process
+  int processes = 1;
+  bool hold = false;         // hold mode, see the file comment
+  absl::Duration hold_time = absl::Seconds(10);
   absl::Duration drain_timeout = absl::Seconds(2);
   // Without it, only 127.0.0.0/8 and ::1 are accepted as targets.
   bool allow_remote = false;
+
+  // Set by the process layer for each worker process, not by flags: the
+  // run's start (steady clock, ns; 0 = when Run() starts), the first
+  // connection's global index, the first source address, and the pipes to
+  // the parent (-1: none).
+  int64_t start_ns = 0;
+  int index_offset = 0;
+  int source_offset = 0;
+  int progress_fd = -1;
+  int control_fd = -1;
 };
 
 // Checks the options against each other and the limits above (a loopback
 // target unless allow_remote), and against the process's file-descriptor
-// limit, raising the soft limit towards the hard one when the connections
-// need it: this is the one side effect. INVALID_ARGUMENT /
-// RESOURCE_EXHAUSTED with a one-line reason.
+// limit (for one process's share of the connections), raising the soft
+// limit towards the hard one when the connections need it: this is the one
+// side effect. INVALID_ARGUMENT / RESOURCE_EXHAUSTED with a one-line reason.
 absl::Status ValidateOptions(const LoadOptions& options);
 
 // What Run() reports every ~250 ms, for a progress display.
 struct LoadProgress {
   double elapsed_seconds = 0;
-  const char* phase = "";  // "ramp-up", "warmup", "measure", "drain"
+  const char* phase = "";  // "ramp-up", "warmup", "measure", "drain";
+                           // hold mode: "ramp-up", "hold", "close"
   uint64_t open = 0;       // connections established and not closed
   uint64_t failed = 0;     // connections that failed so far
   uint64_t messages = 0;   // messages echoed in full so far, all phases
   uint64_t errors = 0;     // resets + other I/O errors so far
   uint64_t data_errors = 0;  // mismatched + extra bytes so far
+  uint64_t established = 0;  // connections established so far (cumulative)
+  uint64_t verified = 0;     // hold mode: round trips verified so far
+  uint64_t closed = 0;       // hold mode: closed cleanly (EOF seen) so far
 };
 
 struct LoadResult {
@@ -110,6 +162,8 @@ struct LoadResult {
   uint64_t rejected = 0;        // closed / reset by the server, nothing echoed
   uint64_t unanswered = 0;      // open to the end, nothing echoed
   uint64_t closed_by_peer = 0;  // closed / reset by the server mid-run
+  uint64_t unclosed = 0;        // hold mode: no EOF from the server by the
+                                // end of the close phase
   // --- events
   uint64_t resets = 0;     // ECONNRESET / EPIPE seen on established connections
   uint64_t io_errors = 0;  // other read/write errors
@@ -118,12 +172,22 @@ struct LoadResult {
   uint64_t messages_total = 0;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
+  // --- hold mode (also counted in the other modes where they apply)
+  uint64_t established = 0;  // connections that were established
+  uint64_t verified = 0;     // connections whose first message came back
+                             // in full and byte for byte
   double window_seconds = 0;  // the measured window: `duration`
   double ramp_up_seconds = 0;  // from start until ramp-up ended
+  double last_established_seconds = 0;  // from start to the last connect
+  double round_trip_all_seconds = 0;    // from start to the last verified
+                                        // round trip (hold mode)
+  double hold_seconds = 0;     // hold mode: the hold phase
+  double close_seconds = 0;    // hold mode: from the end of the hold until
+                               // the last connection closed
   double run_seconds = 0;      // from start until every connection closed
-  // CPU time (user + system) the generator used over the run, all threads:
-  // near run_seconds * threads means the generator, not the server, set the
-  // pace.
+  // CPU time (user + system) the generator used over the run, all threads
+  // and processes: near run_seconds * threads * processes means the
+  // generator, not the server, set the pace.
   double cpu_seconds = 0;
   LatencyHistogram latency_ns;  // round trips of the measured messages
   // --- verification
@@ -135,6 +199,9 @@ struct LoadResult {
   std::string first_connect_error;
 
   uint64_t connections_failed() const;
+  // Connections per second over the ramp-up (established / the time of the
+  // last one); 0 when none was established.
+  double ramp_rate() const;
 };
 
 class LoadGenerator {
@@ -144,12 +211,19 @@ class LoadGenerator {
 
   // Runs the load (see the file comment) and blocks until it is over.
   // `on_progress` is called on the calling thread about every 250 ms.
-  // Errors only for setup failures (epoll_create1, thread creation);
-  // everything the server does is reported in the result.
+  // Errors only for setup failures (epoll_create1, thread creation, fork, a
+  // worker process that died); everything the server does is reported in
+  // the result. With processes > 1 it fork()s: call it before starting
+  // threads of your own.
   absl::StatusOr<LoadResult> Run(
       absl::FunctionRef<void(const LoadProgress&)> on_progress);
 
  private:
+  absl::StatusOr<LoadResult> RunHere(
+      absl::FunctionRef<void(const LoadProgress&)> on_progress);
+  absl::StatusOr<LoadResult> RunProcesses(
+      absl::FunctionRef<void(const LoadProgress&)> on_progress);
+
   LoadOptions options_;
 };
 

@@ -1,12 +1,15 @@
 // What the echo benchmark's baseline servers share: the command line
 // (`--listen=127.0.0.1:PORT`, port 0 for any free port), the listening
 // socket for those built on raw sockets, and the "listening on" line that
-// echo_bench.sh waits for. Each baseline (raw_epoll_echo, libev_echo,
-// libuv_echo, asio_echo) is one single-threaded process; every one echoes
-// through a fixed buffer of kEchoBufferBytes per connection and stops reading
-// a connection while its echo is not fully written (so a slow reader costs
-// memory for one buffer, never more), and sets TCP_NODELAY on accepted
-// connections, so that they differ only in their event loop.
+// echo_bench.sh waits for. Each baseline (raw_epoll_echo, raw_uring_echo,
+// libev_echo, libuv_echo, asio_echo) is one single-threaded process; every
+// one echoes through a fixed buffer of kEchoBufferBytes per connection and
+// stops reading a connection while its echo is not fully written (so a slow
+// reader costs memory for one buffer, never more), and sets TCP_NODELAY on
+// accepted connections, so that they differ only in their event loop.
+// raw_uring_echo is the exception where io_uring's own way is the point: one
+// shared ring of provided buffers, and a bounded backlog instead of one
+// buffer (see its file comment).
 #ifndef NBIO_TOOLS_BENCH_ECHO_BASELINE_H_
 #define NBIO_TOOLS_BENCH_ECHO_BASELINE_H_
 

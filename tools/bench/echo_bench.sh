@@ -28,9 +28,11 @@ Usage: tools/bench/echo_bench.sh [flags]
                       c1k      1,000 connections, 64 B ping-pong
                       bulk16k  10 connections, 16 KiB messages, 4 in flight each
                       c10k     10,000 connections, 64 B ping-pong
-  --servers=LIST    comma-separated subset of: raw_epoll libuv libev asio
-                    nbio-epoll nbio-poll nbio-select (default all; the nbio
-                    ones are skipped while //echo:echo_server does not exist)
+  --servers=LIST    comma-separated subset of: raw_epoll raw_uring libuv
+                    libev asio nbio-epoll nbio-poll nbio-select (default all;
+                    the nbio ones are skipped while //echo:echo_server does
+                    not exist; raw_uring shows "did not start" where
+                    io_uring is unavailable, with the reason in its log)
   --duration=D      measured time per run (default 1s)
   --warmup=D        traffic before measuring, per run (default 0.5s)
   --out=DIR         keep per-run JSON and logs here (default: a new temp dir)
@@ -40,7 +42,7 @@ EOF
 
 passes=3
 scenarios="c100,c1k,bulk16k,c10k"
-servers="raw_epoll,libuv,libev,asio,nbio-epoll,nbio-poll,nbio-select"
+servers="raw_epoll,raw_uring,libuv,libev,asio,nbio-epoll,nbio-poll,nbio-select"
 duration="1s"
 warmup="0.5s"
 out=""
@@ -80,7 +82,7 @@ for s in "${scenario_list[@]}"; do
 done
 for s in "${server_list[@]}"; do
   case "$s" in
-    raw_epoll | libuv | libev | asio | nbio-epoll | nbio-poll | nbio-select) ;;
+    raw_epoll | raw_uring | libuv | libev | asio | nbio-epoll | nbio-poll | nbio-select) ;;
     *) echo "echo_bench.sh: unknown server '$s' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -97,7 +99,7 @@ if [[ $wants_nbio == 1 ]]; then
     notes+=("nbio rows skipped: echo_server not built yet (//echo:echo_server does not exist).")
   fi
 fi
-targets=(//tools:echo_load //tools/bench:raw_epoll_echo //tools/bench:libuv_echo
+targets=(//tools:echo_load //tools/bench:raw_epoll_echo //tools/bench:raw_uring_echo //tools/bench:libuv_echo
   //tools/bench:libev_echo //tools/bench:asio_echo)
 [[ $have_nbio == 1 ]] && targets+=(//echo:echo_server)
 if [[ $build == 1 ]]; then
@@ -119,6 +121,7 @@ done
 server_command() {  # server -> command line, "--listen" added by the caller
   case "$1" in
     raw_epoll) echo "$bin/tools/bench/raw_epoll_echo" ;;
+    raw_uring) echo "$bin/tools/bench/raw_uring_echo" ;;
     libuv) echo "$bin/tools/bench/libuv_echo" ;;
     libev) echo "$bin/tools/bench/libev_echo" ;;
     asio) echo "$bin/tools/bench/asio_echo" ;;
