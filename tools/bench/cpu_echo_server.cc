@@ -279,7 +279,7 @@ void CpuEchoServer::Finish(const char* why) {
   std::printf("%s\n", Json(now).c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "cpu_echo_server: %s: stopped\n", why);
-  service_->CloseAll();
+  service_->CutRemaining();  // ends every connection (CANCELLED)
   for (int signo : {SIGINT, SIGTERM}) loop_->RemoveSignal(signo);
   loop_->Stop();
 }
