@@ -52,7 +52,12 @@ namespace nbio {
 struct TcpServerOptions {
   // Port 0 picks a free port; address() tells which.
   SocketAddress address = SocketAddress::Loopback4(0);
-  int backlog = 1024;
+  // The accept queue's length. The default asks for as much as the system
+  // allows (the kernel caps it at net.core.somaxconn, 4096 by default): a
+  // burst of connects that finds the queue full has its SYNs or final ACKs
+  // dropped, and those clients wait seconds for retransmits while the
+  // server is busy.
+  int backlog = 65535;
   // SO_REUSEPORT: several servers (one per thread) share the address and the
   // kernel spreads connections among them.
   bool reuse_port = false;
