@@ -32,7 +32,10 @@ class EchoServerProcess:
 
     def stop(self, signo=signal.SIGTERM, timeout=20):
         self.proc.send_signal(signo)
-        out, _ = self.proc.communicate(timeout=timeout)
+        # Not communicate(timeout=...), which reads the pipe's fd directly:
+        # readline() in __init__ may have buffered later lines.
+        self.proc.wait(timeout=timeout)
+        out = self.proc.stdout.read()
         self.proc.stdout.close()
         return self.proc.returncode, out
 
@@ -94,7 +97,8 @@ class EchoServerPyTest(unittest.TestCase):
                 got += chunk
             self.assertEqual(bytes(got), sent[s][1000:1000 + len(got)])
             s.close()
-        out, _ = server.proc.communicate(timeout=20)
+        server.proc.wait(timeout=20)
+        out = server.proc.stdout.read()
         server.proc.stdout.close()
         self.assertEqual(server.proc.returncode, 0, out)
         self.assertIn("SIGTERM, draining", out)

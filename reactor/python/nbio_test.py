@@ -276,23 +276,31 @@ class FutureTest(unittest.TestCase):
 class CpuJobTest(unittest.TestCase):
 
     def test_job_shares_the_thread_with_timers(self):
-        loop = nbio.Loop(cpu_budget=0.001)
+        # Each slice "takes" 0.1 ms of the manual clock: with a 1 ms budget
+        # an iteration runs about ten slices, then the loop polls and runs
+        # its timers.
+        loop = manual_loop(cpu_budget=0.001)
         events = []
         count = [0]
 
         def work():
             count[0] += 1
-            sum(range(2000))  # a short slice
+            loop.advance(0.0001)
             return count[0] < 300
 
         job = loop.run_cpu_job(work)
         ticker = loop.call_every(0.002, lambda: events.append(count[0]))
         job.add_done_callback(lambda f: ticker.cancel())
-        loop.run()
+        for _ in range(1000):
+            if job.done():
+                break
+            loop.run_once()
         self.assertIsNone(job.result())
         self.assertEqual(count[0], 300)
-        # The timer ran while the job was still going.
-        self.assertTrue(any(0 < c < 300 for c in events), events)
+        # The timer ran about every 20 slices while the job was going.
+        self.assertGreater(len(events), 10, events)
+        self.assertTrue(all(0 < c < 300 for c in events), events)
+        self.assertGreater(loop.counters()["cpu_slices"], 299)
         loop.close()
 
     def test_job_exception_fails_its_future(self):
@@ -624,11 +632,17 @@ class TcpTest(unittest.TestCase):
 
         loop.connect_tcp(("127.0.0.1", server.port), Flood())
 
-        def check():
-            stats.append(server.stats())
-            loop.stop()
+        started = time.monotonic()
 
-        loop.call_later(0.3, check)
+        def check():
+            # Until the server has paused reading (the client never reads,
+            # so the echo queues up), or 20 s (slow sanitizer builds).
+            st = server.stats()
+            if st["read_pauses"] > 0 or time.monotonic() - started > 20:
+                stats.append(st)
+                loop.stop()
+
+        loop.call_every(0.01, check)
         loop.run()
         self.assertGreater(stats[0]["read_pauses"], 0)
         self.assertLessEqual(stats[0]["queued_bytes"], 64 * 1024 + 65536)
