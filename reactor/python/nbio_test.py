@@ -504,6 +504,12 @@ class Client:
         conn.received = bytearray()
         conn.handler = self  # a cycle: closed connections must not leak
         conn.start_reading()
+        with_str = False
+        try:
+            conn.write("text")
+        except TypeError:
+            with_str = True
+        assert with_str, "write(str) must raise TypeError"
         conn.write(self.payload)
 
     def on_data(self, conn, data):
@@ -524,7 +530,8 @@ class TcpTest(unittest.TestCase):
         self.assertGreater(port, 0)
         results = []
         fut = loop.connect_tcp(("127.0.0.1", server.port),
-                               Client(b"x" * 100000, lambda d, r: results.append((d, r))))
+                               Client(memoryview(b"x" * 100000),  # any buffer
+                                      lambda d, r: results.append((d, r))))
         conns = []
         fut.add_done_callback(lambda f: conns.append(f.result()))
         fut.add_done_callback(lambda f: conns.append(f.result().peer_address))
