@@ -341,10 +341,10 @@ class PyLoop {
   };
   void PostCall(std::shared_ptr<CallState> state) {
     loop_->Post([this, state = std::move(state)] {
-      if (state->cancelled) return;
+      // Under the GIL: a Handle may be cancelled from another thread.
       py::gil_scoped_acquire gil;
       PyObject* fn = state->fn.get();
-      if (fn == nullptr) return;
+      if (state->cancelled || fn == nullptr) return;
       CallWithTuple(fn, state->args.get(), "a call_soon() callback");
       state->cancelled = true;
       state->fn.reset();

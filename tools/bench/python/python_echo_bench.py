@@ -108,10 +108,19 @@ def run_load(name, echo_load, nbio_dir, conns, args, server_cpu, load_cpu):
     except ValueError:
         j = {}
     result.update(j)
-    if not alive or load.returncode != 0:
+    if not alive:
         tail = (out or "").strip().splitlines()[-1:] or [""]
-        result["failure"] = ("server died: " if not alive else "echo_load exit %d: " %
-                             load.returncode) + tail[0][:120]
+        result["failure"] = "server died: " + tail[0][:100]
+    elif load.returncode != 0:
+        why = []
+        if j.get("connections_failed"):
+            why.append("%s of %d connections not established" % (
+                "{:,}".format(j["connections_failed"]), conns))
+        for key in ("mismatches", "lost", "extra"):
+            if j.get(key):
+                why.append("%s %s" % ("{:,}".format(j[key]), key))
+        result["failure"] = "echo_load exit %d%s" % (
+            load.returncode, (": " + ", ".join(why)) if why else "")
     if after is not None and j.get("messages_total"):
         result["cpu_us_per_msg"] = (after - before) * 1e6 / HZ / j["messages_total"]
     return result
