@@ -514,6 +514,18 @@ def _loop_run_until_complete(self, future):
     return future.result()
 
 
+def _loop_enter(self):
+    """`with nbio.Loop() as loop:` closes the loop at the end of the block."""
+    return self
+
+
+def _loop_exit(self, *exc_info):
+    """Closes the loop (see close())."""
+    self.close()
+
+
+Loop.__enter__ = _loop_enter
+Loop.__exit__ = _loop_exit
 Loop.sleep = _loop_sleep
 Loop.with_timeout = _loop_with_timeout
 Loop.run_cpu_job = _loop_run_cpu_job

@@ -132,6 +132,12 @@ class TimerTest(unittest.TestCase):
             self.assertEqual(out, [backend])
             loop.close()
 
+    def test_with_statement_closes_the_loop(self):
+        with nbio.Loop() as loop:
+            handle = loop.call_later(10, print)
+        self.assertTrue(loop.closed)
+        self.assertFalse(handle.pending)
+
     def test_handles_after_close_are_no_ops(self):
         loop = manual_loop()
         handle = loop.call_later(1, print)
