@@ -13,6 +13,11 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "echo_server.py")
 ECHO_LOAD = os.path.join(HERE, "..", "tools", "echo_load")
+MODULE_DIR = os.path.join(HERE, "..", "reactor", "python")
+sys.path.insert(0, MODULE_DIR)
+import sanitizers  # noqa: E402
+
+sanitizers.preload_if_needed(os.path.join(MODULE_DIR, "nbio.so"))
 
 
 class EchoServerProcess:
@@ -50,7 +55,8 @@ class EchoServerPyTest(unittest.TestCase):
                     [ECHO_LOAD, "--target=127.0.0.1:%d" % server.port,
                      "--connections=200", "--size=512", "--depth=2",
                      "--duration=2s", "--warmup=500ms"],
-                    capture_output=True, text=True, timeout=60)
+                    capture_output=True, text=True, timeout=60,
+                    env=sanitizers.clean_env())
             finally:
                 code, out = server.stop()
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

@@ -53,6 +53,7 @@ def main():
                   "install libclang-rt-14-dev", flush=True)
             return 1
         env["LD_PRELOAD"] = runtime
+        env["NBIO_ASAN_PRELOADED"] = "1"  # sanitizers.py: already done
         env["ASAN_OPTIONS"] = ("detect_leaks=0:abort_on_error=0:"
                                "halt_on_error=1:detect_stack_use_after_return=1")
         print("nbio_asan_test: ASan build; preloading %s" % runtime, flush=True)

@@ -14,6 +14,10 @@ import tracemalloc
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sanitizers  # noqa: E402
+
+sanitizers.preload_if_needed(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "nbio.so"))
 import nbio  # noqa: E402
 
 

@@ -10,6 +10,10 @@ import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import sanitizers  # noqa: E402
+
+sanitizers.preload_if_needed(os.path.join(HERE, "nbio.so"))
 README = os.path.join(HERE, "..", "..", "README.md")
 
 
