@@ -960,6 +960,7 @@ work in slices, and TCP servers and clients, run by nbio's C++ event loop
 (epoll, poll or select). No threads, no asyncio, no async/await: callbacks
 and futures, which interoperate both ways.
 
+    import signal
     import nbio
 
     class Echo:
