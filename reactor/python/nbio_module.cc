@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "reactor/async/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/net/tcp_connection.h"
 #include "reactor/net/tcp_server.h"
@@ -882,7 +883,8 @@ struct PyServer {
 
 // One client connection attempt and then its connection: a TcpContext of
 // its own, retired once the connection has closed (or the connect failed).
-class ClientState : public Resource {
+class ClientState : public Resource,
+                    public std::enable_shared_from_this<ClientState> {
  public:
   ClientState(PyLoop* loop, py::object handler, const TcpOptions& options)
       : Resource(loop),
@@ -901,13 +903,22 @@ class ClientState : public Resource {
 
   void Connect(const SocketAddress& to, py::object on_done) {
     on_done_ = Ref(std::move(on_done));
-    context_->Connect(to).OnComplete(
-        [this](absl::StatusOr<TcpConnection*> result) { Done(std::move(result)); });
+    // The result arrives as a future continuation (an urgent task), which
+    // may come after this state is gone: cancelling the attempt destroys
+    // the context, which fails the connect with CANCELLED. So the
+    // continuation holds a weak reference.
+    std::weak_ptr<ClientState> weak = shared_from_this();
+    context_->Connect(to, cancel_.token()).OnComplete([weak](absl::StatusOr<TcpConnection*> result) {
+      if (std::shared_ptr<ClientState> self = weak.lock()) self->Done(std::move(result));
+    });
   }
 
+  // Abandons the connect if it is still in progress: the socket is closed
+  // now (no on_accept will come), and the state goes.
   void Cancel() {
-    if (!is_open()) return;
-    if (!connected_) loop_->Discard(this);
+    if (!is_open() || connected_) return;
+    cancel_.Cancel(absl::CancelledError("connect cancelled"));
+    loop_->Discard(this);
   }
 
  private:
@@ -934,6 +945,7 @@ class ClientState : public Resource {
   std::unique_ptr<PyTcpHandler> handler_;
   std::unique_ptr<TcpContext> context_;
   Ref on_done_;
+  CancellationSource cancel_;
   bool connected_ = false;
 };
 

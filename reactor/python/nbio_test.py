@@ -567,6 +567,30 @@ class TcpTest(unittest.TestCase):
         self.assertIn("refused", str(fut.exception()))
         loop.close()
 
+    def test_cancelled_connect_never_completes(self):
+        loop = nbio.Loop()
+        server = loop.listen_tcp("127.0.0.1:0", Echo())
+        accepted = []
+
+        class Recorder(Echo):
+            def on_accept(self, conn):
+                accepted.append(conn)
+
+        futures = [loop.connect_tcp(("127.0.0.1", server.port), Recorder())
+                   for _ in range(2)]
+        futures[0].cancel()  # before the loop ran at all
+        loop.call_soon(futures[1].cancel)  # while the connect is in flight
+        source = nbio.CancellationSource()
+        futures.append(loop.connect_tcp(("127.0.0.1", server.port), Recorder(),
+                                        token=source.token))
+        source.cancel()
+        loop.call_later(0.1, server.close)
+        loop.run()
+        self.assertTrue(all(f.cancelled() for f in futures))
+        self.assertEqual(accepted, [])
+        self.assertEqual(loop._resource_count, 0)
+        loop.close()
+
     def test_idle_timeout_closes_silent_connections(self):
         loop = nbio.Loop()
         reasons = []
