@@ -1,5 +1,7 @@
 #include "echo/echo_service.h"
 
+#include <sys/ioctl.h>
+
 #include <utility>
 
 namespace nbio {
@@ -19,17 +21,62 @@ EchoService::~EchoService() {
   server_.reset();
 }
 
-void EchoService::OnAccept(TcpConnection* conn) { conn->StartReading(); }
+void EchoService::OnAccept(TcpConnection* conn) {
+  open_.insert(conn);
+  conn->StartReading();
+}
 
 void EchoService::OnData(TcpConnection* conn, absl::string_view bytes) {
   conn->Write(bytes);
 }
 
-void EchoService::OnClosed(TcpConnection*, const absl::Status& reason) {
+void EchoService::OnClosed(TcpConnection* conn, const absl::Status& reason) {
+  open_.erase(conn);
   if (!reason.ok() && !absl::IsCancelled(reason) &&
       !absl::IsDeadlineExceeded(reason)) {
     ++connections_reset_;
   }
+  if (draining_) ++drain_closed_;
+  if (waiting_for_peers_ && open_.empty()) FinishWaiting();
+}
+
+void EchoService::Drain(absl::AnyInvocable<void()> done) {
+  draining_ = true;
+  server_->Drain(std::move(done));
+}
+
+void EchoService::DrainWaitingForPeers(absl::AnyInvocable<void()> done) {
+  draining_ = true;
+  waiting_for_peers_ = true;
+  drain_done_ = std::move(done);
+  // Before the listener closes: the kernel would reset what it queued.
+  server_->StopAcceptingKeepQueued();
+  if (open_.empty()) FinishWaiting();
+}
+
+void EchoService::FinishWaiting() {
+  waiting_for_peers_ = false;
+  // No connection is left to half-close: the context's drain only waits for
+  // the OnClosed calls still under way (this one, when called from
+  // OnClosed), then runs `done` from outside any connection callback.
+  server_->Drain(std::move(drain_done_));
+}
+
+EchoService::CutReport EchoService::CutRemaining() {
+  CutReport report;
+  for (TcpConnection* conn : open_) {
+    if (conn->is_closing()) continue;  // already ending; not cut
+    ++report.connections;
+    report.queued_bytes += conn->queued_bytes();
+    int unread = 0;
+    if (ioctl(conn->fd(), FIONREAD, &unread) == 0 && unread > 0) {
+      report.unread_bytes += static_cast<uint64_t>(unread);
+    }
+  }
+  drain_cut_ += report.connections;
+  // Close() reports OnClosed later, so open_ does not change under the walk.
+  server_->context()->CloseAll(absl::CancelledError("drain timeout"));
+  return report;
 }
 
 EchoService::Stats EchoService::stats() const {
@@ -37,6 +84,8 @@ EchoService::Stats EchoService::stats() const {
   s.tcp = server_->context()->stats();
   s.server = server_->stats();
   s.connections_reset = connections_reset_;
+  s.drain_closed = drain_closed_;
+  s.drain_cut = drain_cut_;
   return s;
 }
 

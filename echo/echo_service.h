@@ -15,6 +15,10 @@
 // makes the service stop reading from it once `high_watermark` bytes wait to
 // be echoed, so memory per connection stays bounded.
 //
+// Ending: Drain() half-closes every connection at once (fast);
+// DrainWaitingForPeers() keeps serving them until their peers close, and
+// CutRemaining() ends what is left at a deadline.
+//
 // Threading: loop thread only. Owns its TcpServer and connections.
 #ifndef NBIO_ECHO_ECHO_SERVICE_H_
 #define NBIO_ECHO_ECHO_SERVICE_H_
@@ -22,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "reactor/event_loop.h"
@@ -42,6 +47,17 @@ class EchoService : public ConnectionHandler {
     TcpStats tcp;
     TcpServerStats server;
     uint64_t connections_reset = 0;  // ended with an error from the peer
+    // Since DrainWaitingForPeers() began: connections that ended (by their
+    // peers or otherwise) and those cut by CutRemaining().
+    uint64_t drain_closed = 0;
+    uint64_t drain_cut = 0;
+  };
+
+  // What CutRemaining() cut.
+  struct CutReport {
+    uint64_t connections = 0;
+    uint64_t queued_bytes = 0;  // echo waiting in our output queues
+    uint64_t unread_bytes = 0;  // received by the kernel, not read yet
   };
 
   static absl::StatusOr<std::unique_ptr<EchoService>> Create(EventLoop* loop,
@@ -50,12 +66,26 @@ class EchoService : public ConnectionHandler {
 
   const SocketAddress& address() const { return server_->address(); }
 
-  // Graceful end: stop accepting; every connection has what it already sent
+  // Fast end (echo_server --drain=shutdown): stop accepting (taking what is
+  // queued on the listener); every connection has what it already sent
   // echoed, then is half-closed, and closes once its peer closes. `done`
   // runs when the last connection is gone.
-  void Drain(absl::AnyInvocable<void()> done) { server_->Drain(std::move(done)); }
-  // Ends every connection now (CANCELLED).
-  void CloseAll() { server_->context()->CloseAll(absl::CancelledError("shutting down")); }
+  void Drain(absl::AnyInvocable<void()> done);
+
+  // Soft stop (HAProxy's soft-stop, nginx's graceful quit): stop accepting
+  // (taking what is queued on the listener), and keep serving every
+  // connection as before, reading and echoing, until its peer ends it (EOF:
+  // the rest is echoed, then our side closes) or it ends otherwise. `done`
+  // runs once no connection is left, at once if there is none. Nothing a
+  // peer sends before it closes is dropped. Call once.
+  void DrainWaitingForPeers(absl::AnyInvocable<void()> done);
+
+  // Ends every connection now (CANCELLED) and says what they still held.
+  // A drain in progress then finishes (its `done` runs).
+  CutReport CutRemaining();
+
+  // Connections open now (not counting those whose OnClosed already ran).
+  size_t open_connections() const { return open_.size(); }
 
   Stats stats() const;
 
@@ -66,9 +96,20 @@ class EchoService : public ConnectionHandler {
 
  private:
   EchoService() = default;
+  // The last connection of a DrainWaitingForPeers() is gone.
+  void FinishWaiting();
 
   std::unique_ptr<TcpServer> server_;
   uint64_t connections_reset_ = 0;
+  // Every connection between OnAccept and OnClosed, so that a cut can say
+  // what each one held. Grows with the connection count, then stays: no
+  // allocation per connection once warm.
+  absl::flat_hash_set<TcpConnection*> open_;
+  bool draining_ = false;  // either kind of drain began
+  bool waiting_for_peers_ = false;
+  absl::AnyInvocable<void()> drain_done_;
+  uint64_t drain_closed_ = 0;
+  uint64_t drain_cut_ = 0;
 };
 
 }  // namespace nbio

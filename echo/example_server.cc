@@ -38,5 +38,6 @@ int main() {
   auto drain = [&](int) { (*server)->Drain([&] { (*loop)->Stop(); }); };
   if (!(*loop)->OnSignal(SIGINT, drain).ok()) return 1;
   std::printf("listening on %s\n", (*server)->address().ToString().c_str());
+  std::fflush(stdout);  // now, even when stdout is a pipe
   return (*loop)->Run().ok() ? 0 : 1;
 }

@@ -232,7 +232,8 @@ class CpuJob {
 class EventLoop {
  public:
   struct Options {
-    // "epoll", "poll", "select"; empty: the best available.
+    // "epoll", "poll", "select", "io_uring"; empty: the best available
+    // (poller_registry.h).
     std::string backend;
     // nullptr: DefaultClock(). A ManualClock makes timer tests sleep-free.
     Clock* clock = nullptr;

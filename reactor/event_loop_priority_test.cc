@@ -21,6 +21,7 @@ namespace {
 
 class EventLoopPriorityTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
   std::unique_ptr<EventLoop> MakeLoop(
       absl::Duration budget = absl::Milliseconds(1), int max_slices = 1024) {
     EventLoop::Options options;

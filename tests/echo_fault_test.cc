@@ -10,8 +10,8 @@
 //     per connection plus a stated overhead;
 //   - peers that reset with echo queued, that half-close, that connect and
 //     send nothing (idle timeout), that send one byte at a time;
-//   - SIGTERM under load: every byte sent before the signal is echoed, then
-//     EOF, then exit 0.
+//   - SIGTERM under load with --drain=shutdown: every byte sent before the
+//     signal is echoed, then EOF, then exit 0.
 // After each fault the server must be back where it started: its open
 // descriptors (/proc/PID/fd) and its connection count.
 //
@@ -738,8 +738,10 @@ void SigtermUnderLoad(ServerProcess* server) {
                unacked, in_flight_at_signal);
 }
 
+// --drain=shutdown: the fast drain that half-closes at the signal. The
+// default drain, which waits for the peers, is //tests:echo_drain_test's.
 TEST_P(EchoFaultTest, SigtermUnderLoadEchoesEveryByteThenExits0) {
-  Start({});
+  Start({"--drain=shutdown"});
   SigtermUnderLoad(server_.get());
 }
 
@@ -750,7 +752,8 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, EchoFaultTest,
 // The same with two reactor threads: the signal reaches the main loop, and
 // each reactor drains its own connections.
 TEST(EchoFaultReactorsTest, SigtermUnderLoadWithTwoReactors) {
-  ServerProcess server({Binary(), "--listen=127.0.0.1:0", "--reactors=2"});
+  ServerProcess server(
+      {Binary(), "--listen=127.0.0.1:0", "--reactors=2", "--drain=shutdown"});
   ASSERT_TRUE(server.WaitListening()) << server.Stderr();
   SigtermUnderLoad(&server);
 }

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "tests/server_process.h"
 
 namespace nbio {
@@ -43,6 +44,7 @@ TEST(EchoServerFlagsTest, BadFlagsExit2WithOneLine) {
       {"--high_watermark=lots", "invalid value \"lots\" for --high_watermark"},
       {"--idle_timeout=-5s", "--idle_timeout must be a finite duration"},
       {"--max_connections=-1", "invalid value \"-1\" for --max_connections"},
+      {"--drain=later", "--drain must be wait or shutdown, not 'later'"},
   };
   for (const auto& [flag, reason] : cases) {
     ServerProcess server({Binary(), flag});
@@ -61,7 +63,8 @@ TEST(EchoServerFlagsTest, HelpListsEveryFlagAndExits0) {
   EXPECT_TRUE(absl::StartsWith(out, "echo_server: a TCP echo server")) << out;
   for (const char* flag : {"--listen", "--backend", "--max_connections",
                            "--idle_timeout", "--high_watermark", "--reactors",
-                           "--stats_interval", "--drain_timeout"}) {
+                           "--stats_interval", "--drain_timeout", "--drain",
+                           "--reuse_port"}) {
     EXPECT_TRUE(absl::StrContains(out, flag)) << flag << " missing from:\n"
                                               << out;
   }
@@ -81,7 +84,10 @@ TEST(EchoServerFlagsTest, PortInUseExits1NamingAddressAndError) {
 // --- echo on every backend
 // ------------------------------------------------------
 
-class EchoServerBackendTest : public ::testing::TestWithParam<std::string> {};
+class EchoServerBackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
+};
 
 TEST_P(EchoServerBackendTest, ManyConnectionsEchoRandomDataByteForByte) {
   auto server = StartServer({"--backend=" + GetParam()});
@@ -144,7 +150,7 @@ TEST(EchoServerTest, SeveralReactorsShareThePortAndDrain) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoServerBackendTest,
-                         ::testing::Values("epoll", "poll", "select"),
+                         ::testing::Values("epoll", "poll", "select", "io_uring"),
                          [](const auto& info) { return info.param; });
 
 // --- connection behaviours
@@ -238,7 +244,10 @@ TEST(EchoServerTest, SigtermDrainLosesNoByte) {
     ASSERT_TRUE(WriteAll(fds.back(), sent.back()));
   }
   server->Signal(SIGTERM);
+  // The default drain (--drain=wait) serves each connection until its peer
+  // ends it: the peer ends its side, then reads the echo to EOF.
   for (int i = 0; i < kClients; ++i) {
+    ASSERT_EQ(shutdown(fds[i], SHUT_WR), 0);
     bool eof = false;
     const std::string got = ReadToEof(fds[i], &eof);
     EXPECT_TRUE(eof) << i;
@@ -258,10 +267,11 @@ TEST(EchoServerTest, SecondSignalExitsAtOnce) {
   const int fd = server->Connect();  // never closes: the drain would wait
   ASSERT_GE(fd, 0);
   server->Signal(SIGTERM);
-  // Wait for the drain to start (the server half-closes our connection).
-  bool eof = false;
-  ReadToEof(fd, &eof);
-  EXPECT_TRUE(eof);
+  // Wait for the drain to start; the connection is still served.
+  EXPECT_TRUE(WaitFor(absl::Seconds(20), [&] {
+    return absl::StrContains(server->Stderr(), "SIGTERM: draining");
+  })) << server->Stderr();
+  EXPECT_TRUE(WriteAll(fd, "still served") && ReadN(fd, 12) == "still served");
   server->Signal(SIGINT);
   EXPECT_EQ(server->WaitExit(absl::Seconds(10)), 128 + SIGINT);
   EXPECT_TRUE(absl::StrContains(server->Stderr(), "SIGINT again: exiting now"))

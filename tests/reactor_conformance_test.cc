@@ -29,6 +29,7 @@ using Param = std::tuple<std::string, bool>;  // backend, force_pipe_wakeup
 
 class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(std::get<0>(GetParam())); }
   std::unique_ptr<EventLoop> MakeLoop(Clock* clock = nullptr) {
     EventLoop::Options options;
     options.backend = std::get<0>(GetParam());

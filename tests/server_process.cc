@@ -27,7 +27,8 @@ namespace nbio {
 namespace testing {
 
 ServerProcess::ServerProcess(std::vector<std::string> argv,
-                             std::optional<int> rlimit_nofile) {
+                             std::optional<int> rlimit_nofile,
+                             std::function<void()> in_child) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   static int counter = 0;
   stderr_path_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/server-",
@@ -39,11 +40,13 @@ ServerProcess::ServerProcess(std::vector<std::string> argv,
     dup2(out[1], 1);
     const int err = open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (err >= 0) dup2(err, 2);
+    if (err > 2) close(err);  // else it could sit at fd 3, where LISTEN_FDS start
     if (rlimit_nofile.has_value()) {
       rlimit lim;
       lim.rlim_cur = lim.rlim_max = static_cast<rlim_t>(*rlimit_nofile);
       setrlimit(RLIMIT_NOFILE, &lim);
     }
+    if (in_child) in_child();
     std::vector<char*> args;
     for (std::string& a : argv) args.push_back(a.data());
     args.push_back(nullptr);

@@ -31,9 +31,13 @@ namespace testing {
 class ServerProcess {
  public:
   // Starts argv[0] with the given arguments. `rlimit_nofile`, when set,
-  // becomes the child's open-file limit (soft and hard).
+  // becomes the child's open-file limit (soft and hard). `in_child`, when
+  // set, runs in the child after its stdout and stderr are in place and
+  // before exec (e.g. to pass a socket as fd 3 and set LISTEN_PID to the
+  // child's pid); it must only make async-signal-safe calls and setenv.
   explicit ServerProcess(std::vector<std::string> argv,
-                         std::optional<int> rlimit_nofile = std::nullopt);
+                         std::optional<int> rlimit_nofile = std::nullopt,
+                         std::function<void()> in_child = nullptr);
   ~ServerProcess();
 
   // Waits (up to `timeout`) for the "listening on ADDRESS" line.

@@ -33,6 +33,12 @@ void TcpContext::PendingConnect::OnWritable() {
     return;
   }
   watcher.Stop();
+  // Connected: the connect is no longer pending, so neither its token nor
+  // the context's destructor may finish it from here on. OnAccept (inside
+  // AdoptConnection) may well cancel the token, e.g. one shared by several
+  // racing connects: that must not finish this one a second time.
+  on_cancel.Unregister();
+  hook.Unlink();
   const int connected = fd;
   fd = -1;  // Adopt owns it now, and closes it on failure
   absl::StatusOr<TcpConnection*> conn = context->AdoptConnection(connected);
@@ -56,6 +62,13 @@ void TcpContext::PendingConnect::Finish(absl::StatusOr<TcpConnection*> result) {
 
 Future<TcpConnection*> TcpContext::Connect(const SocketAddress& to,
                                            const CancellationToken& token) {
+  if (destroying_) {
+    // Called from a handler inside the destructor (a reconnect from
+    // OnClosed): the pending connects have already been failed, and a
+    // connect started now would complete into a destroyed context.
+    return MakeReadyFuture<TcpConnection*>(
+        loop_, absl::CancelledError("shutting down"));
+  }
   const std::string where = absl::StrCat("connect(", to.ToString(), ")");
   if (token.is_cancelled()) {
     return MakeReadyFuture<TcpConnection*>(loop_, token.reason());

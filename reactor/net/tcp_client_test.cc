@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -25,6 +26,7 @@ namespace {
 
 class TcpClientTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
   TcpClientTest() : clock_(absl::ToInt64Nanoseconds(absl::Seconds(100))) {
     EventLoop::Options options;
     options.backend = GetParam();
@@ -148,6 +150,65 @@ TEST_P(TcpClientTest, DestroyingTheContextFailsPendingConnects) {
   ASSERT_TRUE(PumpUntil([&] { return result->has_value(); }));
   EXPECT_TRUE(absl::IsCancelled(result->value().status()))
       << result->value().status();
+}
+
+// The usual reconnect-on-close, while the context is being destroyed with a
+// connection open: the destructor's OnClosed (CANCELLED) calls Connect() on
+// the same context. That connect fails with CANCELLED like any pending one;
+// it is never adopted into the destroyed context.
+TEST_P(TcpClientTest, ReconnectFromOnClosedDuringDestructionFailsCancelled) {
+  StartServer();
+  auto first = Capture(client_->Connect(server_->address()));
+  ASSERT_TRUE(PumpUntil([&] {
+    return first->has_value() && server_handler_.accepted == 1;
+  }));
+  ASSERT_TRUE(first->value().ok());
+  std::shared_ptr<std::optional<FutureResult<TcpConnection*>>> reconnect;
+  client_handler_.on_closed = [&](TcpConnection* conn, const absl::Status&) {
+    if (reconnect == nullptr) {
+      reconnect = Capture(conn->context()->Connect(server_->address()));
+    }
+  };
+  client_.reset();
+  ASSERT_EQ(client_handler_.closed.size(), 1u);
+  EXPECT_TRUE(absl::IsCancelled(client_handler_.closed[0]));
+  ASSERT_NE(reconnect, nullptr);
+  ASSERT_TRUE(PumpUntil([&] { return reconnect->has_value(); }));
+  EXPECT_TRUE(absl::IsCancelled(reconnect->value().status()))
+      << reconnect->value().status();
+  Pump(20);
+  EXPECT_EQ(client_handler_.accepted, 1);
+  EXPECT_EQ(server_handler_.accepted, 1) << "the reconnect reached the server";
+}
+
+// Several connects race under one CancellationSource; the first to connect
+// cancels the others from its OnAccept. That connect has completed: it
+// resolves with its connection, the others with the reason.
+TEST_P(TcpClientTest, CancellingTheTokenInOnAcceptKeepsThatConnection) {
+  StartServer();
+  CancellationSource race;
+  auto a = Capture(client_->Connect(server_->address(), race.token()));
+  auto b = Capture(client_->Connect(server_->address(), race.token()));
+  TcpConnection* winner = nullptr;
+  client_handler_.on_accept = [&](TcpConnection* conn) {
+    if (winner != nullptr) return;
+    winner = conn;
+    race.Cancel(absl::CancelledError("another connect won"));
+  };
+  ASSERT_TRUE(PumpUntil([&] { return a->has_value() && b->has_value(); }));
+  ASSERT_EQ(client_handler_.accepted, 1);
+  ASSERT_NE(winner, nullptr);
+  const bool a_won = a->value().ok();
+  auto& won = a_won ? a : b;
+  auto& lost = a_won ? b : a;
+  ASSERT_TRUE(won->value().ok()) << won->value().status();
+  EXPECT_EQ(*won->value(), winner);
+  EXPECT_EQ(lost->value().status(),
+            absl::CancelledError("another connect won"));
+  EXPECT_TRUE(winner->Write("still connected"));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client_handler_.data == "still connected"; }));
+  EXPECT_EQ(client_->connection_count(), 1u);
 }
 
 // A read deadline: the server gives each connection 2 s to send something;

@@ -41,8 +41,10 @@ bool IsPeerGone(int err) {
 static_assert(sizeof(TcpConnection) <= 96,
               "TcpConnection outgrew the 128-byte-per-connection budget");
 
-// One bit of SlotChunk::in_use per slot.
-constexpr size_t kSlotsPerChunk = 64;
+// A slab of sizeof(TcpConnection) aligns its slots for it (see slab.h).
+static_assert(alignof(TcpConnection) <= alignof(std::max_align_t) &&
+                  sizeof(TcpConnection) % alignof(TcpConnection) == 0,
+              "TcpConnection does not fit an aligned slab slot");
 
 void ConnectionHandler::OnPeerClosed(TcpConnection* conn) { conn->Shutdown(); }
 
@@ -133,19 +135,25 @@ void TcpConnection::HandleRead() {
       flags_ |= kPeerClosed;
       UpdateInterest();
       ctx->handler_->OnPeerClosed(this);
+      // EOF: nothing more to read, so a drain is done reading (the default
+      // OnPeerClosed has already shut down; one that did not is overruled).
+      if (flags_ & kDraining) FinishDrainRead();
       MaybeFinishShutdown();
       return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (flags_ & kDraining) {
-        // Everything the kernel held has been read and answered.
-        flags_ &= ~kDraining;
-        Shutdown();
-      }
+      // Everything the kernel held has been read and answered.
+      if (flags_ & kDraining) FinishDrainRead();
       break;
     }
     FailErrno("recv", errno);
     return;
+  }
+  if ((flags_ & (kDraining | kPaused | kClosing)) == kDraining) {
+    // The batch ended (read budget, or the user stopped reading) before a
+    // read found the socket empty. It may well be empty now, and then no
+    // read event will come: read on from the loop.
+    ctx->ScheduleDrainStep();
   }
   UpdateInterest();
 }
@@ -185,8 +193,17 @@ bool TcpConnection::Write(std::string&& bytes) {
     if (!WriteDirect(&rest)) return false;
     if (rest.empty()) return true;
     if (rest.size() != bytes.size()) {
-      // Partly written: queue the rest (a copy of the tail only).
-      output_.Append(rest);
+      // Partly written. A large rest keeps the caller's buffer: the queue
+      // adopts the whole string and drops the prefix the kernel took (the
+      // queue is empty, so that prefix is its front). A small one is copied,
+      // so a mostly sent buffer is not held for its last bytes.
+      const size_t taken = bytes.size() - rest.size();
+      if (rest.size() < MessageQueue::kMinAdoptSize) {
+        output_.Append(rest);
+      } else {
+        output_.Append(std::move(bytes));
+        output_.Consume(taken);
+      }
       context()->stats_.queued_bytes += rest.size();
       AfterQueueChange();
       return true;
@@ -247,7 +264,10 @@ void TcpConnection::AfterQueueChange() {
   }
   if ((flags_ & kPaused) && output_.size() <= ctx->low_watermark_) {
     flags_ &= ~kPaused;
-    // Reading resumes; level-triggered readiness reports pending input.
+    // Reading resumes; level-triggered readiness reports pending input. A
+    // drain must also learn when there is none (no event then): it reads
+    // on from the loop.
+    if (flags_ & kDraining) ctx->ScheduleDrainStep();
   }
   UpdateInterest();
   MaybeFinishShutdown();
@@ -321,15 +341,35 @@ void TcpConnection::OnIdleTimer(TimerNode* node) {
 }
 
 void TcpConnection::BeginDrain() {
-  if (flags_ & kClosing) return;
+  // Already draining, or already half-closing: nothing to add.
+  if (flags_ & (kClosing | kDraining | kShutdownPending | kShutDown)) return;
   if ((flags_ & kPeerClosed) || !(flags_ & kReading)) {
+    // Nothing more will be read: half-close once the output is written.
     Shutdown();
     return;
   }
+  // Read what is there now, but from the loop (TcpContext::DrainStep):
+  // Drain() may be called from OnData, and reading here would deliver
+  // OnData re-entrantly and overwrite the bytes that call is looking at.
   flags_ |= kDraining;
-  // Read what is there now; HandleRead shuts down at EAGAIN. A connection
-  // paused by backpressure gets there once its output drains.
-  if (!(flags_ & kPaused)) HandleRead();
+  context()->ScheduleDrainStep();
+}
+
+void TcpConnection::DrainRead() {
+  if ((flags_ & kPeerClosed) || !(flags_ & kReading)) {
+    // The user stopped reading (or the peer closed) during the drain.
+    FinishDrainRead();
+    return;
+  }
+  // Paused by backpressure: AfterQueueChange asks for another step when the
+  // output is below the low watermark.
+  if (flags_ & kPaused) return;
+  HandleRead();
+}
+
+void TcpConnection::FinishDrainRead() {
+  flags_ &= ~kDraining;
+  Shutdown();
 }
 
 // ---------------------------------------------------------------------------
@@ -346,12 +386,14 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
           absl::ToInt64Nanoseconds(options_.idle_timeout), kMaxIdleNanos)),
       read_buffer_(new char[options_.read_buffer_size]),
       pool_(options_.output_block_size),
-      flush_closed_(loop, [this] { FlushClosed(); }) {
+      flush_closed_(loop, [this] { FlushClosed(); }),
+      drain_step_(loop, [this] { DrainStep(); }) {
   NBIO_CHECK(options_.read_buffer_size > 0);
   NBIO_CHECK(options_.max_reads_per_event > 0);
 }
 
 TcpContext::~TcpContext() {
+  destroying_ = true;
   while (!pending_connects_.empty()) {
     pending_connects_.front().Finish(absl::CancelledError("shutting down"));
   }
@@ -374,80 +416,30 @@ void TcpConnection::CancelOn(const CancellationToken& token) {
       this, token.Register([this](const absl::Status& why) { Close(why); }));
 }
 
-void* TcpContext::AllocateSlot() {
-  if (free_slots_ == nullptr) {
-    // new[] of char is aligned for any fundamental type, and the slot size
-    // is a multiple of TcpConnection's alignment.
-    static_assert(alignof(TcpConnection) <= alignof(std::max_align_t), "");
-    static_assert(sizeof(TcpConnection) % alignof(TcpConnection) == 0, "");
-    SlotChunk chunk;
-    chunk.slots.reset(new char[kSlotsPerChunk * sizeof(TcpConnection)]);
-    char* base = chunk.slots.get();
-    auto at = std::upper_bound(
-        slot_chunks_.begin(), slot_chunks_.end(), base,
-        [](const char* p, const SlotChunk& c) { return p < c.slots.get(); });
-    slot_chunks_.insert(at, std::move(chunk));
-    for (size_t i = kSlotsPerChunk; i-- > 0;) {
-      auto* link =
-          reinterpret_cast<FreeSlotLink*>(base + i * sizeof(TcpConnection));
-      link->next = free_slots_;
-      free_slots_ = link;
-    }
-  }
-  FreeSlotLink* slot = free_slots_;
-  free_slots_ = slot->next;
-  SlotChunk& chunk = slot_chunks_[ChunkOf(slot)];
-  chunk.in_use |= uint64_t{1}
-                  << ((reinterpret_cast<char*>(slot) - chunk.slots.get()) /
-                      sizeof(TcpConnection));
-  return slot;
-}
-
-void TcpContext::FreeSlot(void* slot) {
-  SlotChunk& chunk = slot_chunks_[ChunkOf(slot)];
-  chunk.in_use &=
-      ~(uint64_t{1} << ((static_cast<char*>(slot) - chunk.slots.get()) /
-                        sizeof(TcpConnection)));
-  auto* link = static_cast<FreeSlotLink*>(slot);
-  link->next = free_slots_;
-  free_slots_ = link;
-}
-
-size_t TcpContext::ChunkOf(const void* slot) const {
-  const char* p = static_cast<const char*>(slot);
-  auto after = std::upper_bound(
-      slot_chunks_.begin(), slot_chunks_.end(), p,
-      [](const char* q, const SlotChunk& c) { return q < c.slots.get(); });
-  NBIO_CHECK(after != slot_chunks_.begin());
-  const size_t index = static_cast<size_t>(after - slot_chunks_.begin()) - 1;
-  NBIO_CHECK(p < slot_chunks_[index].slots.get() +
-                     kSlotsPerChunk * sizeof(TcpConnection));
-  return index;
-}
-
 template <typename Fn>
 void TcpContext::ForEachOpen(Fn fn) {
-  // By index, re-reading the chunk list and bits: fn may open connections
-  // (a new chunk) or close them (their slots stay until FlushClosed).
-  for (size_t c = 0; c < slot_chunks_.size(); ++c) {
-    for (size_t i = 0; i < kSlotsPerChunk; ++i) {
-      if (!(slot_chunks_[c].in_use & (uint64_t{1} << i))) continue;
-      TcpConnection* conn = std::launder(reinterpret_cast<TcpConnection*>(
-          slot_chunks_[c].slots.get() + i * sizeof(TcpConnection)));
-      if (!conn->is_closing()) fn(conn);
-    }
-  }
+  slots_.ForEachInUse([&](void* slot) {
+    auto* conn = std::launder(static_cast<TcpConnection*>(slot));
+    // Closing ones keep their slot until FlushClosed.
+    if (!conn->is_closing()) fn(conn);
+  });
 }
 
 void TcpContext::Destroy(TcpConnection* conn) {
   conn->~TcpConnection();
-  FreeSlot(conn);
+  slots_.Free(conn);
 }
 
 absl::Status TcpContext::Adopt(int fd) { return AdoptConnection(fd).status(); }
 
 absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
-  auto* conn = new (AllocateSlot()) TcpConnection(this);
+  if (destroying_) {
+    // From a handler called by the destructor: a connection opened now
+    // would outlive the context.
+    close(fd);
+    return absl::CancelledError("shutting down");
+  }
+  auto* conn = new (slots_.Allocate()) TcpConnection(this);
   absl::Status status = loop_->poller()->Add(conn, fd, 0);
   if (!status.ok()) {
     conn->flags_ |= TcpConnection::kClosing;  // never opened
@@ -505,9 +497,21 @@ void TcpContext::CloseAll(const absl::Status& reason) {
 
 void TcpContext::Drain(absl::AnyInvocable<void()> done) {
   draining_ = true;
-  drain_done_ = std::move(done);
+  if (done) drain_done_.push_back(std::move(done));
   ForEachOpen([](TcpConnection* conn) { conn->BeginDrain(); });
   MaybeFinishDrain();
+}
+
+void TcpContext::ScheduleDrainStep() {
+  if (!drain_step_.is_pending()) drain_step_.Start(absl::ZeroDuration());
+}
+
+void TcpContext::DrainStep() {
+  // Each draining connection gets one batch of reads, as a read event would
+  // give it; one that still has input asks for the next step.
+  ForEachOpen([](TcpConnection* conn) {
+    if (conn->flags_ & TcpConnection::kDraining) conn->DrainRead();
+  });
 }
 
 void TcpContext::MaybeFinishDrain() {
@@ -515,8 +519,10 @@ void TcpContext::MaybeFinishDrain() {
   // batch or a later one.
   if (!draining_ || stats_.connections != 0) return;
   draining_ = false;
-  absl::AnyInvocable<void()> done = std::move(drain_done_);
-  if (done) done();
+  // Taken out first: a done may start another drain.
+  std::vector<absl::AnyInvocable<void()>> dones = std::move(drain_done_);
+  drain_done_.clear();
+  for (auto& done : dones) done();
 }
 
 }  // namespace nbio

@@ -42,12 +42,14 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "queue/intrusive_list.h"
 #include "queue/message_queue.h"
+#include "queue/slab.h"
 #include "reactor/async/cancellation.h"
 #include "reactor/event_loop.h"
 #include "reactor/async/future.h"
@@ -138,7 +140,9 @@ class TcpConnection : private PollerEntry {
   // Returns false, dropping the bytes, when the connection is closing or our
   // side has been shut down.
   bool Write(absl::string_view bytes);
-  // Hands over a buffer: large ones are kept without copying their bytes.
+  // Hands over a buffer: what is not written at once is kept without copying
+  // its bytes when it is large (MessageQueue::kMinAdoptSize and up), also
+  // when the kernel took a prefix; a smaller rest is copied.
   bool Write(std::string&& bytes);
   // A string literal is copied (the overloads above would be ambiguous).
   bool Write(const char* bytes) { return Write(absl::string_view(bytes)); }
@@ -186,6 +190,52 @@ class TcpConnection : private PollerEntry {
  private:
   friend class TcpContext;
 
+  // The stream's state: a read side, a write side and an end, in flags_.
+  //
+  //   read side:
+  //     idle --StartReading()--> reading --recv() == 0--> kPeerClosed
+  //          <--StopReading()---   |  ^
+  //            output >= high mark |  | output <= low mark
+  //                                v  |
+  //                              kPaused
+  //   write side:
+  //     open --Shutdown()--> kShutdownPending --output written--> kShutDown
+  //          (output empty: straight to kShutDown; shutdown(SHUT_WR) = FIN)
+  //   end:
+  //     kPeerClosed and kShutDown --> Close(OK)
+  //     Close(), an I/O error, the idle timer, CancelOn, CloseAll, from any
+  //     state --> kClosing --next iteration (FlushClosed)--> OnClosed,
+  //     then destroyed
+  //   drain (TcpContext::Drain) on a reading connection:
+  //     kDraining --a read finds the socket empty (EAGAIN), or EOF, or the
+  //     user stopped reading--> Shutdown() (write side as above)
+  //
+  //   flag              set when                  cleared when
+  //   kReading          StartReading()            StopReading()
+  //   kPaused           output >= high mark       output <= low mark
+  //                     (a Write, a read's check) (AfterQueueChange)
+  //   kPeerClosed       recv() returned 0         never
+  //   kShutdownPending  Shutdown(), output queued output written (kShutDown)
+  //   kShutDown         shutdown(SHUT_WR) done    never
+  //   kClosing          Close(), see "end"        never (destroyed)
+  //   kDraining         BeginDrain: reading, not  read empty / EOF / not
+  //                     half-closed, not closed   reading: then Shutdown()
+  //   kQueuedWrite      a write had to be queued  the queue emptied
+  //
+  // What each allows:
+  //   reads (OnData)  kReading, and none of kPaused, kPeerClosed, kClosing.
+  //                   They come from readiness events and, with kDraining,
+  //                   from the context's DrainStep (no event needed; short
+  //                   reads do not end a batch). Never from inside a call the
+  //                   user made.
+  //   Write()         none of kShutdownPending, kShutDown, kClosing.
+  //   Shutdown()      a no-op with any of those three.
+  //   kPaused         lifting it during a drain asks for a DrainStep.
+  //   kPeerClosed     OnPeerClosed has run once; readable interest is off.
+  //   kClosing        the fd is closed and out of the poller, output
+  //                   dropped; every call is a no-op (Write false) until
+  //                   OnClosed.
+  //   kQueuedWrite    OnDrained is due when the queue empties.
   enum Flags : uint16_t {
     kReading = 1 << 0,          // the user wants OnData
     kPaused = 1 << 1,           // backpressure: output above the high mark
@@ -193,7 +243,7 @@ class TcpConnection : private PollerEntry {
     kShutdownPending = 1 << 3,  // Shutdown() asked; FIN after the output
     kShutDown = 1 << 4,         // shutdown(SHUT_WR) done
     kClosing = 1 << 5,          // Close() called; OnClosed pending
-    kDraining = 1 << 6,         // context drain: shut down at next EAGAIN
+    kDraining = 1 << 6,         // context drain: shut down once read empty
     kQueuedWrite = 1 << 7,      // output was queued: OnDrained when it empties
   };
 
@@ -211,7 +261,13 @@ class TcpConnection : private PollerEntry {
   // Closes with ErrnoStatus(call, err), counting peer resets.
   void FailErrno(const char* call, int err);
   void Touch();
+  // Marks the connection for the context's drain; reads from DrainStep.
   void BeginDrain();
+  // One drain step: a batch of reads, or the end of the drain's reading when
+  // nothing more will be read.
+  void DrainRead();
+  // The drain has read all there was: half-close after the output.
+  void FinishDrainRead();
 
   // Fields ordered for size: flags_ and last_activity_ms_ sit in the tail
   // padding of the PollerEntry base (see poller.h).
@@ -230,7 +286,11 @@ class TcpConnection : private PollerEntry {
 class TcpContext {
  public:
   TcpContext(EventLoop* loop, ConnectionHandler* handler, TcpOptions options);
-  // Closes every open connection with CANCELLED "shutting down".
+  // Fails pending connects and closes every open connection with CANCELLED
+  // "shutting down" (each gets OnClosed, inside the destructor). Handlers
+  // called then may still call Connect() and Adopt() on this context (a
+  // reconnect from OnClosed): those fail with CANCELLED too, and nothing is
+  // opened.
   ~TcpContext();
 
   TcpContext(const TcpContext&) = delete;
@@ -238,8 +298,9 @@ class TcpContext {
 
   // Takes `fd` (a connected, non-blocking stream socket) and makes a
   // connection of it, then calls handler->OnAccept(). On error (e.g. the
-  // select backend cannot watch fds >= FD_SETSIZE) closes `fd` and returns
-  // the reason; no handler call is made.
+  // select backend cannot watch fds >= FD_SETSIZE, or CANCELLED while the
+  // context is being destroyed) closes `fd` and returns the reason; no
+  // handler call is made.
   absl::Status Adopt(int fd);
 
   // Closes every open connection with `reason` (each gets OnClosed).
@@ -252,15 +313,27 @@ class TcpContext {
   // UNAVAILABLE "connect(127.0.0.1:9): Connection refused [ECONNREFUSED]",
   // or with the token's reason if `token` is cancelled first (a
   // DeadlineToken is a connect timeout); the half-open socket is closed
-  // then. Pending connects fail with CANCELLED when the context is
-  // destroyed. One allocation per connect. Loop thread only.
+  // then. The token covers the connect only: once connected, cancelling it
+  // (also from OnAccept, e.g. a source shared by racing connects) leaves the
+  // connection open, and the future resolves with it. Pending connects fail
+  // with CANCELLED when the context is destroyed, and so does a Connect()
+  // called during its destruction (a reconnect from OnClosed). One
+  // allocation per connect. Loop thread only.
   Future<TcpConnection*> Connect(const SocketAddress& to,
                                  const CancellationToken& token = {});
 
   // Asks every open connection to finish: read what the kernel holds now,
   // let the handler answer it, then half-close once the output is written;
-  // the connection closes when the peer has closed too. `done` runs once no
-  // connection is left (at once if there is none).
+  // the connection closes when the peer has closed too. A connection
+  // half-closes when a read has found its socket empty (or at EOF), however
+  // its reads were batched or paused by backpressure, and once its output is
+  // written. The reads run from the loop, never inside Drain(), so Drain()
+  // may be called from OnData. A peer that never stops sending keeps its
+  // connection reading: put a deadline on the drain with CancelOn() or
+  // CloseAll(). `done` runs once no connection is left (at once if there is
+  // none). Drain() may be called
+  // again while a drain is in progress (a second SIGTERM): every `done`
+  // given runs exactly once, in order, when the drain completes.
   void Drain(absl::AnyInvocable<void()> done);
 
   EventLoop* loop() const { return loop_; }
@@ -279,18 +352,9 @@ class TcpContext {
   void ScheduleClosed(TcpConnection* conn, const absl::Status& reason);
   // Delivers OnClosed to every closing connection and destroys it.
   void FlushClosed();
-  // Connection memory: slots of sizeof(TcpConnection) carved from chunks
-  // and recycled through a free list, so an accept allocates nothing after
-  // warm-up and a connection costs its size, with no malloc header. Chunks
-  // are kept until the context goes (memory stays at the high-water mark).
-  // Open connections are found by walking the slots in use (CloseAll,
-  // Drain: rare), which saves a list hook (16 bytes) per connection.
-  void* AllocateSlot();
-  void FreeSlot(void* slot);
-  // The chunk holding `slot`: O(log chunks).
-  size_t ChunkOf(const void* slot) const;
-  // Calls fn(conn) for each open (not closing) connection. fn may open and
-  // close connections: one opened during the walk may or may not be seen.
+  // Calls fn(conn) for each open (not closing) connection, walking the slab.
+  // fn may open and close connections: one opened during the walk may or may
+  // not be seen; one closed before the walk reaches it is not.
   template <typename Fn>
   void ForEachOpen(Fn fn);
 
@@ -313,6 +377,10 @@ class TcpContext {
   // Runs the destructor and recycles the slot.
   void Destroy(TcpConnection* conn);
   void MaybeFinishDrain();
+  // Makes sure DrainStep() runs at the next iteration.
+  void ScheduleDrainStep();
+  // Gives every draining connection a batch of reads (DrainRead).
+  void DrainStep();
 
   EventLoop* const loop_;
   ConnectionHandler* const handler_;
@@ -328,19 +396,22 @@ class TcpContext {
   // Already due when started: runs FlushClosed() at the next iteration's
   // timer phase. An embedded timer, so a destroyed context cancels it.
   Timer flush_closed_;
-  absl::AnyInvocable<void()> drain_done_;
+  // Already due when started: runs DrainStep(). A drain reads from here, not
+  // inside Drain() (which may be called from OnData) and not only on read
+  // events (none comes when the socket is already empty).
+  Timer drain_step_;
+  // The `done` of every Drain() call of the drain in progress.
+  std::vector<absl::AnyInvocable<void()>> drain_done_;
   bool draining_ = false;
-  struct FreeSlotLink {
-    FreeSlotLink* next;
-  };
-  FreeSlotLink* free_slots_ = nullptr;
-  // kSlotsPerChunk slots each, with one bit per slot in use; sorted by
-  // address, so that ChunkOf() can search them.
-  struct SlotChunk {
-    std::unique_ptr<char[]> slots;
-    uint64_t in_use = 0;
-  };
-  std::vector<SlotChunk> slot_chunks_;
+  // Set for the whole destructor: Connect() and Adopt() refuse then.
+  bool destroying_ = false;
+  // Connection memory: slots of sizeof(TcpConnection) in a slab (queue/slab.h),
+  // so an accept allocates nothing after warm-up and a connection costs its
+  // size, with no malloc header. Chunks are kept until the context goes
+  // (memory stays at the high-water mark). Open connections are found by
+  // walking the slots in use (CloseAll, Drain: rare), which saves a list hook
+  // (16 bytes) per connection.
+  Slab slots_{sizeof(TcpConnection)};
   // TcpConnection::CancelOn registrations. Dropped when the connection is
   // destroyed (FlushClosed), never inside the registration's own callback.
   absl::flat_hash_map<TcpConnection*, CancellationRegistration> cancel_on_;

@@ -14,10 +14,65 @@ namespace {
 
 int OpenReserveFd() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
+// Checks that `fd`, given by someone else, is a listening TCP socket, and
+// makes it non-blocking and close-on-exec (systemd passes them blocking).
+absl::Status PrepareInheritedListener(int fd) {
+  const std::string what = absl::StrCat("inherited fd ", fd);
+  int value = 0;
+  socklen_t len = sizeof(value);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &len) != 0) {
+    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_TYPE)"), errno);
+  }
+  if (value != SOCK_STREAM) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is not a stream socket"));
+  }
+  len = sizeof(value);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) != 0) {
+    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_DOMAIN)"), errno);
+  }
+  if (value != AF_INET && value != AF_INET6) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is not an IPv4 or IPv6 socket"));
+  }
+  len = sizeof(value);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) != 0) {
+    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_ACCEPTCONN)"), errno);
+  }
+  if (value == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is not listening"));
+  }
+  // The file status flags belong to the open file description, which the
+  // process that passed the socket shares: systemd does not mind, and a
+  // blocking accept() would stall the loop.
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(", what, ", O_NONBLOCK)"), errno);
+  }
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(", what, ", FD_CLOEXEC)"), errno);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TcpServer>> TcpServer::Create(
     EventLoop* loop, ConnectionHandler* handler, TcpServerOptions options) {
+  if (options.listen_fd >= 0) {
+    const int fd = options.listen_fd;
+    absl::Status ready = PrepareInheritedListener(fd);
+    absl::StatusOr<SocketAddress> bound =
+        ready.ok() ? SocketAddress::LocalOf(fd) : ready;
+    if (!bound.ok()) {
+      close(fd);
+      return bound.status();
+    }
+    std::unique_ptr<TcpServer> server(
+        new TcpServer(loop, handler, std::move(options), fd, *bound));
+    absl::Status status = server->listen_watcher_.SetInterest(kReadable);
+    if (!status.ok()) return status;  // the server's destructor closes fd
+    return server;
+  }
   const SocketAddress& want = options.address;
   const std::string where = want.ToString();
   const int fd =
@@ -74,8 +129,20 @@ void TcpServer::StopAccepting() {
   listen_fd_ = -1;
 }
 
-void TcpServer::Drain(absl::AnyInvocable<void()> done) {
+size_t TcpServer::StopAcceptingKeepQueued() {
+  if (listen_fd_ < 0) return 0;
+  // Bounded by the backlog: once the queue is empty, EAGAIN ends it (a peer
+  // connecting meanwhile is accepted too; that is still finite). During an
+  // fd-exhaustion backoff the accept fails again and the rest is reset.
+  const uint64_t accepted_before = stats_.accepted;
+  while (listen_fd_ >= 0 && AcceptSome(options_.max_accepts_per_wakeup) > 0) {
+  }
   StopAccepting();
+  return static_cast<size_t>(stats_.accepted - accepted_before);
+}
+
+void TcpServer::Drain(absl::AnyInvocable<void()> done) {
+  StopAcceptingKeepQueued();
   context_.Drain(std::move(done));
 }
 
@@ -84,8 +151,14 @@ void TcpServer::Refuse(const absl::Status& reason) {
 }
 
 void TcpServer::OnListenReady() {
-  for (int i = 0; i < options_.max_accepts_per_wakeup && listen_fd_ >= 0;
-       ++i) {
+  AcceptSome(options_.max_accepts_per_wakeup);
+}
+
+size_t TcpServer::AcceptSome(int max) {
+  // Counts every accept() that took a connection off the queue, adopted or
+  // refused, so that the caller can tell an empty queue (0) apart.
+  size_t taken = 0;
+  for (int i = 0; i < max && listen_fd_ >= 0; ++i) {
     const int fd = RetryOnEintr([&] {
       return accept4(listen_fd_, nullptr, nullptr,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -97,23 +170,25 @@ void TcpServer::OnListenReady() {
 #if EWOULDBLOCK != EAGAIN
         case EWOULDBLOCK:
 #endif
-          return;
+          return taken;
         case ECONNABORTED:  // the peer gave up while queued: next one
         case EPROTO:
         case EPERM:  // a firewall said no
+          ++taken;
           continue;
         case EMFILE:
         case ENFILE:
         case ENOBUFS:
         case ENOMEM:
           OnFdExhaustion(err);
-          return;
+          return taken;
         default:
           ++stats_.accept_errors;
           Refuse(ErrnoStatus("accept4", err));
-          return;
+          return taken;
       }
     }
+    ++taken;
     if (options_.max_connections > 0 &&
         context_.connection_count() >= options_.max_connections) {
       close(fd);
@@ -131,6 +206,7 @@ void TcpServer::OnListenReady() {
     }
     ++stats_.accepted;
   }
+  return taken;
 }
 
 void TcpServer::OnFdExhaustion(int err) {

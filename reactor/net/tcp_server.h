@@ -21,6 +21,16 @@
 // served, nothing spins, and accepting resumes by itself once descriptors are
 // free again. (muduo's reserve-fd technique plus libuv-style backoff.)
 //
+// Serving a socket someone else bound (systemd socket activation, a dup of
+// another server's listener): set `listen_fd` instead of binding `address`.
+//
+// Closing a listener resets the connections still queued on it (the kernel
+// completed their handshakes, the peers may have sent data), unless the
+// socket is in an SO_REUSEPORT group and net.ipv4.tcp_migrate_req=1, in
+// which case the kernel moves them to another listener of the group. So
+// Drain() and StopAcceptingKeepQueued() first accept what is queued and
+// serve it, then close.
+//
 // Threading: loop thread only. Ownership: the server owns its socket and its
 // connections (through its TcpContext); the handler must outlive it.
 #ifndef NBIO_REACTOR_NET_TCP_SERVER_H_
@@ -46,6 +56,12 @@ struct TcpServerOptions {
   // SO_REUSEPORT: several servers (one per thread) share the address and the
   // kernel spreads connections among them.
   bool reuse_port = false;
+  // An already listening stream socket to serve instead of binding
+  // `address` (socket activation). The server owns it from Create() on, even
+  // when Create() fails, makes it non-blocking and close-on-exec, and checks
+  // that it is a listening TCP socket. `address`, `backlog` and `reuse_port`
+  // are then unused. -1: bind `address`.
+  int listen_fd = -1;
   // 0: no limit.
   size_t max_connections = 0;
   int max_accepts_per_wakeup = 64;
@@ -69,8 +85,9 @@ struct TcpServerStats {
 
 class TcpServer {
  public:
-  // socket, bind, listen and register; each failure names the syscall, the
-  // address and errno.
+  // socket, bind, listen and register (or, with options.listen_fd, check
+  // and register that socket); each failure names the syscall, the address
+  // and errno.
   static absl::StatusOr<std::unique_ptr<TcpServer>> Create(
       EventLoop* loop, ConnectionHandler* handler, TcpServerOptions options);
   // Closes the listening socket and every connection (OnClosed: CANCELLED).
@@ -83,11 +100,16 @@ class TcpServer {
   const SocketAddress& address() const { return address_; }
 
   // Closes the listening socket; existing connections are unaffected.
+  // Connections still queued on it are reset (see the file comment).
   void StopAccepting();
+  // Accepts every connection already queued on the listening socket (each
+  // becomes a connection like any other: OnAccept runs for it, within
+  // max_connections), then closes the socket. Returns how many it accepted.
+  size_t StopAcceptingKeepQueued();
   bool is_accepting() const { return listen_fd_ >= 0; }
 
-  // Stops accepting, then drains every connection (TcpContext::Drain);
-  // `done` runs once all of them have closed.
+  // StopAcceptingKeepQueued(), then drains every connection
+  // (TcpContext::Drain); `done` runs once all of them have closed.
   void Drain(absl::AnyInvocable<void()> done);
 
   TcpContext* context() { return &context_; }
@@ -99,6 +121,9 @@ class TcpServer {
             TcpServerOptions options, int listen_fd, SocketAddress address);
 
   void OnListenReady();
+  // Up to `max` accept() calls; returns how many took a connection off the
+  // queue (adopted or refused), so 0 means the queue is empty.
+  size_t AcceptSome(int max);
   void OnFdExhaustion(int err);
   void ResumeAccepting();
   void Refuse(const absl::Status& reason);

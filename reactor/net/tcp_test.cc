@@ -5,6 +5,7 @@
 // deterministic and nothing sleeps (the idle test uses a ManualClock).
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "reactor/event_loop.h"
 #include "reactor/poller/poller_registry.h"
 #include "reactor/net/tcp_connection.h"
@@ -101,6 +103,7 @@ std::string RandomBytes(size_t n, uint32_t seed) {
 
 class TcpTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
   void Start(TcpServerOptions options = {}, Clock* clock = nullptr) {
     handler_.echo = true;
     EventLoop::Options loop_options;
@@ -331,6 +334,36 @@ TEST_P(TcpTest, QueuedWriteReportsDrainedAndLargeBufferIsAdopted) {
   EXPECT_EQ(handler_.drained, 1);
 }
 
+// Write(std::string&&) on an empty queue when the kernel takes only a
+// prefix: the rest is kept by adopting the string (one pool block holds it),
+// not copied into thousands of blocks.
+TEST_P(TcpTest, MovedWriteAdoptsWhatTheKernelDidNotTake) {
+  Start();
+  // More than any loopback send buffer takes at once.
+  const std::string big = RandomBytes(16 << 20, 17);
+  bool write_ok = false;
+  size_t queued = 0;
+  size_t blocks_taken = 0;
+  handler_.on_accept = [&](TcpConnection* conn) {
+    const size_t before = server_->context()->pool().blocks_in_use();
+    write_ok = conn->Write(std::string(big));
+    queued = conn->queued_bytes();
+    blocks_taken = server_->context()->pool().blocks_in_use() - before;
+  };
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  ASSERT_TRUE(write_ok);
+  ASSERT_GT(queued, 0u) << "the kernel took everything: nothing to adopt";
+  ASSERT_LT(queued, big.size())
+      << "the kernel took nothing: not a partial write";
+  EXPECT_EQ(blocks_taken, 1u)
+      << "the remainder (" << queued << " bytes) was copied into pool blocks";
+  ASSERT_TRUE(PumpUntil([&] { return client.received().size() == big.size(); },
+                        [&] { client.Receive(); }));
+  EXPECT_TRUE(client.received() == big);
+  EXPECT_EQ(handler_.drained, 1);
+}
+
 // Drain: input already received is answered, then each connection is
 // half-closed and the done callback runs once the peers have closed.
 TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
@@ -368,6 +401,148 @@ TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
   for (auto& c : clients) c->ShutdownWrite();  // peers close their side
   ASSERT_TRUE(PumpUntil([&] { return drained; }));
   EXPECT_EQ(server_->context()->connection_count(), 0u);
+}
+
+// A drain of a connection whose reading is paused by backpressure (its
+// output is above the high watermark): once the peer has read the output,
+// the connection half-closes, though no read event comes.
+TEST_P(TcpTest, DrainHalfClosesAConnectionPausedByBackpressure) {
+  TcpServerOptions options;
+  options.tcp.high_watermark = 64 * 1024;
+  Start(std::move(options));
+  const std::string big = RandomBytes(16 << 20, 19);
+  TcpConnection* conn = nullptr;
+  handler_.on_accept = [&](TcpConnection* c) {
+    conn = c;
+    EXPECT_TRUE(c->Write(absl::string_view(big)));
+  };
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  Pump(5);
+  ASSERT_GE(conn->queued_bytes(), size_t{64 * 1024});
+  ASSERT_GT(server_->context()->stats().read_pauses, 0u);
+  bool drained = false;
+  server_->Drain([&] { drained = true; });
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }))
+      << "the paused connection was never half-closed";
+  EXPECT_TRUE(client.received() == big);
+  client.ShutdownWrite();
+  ASSERT_TRUE(PumpUntil([&] { return drained; }));
+  ASSERT_EQ(handler_.closed.size(), 1u);
+  EXPECT_TRUE(handler_.closed[0].ok()) << handler_.closed[0];
+}
+
+// Bytes in a socket's receive queue (FIONREAD).
+int Pending(int fd) {
+  int n = -1;
+  EXPECT_EQ(ioctl(fd, FIONREAD, &n), 0);
+  return n;
+}
+
+// A drain whose pending input takes exactly max_reads_per_event reads (the
+// last one short, or all of them full): the batch ends without finding the
+// socket empty, and no read event follows; the half-close must come anyway.
+TEST_P(TcpTest, DrainHalfClosesWhenInputTakesExactlyTheReadBudget) {
+  TcpServerOptions options;
+  options.tcp.read_buffer_size = 1000;
+  options.tcp.max_reads_per_event = 4;
+  Start(std::move(options));
+  // Three full reads and a short one; four full reads.
+  const std::vector<size_t> sizes = {3500, 4000};
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<TcpConnection*> conns;
+  handler_.on_accept = [&](TcpConnection* c) { conns.push_back(c); };
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+    ASSERT_TRUE(PumpUntil([&] { return conns.size() == i + 1; }));
+  }
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    sent.push_back(RandomBytes(sizes[i], 23 + i));
+    clients[i]->Send(sent[i]);
+    ASSERT_TRUE(clients[i]->all_sent());
+    // Loopback delivers within send(); the loop has not read it.
+    ASSERT_EQ(Pending(conns[i]->fd()), static_cast<int>(sizes[i]));
+  }
+  bool drained = false;
+  server_->Drain([&] { drained = true; });
+  ASSERT_TRUE(PumpUntil(
+      [&] { return clients[0]->eof() && clients[1]->eof(); },
+      [&] {
+        for (auto& c : clients) c->Receive();
+      }))
+      << "not half-closed: " << clients[0]->eof() << clients[1]->eof();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_TRUE(clients[i]->received() == sent[i]) << i;
+    clients[i]->ShutdownWrite();
+  }
+  ASSERT_TRUE(PumpUntil([&] { return drained; }));
+}
+
+// Drain() from OnData (a "shutdown" command read from a connection): OnData
+// is not re-entered for that connection, `bytes` stays intact for the whole
+// call, and the rest of the input is still read, answered and half-closed.
+TEST_P(TcpTest, DrainFromOnDataNeverReentersOnData) {
+  TcpServerOptions options;
+  options.tcp.read_buffer_size = 16;  // the command leaves input unread
+  Start(std::move(options));
+  int depth = 0;
+  bool asked = false;
+  bool drained = false;
+  std::string seen;
+  handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+    ++depth;
+    EXPECT_EQ(depth, 1) << "OnData re-entered";
+    const std::string copy(bytes);
+    seen += copy;
+    if (!asked && seen.find("shutdown") != std::string::npos) {
+      asked = true;
+      server_->Drain([&] { drained = true; });
+    }
+    EXPECT_EQ(bytes, copy) << "bytes changed under the call";
+    // Input read before the half-close is answered.
+    EXPECT_TRUE(conn->Write(bytes));
+    --depth;
+  };
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  const std::string sent = "shutdown" + RandomBytes(500, 29);
+  client.Send(sent);
+  ASSERT_TRUE(client.all_sent());
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  EXPECT_TRUE(asked);
+  EXPECT_EQ(seen, sent);
+  EXPECT_TRUE(client.received() == sent);
+  client.ShutdownWrite();
+  ASSERT_TRUE(PumpUntil([&] { return drained; }));
+}
+
+// Drain() twice (SIGTERM delivered twice): each done runs exactly once, when
+// the drain completes; a drain with nothing to drain completes at once.
+TEST_P(TcpTest, EveryDrainDoneRunsExactlyOnce) {
+  Start();
+  Client client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  int first = 0;
+  int second = 0;
+  server_->Drain([&] { ++first; });
+  server_->Drain([&] { ++second; });
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  EXPECT_EQ(first + second, 0) << "done ran before the connection closed";
+  client.ShutdownWrite();
+  ASSERT_TRUE(PumpUntil([&] { return first + second == 2; }))
+      << "first " << first << ", second " << second;
+  Pump(5);
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  int third = 0;
+  server_->Drain([&] { ++third; });
+  EXPECT_EQ(third, 1);
+  Pump(5);
+  EXPECT_EQ(first + second + third, 3);
 }
 
 // The context finds its open connections by walking its slab (64 slots a
@@ -522,6 +697,83 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
   later.Send("pong");
   ASSERT_TRUE(PumpUntil([&] { return later.received() == "pong"; },
                         [&] { later.Receive(); }));
+}
+
+// A drain must not reset what the kernel already accepted for us: the
+// connections queued on the listener are taken and served, then it closes.
+TEST_P(TcpTest, StopAcceptingKeepQueuedServesWhatWasQueued) {
+  Start();
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.back()->Send(absl::StrCat("queued ", i));
+  }
+  // The loop has not run: all three wait in the listener's queue.
+  EXPECT_EQ(handler_.accepted, 0);
+  EXPECT_EQ(server_->StopAcceptingKeepQueued(), 3u);
+  EXPECT_EQ(handler_.accepted, 3);
+  EXPECT_FALSE(server_->is_accepting());
+  for (int i = 0; i < 3; ++i) {
+    Client* c = clients[i].get();
+    const std::string want = absl::StrCat("queued ", i);
+    ASSERT_TRUE(PumpUntil([&] { return c->received() == want; },
+                          [&] { c->Receive(); }))
+        << i << ": " << c->received();
+  }
+  // The listener is gone: a new connect is refused.
+  Client late(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return !late.Receive(); }));
+  EXPECT_EQ(late.error(), ECONNREFUSED);
+}
+
+// A listening socket made elsewhere (systemd socket activation): served
+// as is, made non-blocking and close-on-exec.
+TEST(TcpServerTest, ServesAListeningSocketItIsGiven) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);  // blocking, inheritable
+  ASSERT_GE(fd, 0);
+  const SocketAddress any = SocketAddress::Loopback4(0);
+  ASSERT_EQ(bind(fd, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  absl::StatusOr<SocketAddress> bound = SocketAddress::LocalOf(fd);
+  ASSERT_TRUE(bound.ok());
+  RecordingHandler handler;
+  handler.echo = true;
+  TcpServerOptions options;
+  options.listen_fd = fd;
+  absl::StatusOr<std::unique_ptr<TcpServer>> server =
+      TcpServer::Create(loop->get(), &handler, std::move(options));
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->address().ToString(), bound->ToString());
+  EXPECT_TRUE(fcntl(fd, F_GETFL) & O_NONBLOCK);
+  EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  Client client(*bound);
+  client.Send("hello");
+  for (int i = 0; i < 100000 && client.received() != "hello"; ++i) {
+    ASSERT_TRUE((*loop)->RunOnce(EventLoop::RunMode::kNoWait).ok());
+    client.Receive();
+  }
+  EXPECT_EQ(client.received(), "hello");
+  EXPECT_EQ(handler.accepted, 1);
+}
+
+TEST(TcpServerTest, RefusesAGivenSocketThatIsNotListeningAndClosesIt) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  RecordingHandler handler;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  TcpServerOptions options;
+  options.listen_fd = fd;
+  absl::StatusOr<std::unique_ptr<TcpServer>> server =
+      TcpServer::Create(loop->get(), &handler, std::move(options));
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().message(),
+            absl::StrCat("inherited fd ", fd, " is not listening"));
+  // Owned from Create() on: closed on failure too.
+  EXPECT_EQ(fcntl(fd, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
 }
 
 TEST(TcpServerTest, PortInUseNamesAddressAndError) {

@@ -5,6 +5,7 @@
 #include "reactor/poller/epoll_poller.h"
 #include "reactor/poller/poll_poller.h"
 #include "reactor/poller/select_poller.h"
+#include "reactor/poller/uring_poller.h"
 
 namespace nbio {
 namespace {
@@ -29,6 +30,15 @@ constexpr Backend kBackends[] = {
     {"select",
      []() -> absl::StatusOr<std::unique_ptr<Poller>> {
        return std::unique_ptr<Poller>(new SelectPoller());
+     }},
+    // Not the default: readiness over io_uring costs a request per event
+    // where epoll re-arms nothing; it is here so that everything built on
+    // the Poller contract runs over io_uring too.
+    {"io_uring",
+     []() -> absl::StatusOr<std::unique_ptr<Poller>> {
+       absl::StatusOr<std::unique_ptr<UringPoller>> p = UringPoller::Create();
+       if (!p.ok()) return p.status();
+       return std::unique_ptr<Poller>(std::move(*p));
      }},
 };
 

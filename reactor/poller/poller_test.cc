@@ -32,6 +32,7 @@ struct Recorder : PollerEntry {
 class PollerTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam());
     absl::StatusOr<std::unique_ptr<Poller>> p = CreatePoller(GetParam());
     ASSERT_TRUE(p.ok()) << p.status();
     poller_ = std::move(*p);
@@ -274,11 +275,12 @@ TEST_P(PollerTest, FdAboveFdSetsize) {
 }
 
 TEST(PollerRegistryTest, KnowsEveryBackendAndRejectsOthers) {
-  EXPECT_EQ(PollerNames(), (std::vector<std::string>{"epoll", "poll", "select"}));
+  EXPECT_EQ(PollerNames(),
+            (std::vector<std::string>{"epoll", "poll", "select", "io_uring"}));
   EXPECT_EQ(DefaultPollerName(), "epoll");
   absl::StatusOr<std::unique_ptr<Poller>> p = CreatePoller("kqueue");
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(p.status().message().find("epoll, poll, select"), std::string::npos)
+  EXPECT_NE(p.status().message().find("epoll, poll, select, io_uring"), std::string::npos)
       << p.status();
 }
 

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "reactor/poller/poller_registry.h"
+
 namespace nbio {
 
 TestPipe::TestPipe() {
@@ -30,6 +32,12 @@ TestSocketPair::TestSocketPair() {
 TestSocketPair::~TestSocketPair() {
   if (a >= 0) close(a);
   if (b >= 0) close(b);
+}
+
+std::string BackendUnavailableReason(const std::string& name) {
+  if (name != "io_uring") return "";
+  absl::StatusOr<std::unique_ptr<Poller>> poller = CreatePoller(name);
+  return poller.ok() ? "" : std::string(poller.status().message());
 }
 
 std::unique_ptr<EventLoop> CreateTestLoop(const EventLoop::Options& options) {

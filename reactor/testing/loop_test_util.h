@@ -57,6 +57,22 @@ struct DestroyFlag {
   bool* flag;
 };
 
+// Why the poller backend `name` cannot run on this machine, or "" when it
+// can. Only io_uring may be missing (an old kernel, sysctl
+// kernel.io_uring_disabled, a seccomp profile); any other backend that
+// fails to start is a test failure, never a skip.
+std::string BackendUnavailableReason(const std::string& name);
+
+// In a SetUp() or test body: skips the test, visibly and with the reason,
+// when `name` cannot run here (see above).
+#define NBIO_SKIP_IF_BACKEND_UNAVAILABLE(name)                            \
+  do {                                                                    \
+    const std::string nbio_why = ::nbio::BackendUnavailableReason(name);  \
+    if (!nbio_why.empty()) {                                              \
+      GTEST_SKIP() << "backend " << (name) << " unavailable: " << nbio_why; \
+    }                                                                     \
+  } while (0)
+
 // EventLoop::Create, with a gtest failure (and nullptr) when it fails.
 std::unique_ptr<EventLoop> CreateTestLoop(const EventLoop::Options& options);
 
@@ -102,6 +118,10 @@ using LoopTest = LoopTestBase<::testing::Test>;
 class BackendLoopTest
     : public LoopTestBase<::testing::TestWithParam<std::string>> {
  protected:
+  void SetUp() override {
+    NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam());
+    LoopTestBase::SetUp();
+  }
   void Configure(EventLoop::Options& options) override {
     options.backend = GetParam();
   }

@@ -26,8 +26,10 @@ class RecordingHandler : public ConnectionHandler {
   // else, when echo, writes the bytes back (expecting Write to accept them).
   void OnData(TcpConnection* conn, absl::string_view bytes) override;
   void OnDrained(TcpConnection*) override { ++drained; }
-  void OnClosed(TcpConnection*, const absl::Status& reason) override {
+  // Appends the reason to `closed`, then runs on_closed if set.
+  void OnClosed(TcpConnection* conn, const absl::Status& reason) override {
     closed.push_back(reason);
+    if (on_closed) on_closed(conn, reason);
   }
 
   bool echo = false;
@@ -35,6 +37,7 @@ class RecordingHandler : public ConnectionHandler {
   std::function<void(TcpConnection*)> on_accept;
   // Runs instead of the echo.
   std::function<void(TcpConnection*, absl::string_view)> on_data;
+  std::function<void(TcpConnection*, const absl::Status&)> on_closed;
 
   int accepted = 0;
   int drained = 0;

@@ -8,6 +8,7 @@ code and BUILD files read the same as in projects built online:
   @com_google_absl//absl/status:statusor        (libabsl-dev, via pkg-config)
   @com_google_googletest//:gtest_main           (libgtest-dev, libgmock-dev)
   @com_github_google_benchmark//:benchmark_main (libbenchmark-dev)
+  @liburing//:uring                             (liburing-dev)
   @libuv//:uv, @libev//:ev, @boost//:asio       (libuv1-dev, libev-dev,
                                                  libboost-dev: the echo
                                                  benchmark's baselines only)
@@ -167,6 +168,14 @@ def nbio_system_dependencies():
         build_file = "@nbio//tools/build_deps:benchmark.BUILD",
         required_files = ["/usr/include/benchmark/benchmark.h"],
         debian_packages = ["libbenchmark-dev"],
+    )
+
+    # io_uring: the reactor's io_uring backend.
+    system_library(
+        name = "liburing",
+        build_file = "@nbio//tools/build_deps:liburing.BUILD",
+        required_files = ["/usr/include/liburing.h"],
+        debian_packages = ["liburing-dev"],
     )
 
     # The echo benchmark's baselines (//tools/bench). `bazel test //...`
