@@ -38,7 +38,8 @@ def main():
     parser.add_argument("--listen", default="127.0.0.1:7007",
                         help="host:port to listen on (port 0: any)")
     parser.add_argument("--backend", default="",
-                        help="epoll, poll or select (default: the best)")
+                        help="a name from nbio.backends(): epoll, poll, select, "
+                             "io_uring (default: the best)")
     args = parser.parse_args()
 
     loop = nbio.Loop(backend=args.backend)

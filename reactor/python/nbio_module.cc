@@ -969,7 +969,7 @@ PYBIND11_MODULE(nbio, m) {
 
 One thread, one Loop: timers, callbacks, futures, signal handlers, CPU-bound
 work in slices, and TCP servers and clients, run by nbio's C++ event loop
-(epoll, poll or select). No threads, no asyncio, no async/await: callbacks
+(epoll, poll, select or io_uring). No threads, no asyncio, no async/await: callbacks
 and futures, which interoperate both ways.
 
     import signal
@@ -999,7 +999,8 @@ An event loop: nbio's C++ EventLoop, one per thread.
 
 Loop(backend="", manual_clock=False, stop_on_error=False, cpu_budget=0.001)
 
-backend: "epoll", "poll" or "select"; "" picks the best available.
+backend: a name from nbio.backends() ("epoll", "poll", "select", and
+    "io_uring" where the kernel has it); "" picks the best available.
 manual_clock: time moves only with advance(seconds) (for tests); run_once()
     then polls without blocking.
 stop_on_error: an exception in a callback stops run(), which raises it.
@@ -1032,7 +1033,7 @@ connection it made, which then become no-ops.)doc")
                              "True while run() or run_once() is running.")
       .def_property_readonly(
           "backend", [](PyLoop& l) { l.CheckOpen(); return std::string(l.loop()->backend_name()); },
-          "The poller backend in use: \"epoll\", \"poll\" or \"select\".")
+          "The poller backend in use (a name from nbio.backends()).")
       .def("time", &PyLoop::Time,
            "The loop's time in seconds (monotonic; arbitrary epoch), read once\n"
            "per iteration, as timers see it.")
