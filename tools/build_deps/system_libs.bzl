@@ -12,6 +12,8 @@ code and BUILD files read the same as in projects built online:
   @libuv//:uv, @libev//:ev, @boost//:asio       (libuv1-dev, libev-dev,
                                                  libboost-dev: the echo
                                                  benchmark's baselines only)
+  @python_headers//:python, @pybind11//:pybind11 (python3-dev, pybind11-dev:
+                                                 the Python module only)
 
 A missing package is reported when the repository is fetched, with the Debian
 package to install; tools/bazel installs them before Bazel starts.
@@ -195,4 +197,19 @@ def nbio_system_dependencies():
         build_file = "@nbio//tools/build_deps:boost.BUILD",
         required_files = ["/usr/include/boost/asio.hpp"],
         debian_packages = ["libboost-dev"],
+    )
+
+    # The Python extension module (//reactor/python): CPython's headers and
+    # pybind11 (header-only). The module is not linked against libpython:
+    # the interpreter that imports it provides the symbols.
+    native.new_local_repository(
+        name = "python_headers",
+        path = "/usr/include/python3.11",
+        build_file = "@nbio//tools/build_deps:python_headers.BUILD",
+    )
+    system_library(
+        name = "pybind11",
+        build_file = "@nbio//tools/build_deps:pybind11.BUILD",
+        required_files = ["/usr/include/pybind11/pybind11.h"],
+        debian_packages = ["pybind11-dev"],
     )
