@@ -22,7 +22,7 @@ EchoService::~EchoService() {
 }
 
 void EchoService::OnAccept(TcpConnection* conn) {
-  open_.insert(conn);
+  ++open_count_;
   conn->StartReading();
 }
 
@@ -31,13 +31,13 @@ void EchoService::OnData(TcpConnection* conn, absl::string_view bytes) {
 }
 
 void EchoService::OnClosed(TcpConnection* conn, const absl::Status& reason) {
-  open_.erase(conn);
+  --open_count_;
   if (!reason.ok() && !absl::IsCancelled(reason) &&
       !absl::IsDeadlineExceeded(reason)) {
     ++connections_reset_;
   }
   if (draining_) ++drain_closed_;
-  if (waiting_for_peers_ && open_.empty()) FinishWaiting();
+  if (waiting_for_peers_ && open_count_ == 0) FinishWaiting();
 }
 
 void EchoService::Drain(absl::AnyInvocable<void()> done) {
@@ -51,7 +51,7 @@ void EchoService::DrainWaitingForPeers(absl::AnyInvocable<void()> done) {
   drain_done_ = std::move(done);
   // Before the listener closes: the kernel would reset what it queued.
   server_->StopAcceptingKeepQueued();
-  if (open_.empty()) FinishWaiting();
+  if (open_count_ == 0) FinishWaiting();
 }
 
 void EchoService::FinishWaiting() {
@@ -64,17 +64,16 @@ void EchoService::FinishWaiting() {
 
 EchoService::CutReport EchoService::CutRemaining() {
   CutReport report;
-  for (TcpConnection* conn : open_) {
-    if (conn->is_closing()) continue;  // already ending; not cut
+  server_->context()->ForEachConnection([&](TcpConnection* conn) {
+    // Closing ones are already ending: not cut.
     ++report.connections;
     report.queued_bytes += conn->queued_bytes();
     int unread = 0;
     if (ioctl(conn->fd(), FIONREAD, &unread) == 0 && unread > 0) {
       report.unread_bytes += static_cast<uint64_t>(unread);
     }
-  }
+  });
   drain_cut_ += report.connections;
-  // Close() reports OnClosed later, so open_ does not change under the walk.
   server_->context()->CloseAll(absl::CancelledError("drain timeout"));
   return report;
 }

@@ -26,7 +26,6 @@
 #include <cstdint>
 #include <memory>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "reactor/event_loop.h"
@@ -85,7 +84,7 @@ class EchoService : public ConnectionHandler {
   CutReport CutRemaining();
 
   // Connections open now (not counting those whose OnClosed already ran).
-  size_t open_connections() const { return open_.size(); }
+  size_t open_connections() const { return open_count_; }
 
   Stats stats() const;
 
@@ -101,10 +100,10 @@ class EchoService : public ConnectionHandler {
 
   std::unique_ptr<TcpServer> server_;
   uint64_t connections_reset_ = 0;
-  // Every connection between OnAccept and OnClosed, so that a cut can say
-  // what each one held. Grows with the connection count, then stays: no
-  // allocation per connection once warm.
-  absl::flat_hash_set<TcpConnection*> open_;
+  // Connections between OnAccept and OnClosed. A count, not a set: a cut
+  // walks the context's connections instead (TcpContext::ForEachConnection),
+  // which keeps an idle connection within its memory budget.
+  size_t open_count_ = 0;
   bool draining_ = false;  // either kind of drain began
   bool waiting_for_peers_ = false;
   absl::AnyInvocable<void()> drain_done_;

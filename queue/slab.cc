@@ -17,13 +17,26 @@ Slab::~Slab() {
   NBIO_CHECK_MSG(in_use_ == 0, "Slab destroyed with slots in use");
 }
 
+namespace {
+
+template <typename Vector>
+void GrowForOneMore(Vector& v) {
+  if (v.size() < v.capacity()) return;
+  v.reserve(v.capacity() < 8 ? 8 : 2 * v.capacity());
+}
+
+}  // namespace
+
 void Slab::AddChunk() {
   Chunk chunk;
   chunk.slots.reset(new char[kSlotsPerChunk * slot_size_]);
   const char* base = chunk.slots.get();
   // Reserve both before changing either, so a bad_alloc leaves them in step.
-  chunks_.reserve(chunks_.size() + 1);
-  by_address_.reserve(by_address_.size() + 1);
+  // Geometrically: reserve(size() + 1) would reallocate (and copy) both on
+  // every chunk, and the trail of freed arrays cost an idle connection
+  // about 18 bytes of resident memory at 10,000 connections.
+  GrowForOneMore(chunks_);
+  GrowForOneMore(by_address_);
   const auto at = std::upper_bound(
       by_address_.begin(), by_address_.end(), base,
       [](const char* p, const std::pair<const char*, std::size_t>& entry) {

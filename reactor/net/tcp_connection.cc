@@ -425,6 +425,11 @@ void TcpContext::ForEachOpen(Fn fn) {
   });
 }
 
+void TcpContext::ForEachConnection(
+    absl::FunctionRef<void(TcpConnection*)> fn) {
+  ForEachOpen([&](TcpConnection* conn) { fn(conn); });
+}
+
 void TcpContext::Destroy(TcpConnection* conn) {
   conn->~TcpConnection();
   slots_.Free(conn);

@@ -43,6 +43,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -335,6 +336,14 @@ class TcpContext {
   // again while a drain is in progress (a second SIGTERM): every `done`
   // given runs exactly once, in order, when the drain completes.
   void Drain(absl::AnyInvocable<void()> done);
+
+  // Calls fn(conn) for every open connection, not those already closing
+  // (their OnClosed is pending). fn may Close() or write to the connection
+  // it is given; a connection opened during the walk may or may not be
+  // seen. O(connection slots): for rare walks (a report, a shutdown), not
+  // per event. Keeping a set of connections in the handler instead would
+  // cost memory per connection.
+  void ForEachConnection(absl::FunctionRef<void(TcpConnection*)> fn);
 
   EventLoop* loop() const { return loop_; }
   ConnectionHandler* handler() const { return handler_; }
