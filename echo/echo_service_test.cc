@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
+#include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
 
 namespace nbio {
@@ -62,6 +63,7 @@ class Client {
 class EchoServiceTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam());
     EventLoop::Options options;
     options.backend = GetParam();
     absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(options);

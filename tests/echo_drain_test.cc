@@ -45,6 +45,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "tests/server_process.h"
 #include "tools/byte_pattern.h"
 
@@ -71,6 +72,7 @@ std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
 
 class EchoDrainTest : public ::testing::TestWithParam<Param> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam().backend); }
   std::vector<std::string> Argv(std::vector<std::string> flags) const {
     std::vector<std::string> argv = {
         Binary(), "--listen=127.0.0.1:0", "--backend=" + GetParam().backend,
@@ -514,8 +516,10 @@ TEST_P(EchoDrainTest, IgnoresSocketsMeantForAnotherProcess) {
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoDrainTest,
                          ::testing::Values(Param{"epoll", 1}, Param{"poll", 1},
                                            Param{"select", 1},
+                                           Param{"io_uring", 1},
                                            Param{"epoll", 2}, Param{"poll", 2},
-                                           Param{"select", 2}),
+                                           Param{"select", 2},
+                                           Param{"io_uring", 2}),
                          ParamName);
 
 }  // namespace

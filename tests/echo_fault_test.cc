@@ -46,6 +46,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "tests/server_process.h"
 #include "tools/byte_pattern.h"
 
@@ -73,6 +74,7 @@ constexpr absl::Duration kSoon = absl::Seconds(20);
 
 class EchoFaultTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
   // Starts echo_server on 127.0.0.1:0 with this test's backend, stats every
   // 100 ms, and `flags`.
   void Start(std::vector<std::string> flags,
@@ -746,7 +748,7 @@ TEST_P(EchoFaultTest, SigtermUnderLoadEchoesEveryByteThenExits0) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoFaultTest,
-                         ::testing::Values("epoll", "poll", "select"),
+                         ::testing::Values("epoll", "poll", "select", "io_uring"),
                          [](const auto& info) { return info.param; });
 
 // The same with two reactor threads: the signal reaches the main loop, and

@@ -43,6 +43,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "reactor/testing/loop_test_util.h"
 #include "tests/server_process.h"
 #include "tools/byte_pattern.h"
 
@@ -266,7 +267,10 @@ std::string RestartUnderLoad(const Param& param) {
 
 // --- in the test process
 
-class EchoRestartTest : public ::testing::TestWithParam<Param> {};
+class EchoRestartTest : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam().backend); }
+};
 
 TEST_P(EchoRestartTest, NewServerTakesOverWhileTheOldDrainsNothingRefusedOrLost) {
   int out[2];
@@ -343,8 +347,10 @@ TEST_P(EchoRestartTest, NewServerTakesOverWhileTheOldDrainsNothingRefusedOrLost)
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoRestartTest,
                          ::testing::Values(Param{"epoll", 1}, Param{"poll", 1},
                                            Param{"select", 1},
+                                           Param{"io_uring", 1},
                                            Param{"epoll", 2}, Param{"poll", 2},
-                                           Param{"select", 2}),
+                                           Param{"select", 2},
+                                           Param{"io_uring", 2}),
                          ParamName);
 
 }  // namespace
