@@ -30,11 +30,22 @@ int64_t AddDuration(int64_t now, absl::Duration d) {
 }
 
 // The next deadline of a periodic timer that was due at `deadline`: the first
-// deadline + n * period later than `now` (missed periods are skipped).
+// deadline + n * period later than `now` (missed periods are skipped),
+// saturating at INT64_MAX ("never": the wheel keeps it without firing it).
+// A period near INT64_MAX is legal, so every sum is checked: a wrapped
+// deadline would land in the past and fire at once, over and over.
 int64_t NextPeriodicDeadline(int64_t deadline, int64_t period, int64_t now) {
-  int64_t next = deadline + period;
-  if (next <= now) next += ((now - next) / period + 1) * period;
-  return next;
+  constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+  if (deadline > kNever - period) return kNever;
+  const int64_t next = deadline + period;
+  if (next > now) return next;
+  // In uint64_t: now - next may exceed INT64_MAX when next is negative.
+  const uint64_t behind = static_cast<uint64_t>(now) - static_cast<uint64_t>(next);
+  const uint64_t periods = behind / static_cast<uint64_t>(period) + 1;
+  const uint64_t room = static_cast<uint64_t>(kNever) - static_cast<uint64_t>(next);
+  if (periods > room / static_cast<uint64_t>(period)) return kNever;
+  return static_cast<int64_t>(static_cast<uint64_t>(next) +
+                              periods * static_cast<uint64_t>(period));
 }
 
 int64_t MonotonicNanos() { return DefaultClock()->NowNanos(); }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -293,6 +294,31 @@ TEST_P(ReactorConformanceTest, PeriodicTimerDoesNotDriftAndSkipsMissed) {
             absl::ToInt64Nanoseconds(absl::Milliseconds(150)));
   tick.Cancel();
   EXPECT_FALSE(tick.is_pending());
+}
+
+// A period so long that the next deadline passes INT64_MAX: it saturates to
+// "never" instead of wrapping into the past (which fired the timer again at
+// once, on a clock standing still, and was signed overflow for UBSan).
+TEST_P(ReactorConformanceTest, PeriodicTimerPastInt64MaxSaturates) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  RunNoWait(loop.get());
+  int fired = 0;
+  Timer tick(loop.get(), [&] { ++fired; });
+  const int64_t period = 5'000'000'000'000'000'000;  // 5e18 ns, ~158 years
+  tick.StartPeriodic(absl::Nanoseconds(period));
+  clock.Set(period);
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired, 1);
+  EXPECT_TRUE(tick.is_pending());
+  EXPECT_EQ(tick.deadline_nanos(), std::numeric_limits<int64_t>::max());
+  for (int i = 0; i < 3; ++i) RunNoWait(loop.get());  // the clock stands still
+  EXPECT_EQ(fired, 1);
+  // A second short of the end of time: still not due.
+  clock.Set(std::numeric_limits<int64_t>::max() - 1'000'000'000);
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired, 1);
+  tick.Cancel();
 }
 
 TEST_P(ReactorConformanceTest, RunAfterCancelAndRunEvery) {
