@@ -2,7 +2,46 @@
 
 #include <climits>
 
+#include "queue/base/check.h"
+
 namespace nbio {
+
+absl::Status Poller::Add(PollerEntry* entry, int fd, uint32_t interest) {
+  NBIO_CHECK(!entry->is_registered());
+  NBIO_CHECK(fd >= 0);
+  NBIO_CHECK((interest & ~(kReadable | kWritable)) == 0);
+  entry->backend_flags_ = 0;
+  entry->backend_index_ = -1;
+  absl::Status status = AddFd(entry, fd, interest);
+  if (!status.ok()) return status;
+  entry->fd_ = fd;
+  entry->interest_ = static_cast<uint8_t>(interest);
+  ++size_;
+  if (interest != 0) ++active_;
+  return absl::OkStatus();
+}
+
+absl::Status Poller::Modify(PollerEntry* entry, uint32_t interest) {
+  NBIO_CHECK(entry->is_registered());
+  NBIO_CHECK((interest & ~(kReadable | kWritable)) == 0);
+  if (interest == entry->interest_) return absl::OkStatus();
+  absl::Status status = ModifyFd(entry, interest);
+  if (!status.ok()) return status;
+  active_ += (interest != 0 ? 1 : 0) - (entry->interest_ != 0 ? 1 : 0);
+  entry->interest_ = static_cast<uint8_t>(interest);
+  return absl::OkStatus();
+}
+
+void Poller::Remove(PollerEntry* entry) {
+  if (!entry->is_registered()) return;
+  RemoveFd(entry);
+  if (entry->interest_ != 0) --active_;
+  --size_;
+  entry->fd_ = -1;
+  entry->interest_ = 0;
+  entry->backend_flags_ = 0;
+  entry->backend_index_ = -1;
+}
 
 int Poller::TimeoutMillis(int64_t timeout_nanos) {
   if (timeout_nanos < 0) return -1;

@@ -3,8 +3,19 @@
 // A Poller waits for readiness on a set of file descriptors and reports it.
 // The event loop owns exactly one and never knows which kind: select, poll and
 // epoll implement this interface, one file pair each, and are created by name
-// at run time (poller_registry.h). A new backend implements these five calls
-// and registers itself; the loop does not change.
+// at run time (poller_registry.h); the loop does not change.
+//
+// A new backend derives from Poller, implements exactly these five calls and
+// registers itself in poller_registry.cc:
+//   name()            its name for EventLoop::Options::backend;
+//   AddFd()           tell the kernel about a new entry;
+//   ModifyFd()        tell it a changed interest;
+//   RemoveFd()        forget an entry (and drop its events still pending in
+//                     a Wait in progress);
+//   Wait()            wait, then Dispatch() each ready entry.
+// The public Add / Modify / Remove here do what every backend would repeat:
+// the argument checks, the entry's fd and interest, and the counts (size(),
+// active()). A backend never writes them.
 //
 // What the loop registers is a PollerEntry: the fd, the interest, and the
 // function to call with the readiness. An entry is embedded in whatever owns
@@ -90,15 +101,15 @@ class Poller {
   // Errors: the fd cannot be watched by this backend (select: fd >=
   // FD_SETSIZE), or the kernel refused it (EBADF, ENOMEM, EPERM for regular
   // files under epoll). The entry must not be registered already.
-  virtual absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) = 0;
+  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest);
 
   // Changes the interest of a registered entry; a no-op when unchanged.
-  virtual absl::Status Modify(PollerEntry* entry, uint32_t interest) = 0;
+  absl::Status Modify(PollerEntry* entry, uint32_t interest);
 
   // Stops watching; the entry receives no further event, not even one already
   // collected by the Wait in progress. A no-op when not registered. Call it
   // before closing the fd.
-  virtual void Remove(PollerEntry* entry) = 0;
+  void Remove(PollerEntry* entry);
 
   // Blocks for at most `timeout_nanos` (-1: no limit, 0: do not block; the
   // backend rounds up to its own granularity, so it never returns early for
@@ -108,31 +119,26 @@ class Poller {
   virtual absl::StatusOr<int> Wait(int64_t timeout_nanos) = 0;
 
   // How many entries are registered.
-  virtual int size() const = 0;
+  int size() const { return size_; }
 
   // How many registered entries have some interest: what keeps a loop alive,
-  // whoever embeds the entry (a watcher, a connection). Kept by the helpers
-  // below, so every backend gets it right.
+  // whoever embeds the entry (a watcher, a connection).
   int active() const { return active_; }
 
  protected:
-  // Backends reach the entry's fields only through these.
-  void SetRegistration(PollerEntry* e, int fd, uint32_t interest) {
-    e->fd_ = fd;
-    e->interest_ = static_cast<uint8_t>(interest);
-    if (interest != 0) ++active_;
-  }
-  void SetInterest(PollerEntry* e, uint32_t interest) {
-    active_ += (interest != 0 ? 1 : 0) - (e->interest_ != 0 ? 1 : 0);
-    e->interest_ = static_cast<uint8_t>(interest);
-  }
-  void ClearRegistration(PollerEntry* e) {
-    if (e->interest_ != 0) --active_;
-    e->fd_ = -1;
-    e->interest_ = 0;
-    e->backend_flags_ = 0;
-    e->backend_index_ = -1;
-  }
+  // The backend's half of Add: `entry` is not registered yet (its fd() is
+  // -1, its backend fields are reset); on success the caller records `fd`
+  // and `interest` in it. On error the entry must be left as it was.
+  virtual absl::Status AddFd(PollerEntry* entry, int fd,
+                             uint32_t interest) = 0;
+  // The backend's half of Modify: `interest` differs from entry->interest(),
+  // which the caller updates on success.
+  virtual absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) = 0;
+  // The backend's half of Remove: `entry` is registered (fd(), interest()
+  // and the backend fields still hold); the caller clears it afterwards.
+  virtual void RemoveFd(PollerEntry* entry) = 0;
+
+  // Backend-private state kept in the entry, so backends need no per-fd map.
   static uint8_t& BackendFlags(PollerEntry* e) { return e->backend_flags_; }
   static int32_t& BackendIndex(PollerEntry* e) { return e->backend_index_; }
   // Delivers `raw` readiness, filtered by the entry's current interest as
@@ -152,6 +158,7 @@ class Poller {
   static int TimeoutMillis(int64_t timeout_nanos);
 
  private:
+  int size_ = 0;
   int active_ = 0;
 };
 

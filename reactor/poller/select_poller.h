@@ -24,13 +24,12 @@ class SelectPoller final : public Poller {
   ~SelectPoller() override = default;
 
   const char* name() const override { return "select"; }
-  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) override;
-  absl::Status Modify(PollerEntry* entry, uint32_t interest) override;
-  void Remove(PollerEntry* entry) override;
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
-  int size() const override { return size_; }
 
  private:
+  absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
+  absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
+  void RemoveFd(PollerEntry* entry) override;
   void SetInterestBits(int fd, uint32_t interest);
 
   fd_set read_interest_;
@@ -40,7 +39,6 @@ class SelectPoller final : public Poller {
   fd_set write_ready_;
   std::array<PollerEntry*, FD_SETSIZE> entries_{};
   int max_fd_ = -1;
-  int size_ = 0;
 };
 
 }  // namespace nbio

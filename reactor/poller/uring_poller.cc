@@ -118,9 +118,8 @@ void UringPoller::Disarm(int fd, Slot& slot) {
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
 }
 
-absl::Status UringPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
-  NBIO_CHECK_MSG(!entry->is_registered(), "Poller::Add of a registered entry");
-  if (fd < 0) return ErrnoStatus("io_uring poll", EBADF);
+absl::Status UringPoller::AddFd(PollerEntry* entry, int fd,
+                                uint32_t interest) {
   if (static_cast<size_t>(fd) >= slots_.size()) {
     slots_.resize(std::max<size_t>(fd + 1, slots_.size() * 2));
   }
@@ -132,18 +131,13 @@ absl::Status UringPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
   slot.entry = entry;
   slot.armed_mask = 0;
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
-  SetRegistration(entry, fd, interest);
-  ++size_;
   if (interest != 0) Arm(fd, slot, interest);
   return absl::OkStatus();
 }
 
-absl::Status UringPoller::Modify(PollerEntry* entry, uint32_t interest) {
-  NBIO_CHECK_MSG(entry->is_registered(), "Poller::Modify of an unregistered entry");
-  if (interest == entry->interest()) return absl::OkStatus();
+absl::Status UringPoller::ModifyFd(PollerEntry* entry, uint32_t interest) {
   const int fd = entry->fd();
   Slot& slot = slots_[fd];
-  SetInterest(entry, interest);
   // Replace the request only if its mask is wrong; one that fired this
   // batch (not armed) is re-armed after dispatch, or here.
   if (slot.armed_mask != 0 && slot.armed_mask == ToPoll(interest)) {
@@ -154,16 +148,13 @@ absl::Status UringPoller::Modify(PollerEntry* entry, uint32_t interest) {
   return absl::OkStatus();
 }
 
-void UringPoller::Remove(PollerEntry* entry) {
-  if (!entry->is_registered()) return;
+void UringPoller::RemoveFd(PollerEntry* entry) {
   const int fd = entry->fd();
   Slot& slot = slots_[fd];
   const bool had_request = slot.armed_mask != 0;
   Disarm(fd, slot);
   slot.entry = nullptr;
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
-  ClearRegistration(entry);
-  --size_;
   // The poll request holds a reference to the file: cancel it now, so that
   // the owner's close() really closes (the peer sees FIN now, not at the
   // next Wait).

@@ -47,11 +47,7 @@ class UringPoller final : public Poller {
   ~UringPoller() override;
 
   const char* name() const override { return "io_uring"; }
-  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) override;
-  absl::Status Modify(PollerEntry* entry, uint32_t interest) override;
-  void Remove(PollerEntry* entry) override;
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
-  int size() const override { return size_; }
 
   // Submission queue entries; the completion queue has kCqEntries.
   static constexpr unsigned kSqEntries = 1024;
@@ -65,6 +61,9 @@ class UringPoller final : public Poller {
   };
 
   UringPoller() = default;
+  absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
+  absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
+  void RemoveFd(PollerEntry* entry) override;
   // A free SQE, submitting what is queued when the ring is full.
   io_uring_sqe* GetSqe();
   // Queues a poll request for `fd`'s interest (a new tag).
@@ -78,7 +77,6 @@ class UringPoller final : public Poller {
 
   io_uring ring_{};
   bool ring_ready_ = false;
-  int size_ = 0;
   std::vector<Slot> slots_;  // indexed by fd
   struct Completion {
     uint64_t user_data;
