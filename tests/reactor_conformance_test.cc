@@ -18,6 +18,8 @@
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "reactor/async/future.h"
+#include "reactor/async/wait_fd.h"
 #include "reactor/event_loop.h"
 #include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
@@ -498,6 +500,61 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
   ASSERT_TRUE(loop->Run().ok());  // returns once the handler removed itself
   EXPECT_EQ(got, 1);
   EXPECT_FALSE(loop->OnSignal(SIGKILL, [](int) {}).ok());
+}
+
+// --- one watcher per fd -------------------------------------------------------
+
+// Every backend refuses a second FdWatcher or wait on an fd the loop already
+// watches, with ALREADY_EXISTS (wait_fd.h), whether or not the first one has
+// interest; the first keeps working, and the fd is free again once it stops.
+TEST_P(ReactorConformanceTest, SecondWatcherOnAnFdIsAlreadyExists) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  int first_events = 0, second_events = 0;
+  FdWatcher first(loop.get(), p.r, [&](uint32_t) { ++first_events; });
+  FdWatcher second(loop.get(), p.r, [&](uint32_t) { ++second_events; });
+  ASSERT_TRUE(first.SetInterest(0).ok());
+  EXPECT_EQ(second.SetInterest(kReadable).code(),
+            absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(first.SetInterest(kReadable).ok());
+  EXPECT_EQ(second.SetInterest(kReadable).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(second.is_active());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(first_events, 1);
+  EXPECT_EQ(second_events, 0);
+  first.Stop();
+  EXPECT_TRUE(second.SetInterest(kReadable).ok());
+  RunNoWait(loop.get());
+  EXPECT_EQ(second_events, 1);
+  second.Stop();
+}
+
+TEST_P(ReactorConformanceTest, WaitOnAWatchedFdIsAlreadyExists) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  // A wait on an fd an FdWatcher watches.
+  FdWatcher watcher(loop.get(), p.r, [](uint32_t) {});
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  auto refused = Capture(WaitReadable(loop.get(), p.r));
+  RunNoWait(loop.get());  // futures complete at the next checkpoint
+  ASSERT_TRUE(refused->has_value());
+  EXPECT_EQ(refused->value().code(), absl::StatusCode::kAlreadyExists);
+  watcher.Stop();
+  // A second wait on an fd a wait is waiting on.
+  auto waiting = Capture(WaitReadable(loop.get(), p.r));
+  auto second = Capture(WaitReadable(loop.get(), p.r));
+  RunNoWait(loop.get());
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ(second->value().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(waiting->has_value());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get(), 2);
+  ASSERT_TRUE(waiting->has_value());
+  EXPECT_TRUE(waiting->value().ok()) << waiting->value();
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
 }
 
 // --- the select ceiling -------------------------------------------------------

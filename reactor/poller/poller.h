@@ -1,8 +1,8 @@
 // The poller: the one polymorphic seam of the reactor.
 //
 // A Poller waits for readiness on a set of file descriptors and reports it.
-// The event loop owns exactly one and never knows which kind: select, poll and
-// epoll implement this interface, one file pair each, and are created by name
+// The event loop owns exactly one and never knows which kind: select, poll,
+// epoll and io_uring implement this interface, one file pair each, and are created by name
 // at run time (poller_registry.h); the loop does not change.
 //
 // A new backend derives from Poller, implements exactly these five calls and
@@ -14,8 +14,9 @@
 //                     a Wait in progress);
 //   Wait()            wait, then Dispatch() each ready entry.
 // The public Add / Modify / Remove here do what every backend would repeat:
-// the argument checks, the entry's fd and interest, and the counts (size(),
-// active()). A backend never writes them.
+// the argument checks, the entry's fd and interest, the counts (size(),
+// active()) and the table of which entry has which fd. A backend never
+// writes them.
 //
 // What the loop registers is a PollerEntry: the fd, the interest, and the
 // function to call with the readiness. An entry is embedded in whatever owns
@@ -32,6 +33,12 @@
 //     dropped earlier in the same batch is not reported.
 //   - An entry removed during dispatch, or whose fd was removed and added
 //     again during dispatch, receives none of this Wait's remaining events.
+//   - One entry per fd: adding a second entry for an fd that is registered
+//     (with or without interest) fails with ALREADY_EXISTS, on every
+//     backend, and leaves the first entry as it was. The kernels disagree
+//     (epoll says EEXIST only while the first entry has interest, poll
+//     and io_uring take both, select has one slot per fd), so the rule is kept here,
+//     once, in the fd table libuv keeps too (loop->watchers).
 //   - Errors and hang-ups are reported as kError / kHangup together with the
 //     entry's kReadable / kWritable interest, so they surface through the
 //     read or write path (read() and write() return the error or EOF). The
@@ -41,7 +48,9 @@
 #ifndef NBIO_REACTOR_POLLER_POLLER_H_
 #define NBIO_REACTOR_POLLER_POLLER_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -94,13 +103,15 @@ class Poller {
  public:
   virtual ~Poller() = default;
 
-  // "select", "poll", "epoll".
+  // "select", "poll", "epoll", "io_uring".
   virtual const char* name() const = 0;
 
   // Starts watching `fd` for `interest` (may be 0: registered but quiet).
   // Errors: the fd cannot be watched by this backend (select: fd >=
   // FD_SETSIZE), or the kernel refused it (EBADF, ENOMEM, EPERM for regular
-  // files under epoll). The entry must not be registered already.
+  // files under epoll), ALREADY_EXISTS when another entry has `fd`. The
+  // entry must not be registered already. Allocates only when `fd` is
+  // higher than any fd seen before (the fd table grows).
   absl::Status Add(PollerEntry* entry, int fd, uint32_t interest);
 
   // Changes the interest of a registered entry; a no-op when unchanged.
@@ -135,8 +146,15 @@ class Poller {
   // which the caller updates on success.
   virtual absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) = 0;
   // The backend's half of Remove: `entry` is registered (fd(), interest()
-  // and the backend fields still hold); the caller clears it afterwards.
+  // and the backend fields still hold) but no longer EntryForFd(its fd);
+  // the caller clears it afterwards.
   virtual void RemoveFd(PollerEntry* entry) = 0;
+
+  // The entry registered for `fd`, or nullptr. O(1).
+  PollerEntry* EntryForFd(int fd) const {
+    return fd >= 0 && static_cast<size_t>(fd) < by_fd_.size() ? by_fd_[fd]
+                                                               : nullptr;
+  }
 
   // Backend-private state kept in the entry, so backends need no per-fd map.
   static uint8_t& BackendFlags(PollerEntry* e) { return e->backend_flags_; }
@@ -160,6 +178,10 @@ class Poller {
  private:
   int size_ = 0;
   int active_ = 0;
+  // Indexed by fd: the registered entry, or nullptr. fds are small and
+  // dense (the kernel hands out the lowest free one), so this is smaller
+  // and faster than a hash map.
+  std::vector<PollerEntry*> by_fd_;
 };
 
 }  // namespace nbio

@@ -34,11 +34,6 @@ absl::Status SelectPoller::AddFd(PollerEntry* entry, int fd,
         "select backend cannot watch fd ", fd, ": select() handles fds below "
         "FD_SETSIZE (", FD_SETSIZE, "); use the poll or epoll backend"));
   }
-  if (entries_[fd] != nullptr) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("select backend: fd ", fd, " is already registered"));
-  }
-  entries_[fd] = entry;
   SetInterestBits(fd, interest);
   if (fd > max_fd_) max_fd_ = fd;
   return absl::OkStatus();
@@ -55,8 +50,8 @@ void SelectPoller::RemoveFd(PollerEntry* entry) {
   // Drop anything this Wait collected for the fd (harmless when idle).
   FD_CLR(fd, &read_ready_);
   FD_CLR(fd, &write_ready_);
-  entries_[fd] = nullptr;
-  while (max_fd_ >= 0 && entries_[max_fd_] == nullptr) --max_fd_;
+  // EntryForFd(fd) is already nullptr.
+  while (max_fd_ >= 0 && EntryForFd(max_fd_) == nullptr) --max_fd_;
 }
 
 absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
@@ -92,7 +87,7 @@ absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
     bits_left -= ((raw & kReadable) ? 1 : 0) + ((raw & kWritable) ? 1 : 0);
     FD_CLR(fd, &read_ready_);
     FD_CLR(fd, &write_ready_);
-    PollerEntry* entry = entries_[fd];
+    PollerEntry* entry = EntryForFd(fd);
     if (entry != nullptr && Dispatch(entry, raw)) ++dispatched;
   }
   return dispatched;

@@ -12,8 +12,6 @@
 
 #include <sys/select.h>
 
-#include <array>
-
 #include "reactor/poller/poller.h"
 
 namespace nbio {
@@ -37,7 +35,6 @@ class SelectPoller final : public Poller {
   // The sets select() returned, while dispatching them.
   fd_set read_ready_;
   fd_set write_ready_;
-  std::array<PollerEntry*, FD_SETSIZE> entries_{};
   int max_fd_ = -1;
 };
 

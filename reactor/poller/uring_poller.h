@@ -54,8 +54,8 @@ class UringPoller final : public Poller {
   static constexpr unsigned kCqEntries = 16384;
 
  private:
+  // The ring's state for one fd (the entry is EntryForFd(fd)).
   struct Slot {
-    PollerEntry* entry = nullptr;
     uint32_t seq = 0;         // tag of the request in the ring, if armed
     uint32_t armed_mask = 0;  // poll mask of that request; 0: none
   };
