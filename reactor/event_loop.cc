@@ -52,22 +52,6 @@ int64_t MonotonicNanos() { return DefaultClock()->NowNanos(); }
 
 }  // namespace
 
-// A timer started with RunAfter/RunEvery: owned by the loop, found by id.
-struct EventLoop::OwnedTimer : TimerNode {
-  OwnedTimer(EventLoop* l, uint64_t i, int64_t p, absl::AnyInvocable<void()> f)
-      : TimerNode(&EventLoop::OnOwnedTimer),
-        loop(l),
-        id(i),
-        period(p),
-        fn(std::move(f)) {}
-  EventLoop* const loop;
-  const uint64_t id;
-  const int64_t period;  // 0: one-shot
-  absl::AnyInvocable<void()> fn;
-  bool running = false;
-  bool cancelled = false;
-};
-
 // ---------------------------------------------------------------------------
 // FdWatcher
 
@@ -110,6 +94,16 @@ Timer::~Timer() {
   Cancel();
 }
 
+Timer::Handle Timer::After(EventLoop* loop, absl::Duration delay,
+                           Callback callback) {
+  NBIO_DCHECK(loop->IsInLoopThread());
+  auto* timer = new Owned(loop, std::move(callback));
+  timer->loop_owned_ = true;
+  loop->owned_timers_.list.PushBack(*timer);
+  timer->Start(delay);
+  return Handle(timer);
+}
+
 void Timer::StartAt(int64_t deadline_nanos) {
   NBIO_DCHECK(loop_->IsInLoopThread());
   if (!is_scheduled()) loop_->TimerScheduled();
@@ -137,10 +131,57 @@ void Timer::Cancel() {
 void Timer::OnFire(TimerNode* node) {
   Timer* self = static_cast<Timer*>(node);
   EventLoop* loop = self->loop_;
-  loop->RearmIfPeriodic(self, self->period_nanos_);
+  // The wheel has unlinked it. A periodic timer is re-armed before its
+  // callback, which may cancel or restart it; a one-shot one stops counting
+  // as scheduled.
+  if (self->period_nanos_ > 0) {
+    loop->wheel_.Schedule(
+        self, NextPeriodicDeadline(self->deadline(), self->period_nanos_,
+                                   loop->NowNanos()));
+  } else {
+    loop->TimerUnscheduled();
+  }
   self->in_callback_ = true;
   self->callback_();
   self->in_callback_ = false;
+  // After the callback: it may have dropped the handle, which leaves the
+  // freeing to this line.
+  if (self->loop_owned_) self->ReleaseOwned();
+}
+
+void Timer::ReleaseOwned() {
+  Owned* self = static_cast<Owned*>(this);
+  self->hook.Unlink();
+  loop_owned_ = false;
+  if (!self->has_handle) delete self;
+}
+
+Timer::Handle& Timer::Handle::operator=(Handle&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    timer_ = std::exchange(other.timer_, nullptr);
+  }
+  return *this;
+}
+
+void Timer::Handle::Reset() {
+  Owned* timer = std::exchange(timer_, nullptr);
+  if (timer == nullptr) return;
+  timer->has_handle = false;
+  if (!timer->loop_owned_) delete timer;
+}
+
+bool Timer::Handle::Cancel() {
+  if (timer_ == nullptr || !timer_->is_pending()) return false;
+  timer_->Cancel();
+  // Not inside its own callback (a one-shot is not pending there), so the
+  // loop lets go now; the handle still holds it.
+  timer_->ReleaseOwned();
+  return true;
+}
+
+bool Timer::Handle::is_pending() const {
+  return timer_ != nullptr && timer_->is_pending();
 }
 
 // ---------------------------------------------------------------------------
@@ -225,7 +266,6 @@ EventLoop::~EventLoop() {
     close(signal_fd_);
     pthread_sigmask(SIG_UNBLOCK, &signal_mask_, nullptr);
   }
-  // owned_timers_ unlink themselves from wheel_ (declared before them).
 }
 
 bool EventLoop::IsInLoopThread() const {
@@ -431,69 +471,15 @@ void EventLoop::DrainRemoteTasks() {
   }
 }
 
-TimerId EventLoop::RunAfter(absl::Duration delay,
-                            absl::AnyInvocable<void()> fn) {
-  NBIO_DCHECK(IsInLoopThread());
-  const uint64_t id = next_timer_id_++;
-  auto timer = std::make_unique<OwnedTimer>(this, id, 0, std::move(fn));
-  wheel_.Schedule(timer.get(), DeadlineAfter(delay));
-  TimerScheduled();
-  owned_timers_.emplace(id, std::move(timer));
-  return TimerId{id};
-}
-
-TimerId EventLoop::RunEvery(absl::Duration period,
-                            absl::AnyInvocable<void()> fn) {
-  NBIO_DCHECK(IsInLoopThread());
-  NBIO_CHECK_MSG(period > absl::ZeroDuration(), "period must be positive");
-  const uint64_t id = next_timer_id_++;
-  auto timer = std::make_unique<OwnedTimer>(
-      this, id, absl::ToInt64Nanoseconds(period), std::move(fn));
-  wheel_.Schedule(timer.get(), DeadlineAfter(period));
-  TimerScheduled();
-  owned_timers_.emplace(id, std::move(timer));
-  return TimerId{id};
-}
-
-void EventLoop::RearmIfPeriodic(TimerNode* timer, int64_t period_nanos) {
-  if (period_nanos > 0) {
-    wheel_.Schedule(timer, NextPeriodicDeadline(timer->deadline(), period_nanos,
-                                                NowNanos()));
-  } else {
-    TimerUnscheduled();
+EventLoop::OwnedTimers::~OwnedTimers() {
+  // The loop is whole (this is its last member). A timer whose handle is
+  // still out stays for the handle to free: cancelled, it never touches the
+  // loop again.
+  while (Timer::Owned* timer = list.PopFront()) {
+    timer->Cancel();
+    timer->loop_owned_ = false;
+    if (!timer->has_handle) delete timer;
   }
-}
-
-void EventLoop::OnOwnedTimer(TimerNode* node) {
-  OwnedTimer* timer = static_cast<OwnedTimer*>(node);
-  EventLoop* loop = timer->loop;
-  loop->RearmIfPeriodic(timer, timer->period);
-  timer->running = true;
-  timer->fn();
-  timer->running = false;
-  if (timer->period == 0 || timer->cancelled) {
-    loop->owned_timers_.erase(timer->id);  // destroys `timer`
-  }
-}
-
-bool EventLoop::Cancel(TimerId id) {
-  NBIO_DCHECK(IsInLoopThread());
-  auto it = owned_timers_.find(id.value);
-  if (it == owned_timers_.end()) return false;
-  OwnedTimer* timer = it->second.get();
-  if (timer->running) {
-    // Inside its own callback: a one-shot has already fired; a periodic one
-    // stops, and OnOwnedTimer frees it once the callback returns.
-    if (timer->period == 0 || timer->cancelled) return false;
-    timer->cancelled = true;
-    wheel_.Cancel(timer);
-    TimerUnscheduled();
-    return true;
-  }
-  wheel_.Cancel(timer);
-  TimerUnscheduled();
-  owned_timers_.erase(it);
-  return true;
 }
 
 absl::Status EventLoop::OnSignal(int signo,

@@ -77,12 +77,6 @@ namespace nbio {
 
 class EventLoop;
 
-// Identifies a timer started with RunAfter/RunEvery, for Cancel().
-struct TimerId {
-  uint64_t value = 0;
-  bool operator==(const TimerId& o) const { return value == o.value; }
-};
-
 // What the loop has done, for stats lines and benchmarks. Read on the loop's
 // thread.
 struct LoopCounters {
@@ -106,8 +100,8 @@ struct LoopLoad {
   int fds_waiting = 0;            // fds with interest: FdWatcher, TCP
                                   // connections and listeners,
                                   // WaitReadable/WaitWritable (wait_fd.h)
-  size_t timers_sleeping = 0;     // scheduled user timers (Timer, RunAfter,
-                                  // RunEvery, Sleep in sleep.h)
+  size_t timers_sleeping = 0;     // scheduled user timers (Timer, also
+                                  // Timer::After and Sleep in sleep.h)
   size_t cpu_jobs_pending = 0;    // started CpuJobs not yet done
 };
 
@@ -150,15 +144,32 @@ class FdWatcher {
   bool in_callback_ = false;
 };
 
-// A timer owned by the caller: zero allocation to start, re-arm or cancel.
-// Re-usable: Start() again after it fired or was cancelled.
+// The loop's one timer type: one-shot or periodic, owned by the caller, zero
+// allocation to start, re-arm or cancel. Re-usable: Start() again after it
+// fired or was cancelled. Loop thread only.
+//
+// For a one-shot timer nobody needs to keep, Timer::After() below makes a
+// Timer the loop owns (fire-and-forget) and returns a handle that can cancel
+// it.
 class Timer : private TimerNode {
  public:
   using Callback = absl::AnyInvocable<void()>;
+  class Handle;
 
   Timer(EventLoop* loop, Callback callback);
   // Cancels. Must not run inside this timer's own callback.
   ~Timer();
+
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  // Fire-and-forget: runs `callback` once, `delay` from NowNanos() (as
+  // Start), on a Timer the loop owns and frees once it has fired or been
+  // cancelled, or when the loop is destroyed. The returned handle may be
+  // dropped (the timer still fires), or kept to cancel it; it may outlive
+  // the timer and the loop. Costs one allocation per call: a Timer member
+  // costs none, and is what a periodic or re-armed timer wants.
+  static Handle After(EventLoop* loop, absl::Duration delay, Callback callback);
 
   // Fires once, `delay` from the loop's current time (NowNanos()). Re-arms
   // if pending. A zero or negative delay fires in the next iteration.
@@ -167,7 +178,8 @@ class Timer : private TimerNode {
   void StartAt(int64_t deadline_nanos);
   // Fires every `period` (> 0), without drift: the n-th firing is due at
   // start + n * period. Periods missed while the loop was busy are skipped,
-  // not replayed in a burst.
+  // not replayed in a burst. A deadline past the end of int64_t nanoseconds
+  // saturates there (never).
   void StartPeriodic(absl::Duration period);
   // Stops it; a no-op when not pending. Safe inside its own callback.
   void Cancel();
@@ -177,12 +189,50 @@ class Timer : private TimerNode {
   int64_t deadline_nanos() const { return deadline(); }
 
  private:
+  friend class EventLoop;
+  struct Owned;
   static void OnFire(TimerNode* node);
+  // Timer::After's timer: the loop lets go of it (fired or cancelled).
+  void ReleaseOwned();
 
   EventLoop* const loop_;
   Callback callback_;
   int64_t period_nanos_ = 0;
   bool in_callback_ = false;
+  // Made by After() and still held by the loop (on its owned_timers_ list).
+  bool loop_owned_ = false;
+};
+
+// Timer::After's timer. Owned by the loop while loop_owned_ (on the loop's
+// owned_timers_ list), by its handle after that; freed when neither holds it.
+struct Timer::Owned : Timer {
+  Owned(EventLoop* loop, Callback callback) : Timer(loop, std::move(callback)) {}
+  ListHook hook;
+  bool has_handle = true;
+};
+
+// What Timer::After returns: a way to cancel a loop-owned one-shot timer.
+// Move-only; a default-constructed or moved-from handle refers to nothing.
+// Dropping the handle does not cancel the timer.
+class Timer::Handle {
+ public:
+  Handle() = default;
+  Handle(Handle&& other) noexcept : timer_(std::exchange(other.timer_, nullptr)) {}
+  Handle& operator=(Handle&& other) noexcept;
+  ~Handle() { Reset(); }
+
+  // True when the timer was pending and now will never run. False when it
+  // already ran (also from inside its own callback), was cancelled, or the
+  // handle refers to nothing. Loop thread only.
+  bool Cancel();
+  bool is_pending() const;
+
+ private:
+  friend class Timer;
+  explicit Handle(Owned* timer) : timer_(timer) {}
+  void Reset();
+
+  Owned* timer_ = nullptr;
 };
 
 // What a CPU job's slice returns: run it again later, or it is finished.
@@ -289,14 +339,6 @@ class EventLoop {
   // CpuJob for work that yields.
   void PostUrgent(absl::AnyInvocable<void()> task);
 
-  // One-shot and periodic timers owned by the loop, cancellable by id.
-  TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> fn);
-  TimerId RunEvery(absl::Duration period, absl::AnyInvocable<void()> fn);
-  // True when the timer was pending and now will never run again. False when
-  // it already ran (one-shot), was cancelled, or never existed. Safe inside
-  // the timer's own callback (a periodic timer then stops).
-  bool Cancel(TimerId id);
-
   // Calls `handler(signo)` on the loop thread when `signo` arrives (signalfd;
   // no work is done in async-signal context). Blocks the signal in the
   // calling thread, so install handlers before starting other threads (or
@@ -364,7 +406,6 @@ class EventLoop {
   friend class FdWatcher;
   friend class Timer;
   friend class CpuJob;
-  struct OwnedTimer;
   struct RemoteTask {
     MpscNode node;
     absl::AnyInvocable<void()> fn;
@@ -399,16 +440,17 @@ class EventLoop {
   void RunDeferredDeletes();
   static void OnWakeupFd(PollerEntry* entry, uint32_t events);
   static void OnSignalFd(PollerEntry* entry, uint32_t events);
-  static void OnOwnedTimer(TimerNode* node);
   absl::Status UpdateSignalFd();
 
-  // Timers: count of scheduled user timers (Timer and RunAfter/RunEvery).
+  // Timers: count of scheduled Timers.
   void TimerScheduled() { ++timers_scheduled_; }
   void TimerUnscheduled() { --timers_scheduled_; }
-  // First thing when a user timer fires (the wheel has unlinked it): a
-  // periodic one (period_nanos > 0) is re-armed, before its callback, which
-  // may cancel or restart it; a one-shot one stops counting as scheduled.
-  void RearmIfPeriodic(TimerNode* timer, int64_t period_nanos);
+  // Frees the Timer::After timers still pending, whose handles may outlive
+  // the loop: the last member, so it runs first, with the loop whole.
+  struct OwnedTimers {
+    ~OwnedTimers();
+    IntrusiveList<Timer::Owned, &Timer::Owned::hook> list;
+  };
 
   Options options_;
   Clock* const clock_;
@@ -431,8 +473,6 @@ class EventLoop {
   WakeupEntry wakeup_entry_{this};
   std::atomic<uint64_t> wakeups_sent_{0};
 
-  uint64_t next_timer_id_ = 1;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<OwnedTimer>> owned_timers_;
   size_t timers_scheduled_ = 0;
 
   int signal_fd_ = -1;
@@ -443,6 +483,7 @@ class EventLoop {
   int keep_alive_ = 0;
   std::vector<DeferredDelete> deferred_;
   LoopCounters counters_;
+  OwnedTimers owned_timers_;  // last: see OwnedTimers
 };
 
 }  // namespace nbio

@@ -323,32 +323,57 @@ TEST_P(ReactorConformanceTest, PeriodicTimerPastInt64MaxSaturates) {
   tick.Cancel();
 }
 
-TEST_P(ReactorConformanceTest, RunAfterCancelAndRunEvery) {
+// Timer::After: the loop owns the timer; the handle cancels it, may be
+// dropped (the timer still fires) or kept past the timer's end.
+TEST_P(ReactorConformanceTest, TimerAfterFiresOnceAndHandleCancels) {
   ManualClock clock(0);
   auto loop = MakeLoop(&clock);
   RunNoWait(loop.get());
-  int once = 0, cancelled = 0, every = 0;
-  TimerId a = loop->RunAfter(absl::Milliseconds(5), [&] { ++once; });
-  TimerId b = loop->RunAfter(absl::Milliseconds(5), [&] { ++cancelled; });
-  TimerId c;
-  c = loop->RunEvery(absl::Milliseconds(2), [&] {
-    if (++every == 3) {
-      EXPECT_TRUE(loop->Cancel(c));  // from inside itself
-    }
+  int once = 0, cancelled = 0, dropped = 0, inside = 0;
+  Timer::Handle a = Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++once; });
+  Timer::Handle b =
+      Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++cancelled; });
+  Timer::After(loop.get(), absl::Milliseconds(3), [&] { ++dropped; });
+  Timer::Handle c;
+  c = Timer::After(loop.get(), absl::Milliseconds(2), [&] {
+    ++inside;
+    EXPECT_FALSE(c.is_pending());
+    EXPECT_FALSE(c.Cancel());  // from inside itself: it has already run
+    c = Timer::Handle();       // drops the handle inside the callback
   });
-  EXPECT_TRUE(loop->Cancel(b));
-  EXPECT_FALSE(loop->Cancel(b));  // already cancelled
+  EXPECT_EQ(loop->Load().timers_sleeping, 4u);
+  EXPECT_TRUE(a.is_pending());
+  EXPECT_TRUE(b.Cancel());
+  EXPECT_FALSE(b.is_pending());
+  EXPECT_FALSE(b.Cancel());  // already cancelled
+  EXPECT_EQ(loop->Load().timers_sleeping, 3u);
   for (int ms = 1; ms <= 20; ++ms) {
     clock.Set(absl::ToInt64Nanoseconds(absl::Milliseconds(ms)));
     RunNoWait(loop.get());
   }
   EXPECT_EQ(once, 1);
   EXPECT_EQ(cancelled, 0);
-  EXPECT_EQ(every, 3);
-  EXPECT_FALSE(loop->Cancel(a));  // already ran
-  EXPECT_FALSE(loop->Cancel(c));
-  EXPECT_FALSE(loop->Cancel(TimerId{987654}));
+  EXPECT_EQ(dropped, 1);
+  EXPECT_EQ(inside, 1);
+  EXPECT_FALSE(a.is_pending());
+  EXPECT_FALSE(a.Cancel());  // already ran
+  EXPECT_FALSE(Timer::Handle().Cancel());
   EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+}
+
+// Timers still pending when the loop goes are freed with it (LeakSanitizer
+// checks), and a handle may outlive the loop.
+TEST_P(ReactorConformanceTest, TimerAfterPendingAtLoopDestruction) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  int fired = 0;
+  Timer::After(loop.get(), absl::Seconds(1), [&] { ++fired; });
+  Timer::Handle kept =
+      Timer::After(loop.get(), absl::Seconds(1), [&] { ++fired; });
+  loop.reset();
+  EXPECT_FALSE(kept.is_pending());
+  EXPECT_FALSE(kept.Cancel());
+  EXPECT_EQ(fired, 0);
 }
 
 TEST_P(ReactorConformanceTest, TimerCallbackCancelsAnotherDueInSameBatch) {
@@ -369,10 +394,10 @@ TEST_P(ReactorConformanceTest, TimerCallbackCancelsAnotherDueInSameBatch) {
 TEST_P(ReactorConformanceTest, RealClockTimerWakesBlockedLoop) {
   auto loop = MakeLoop();  // monotonic clock: the poll timeout is real
   bool fired = false;
-  // RunAfter counts from the loop's time (its last clock reading), which is
+  // A timer counts from the loop's time (its last clock reading), which is
   // what "never early" is measured against.
   const int64_t start = loop->NowNanos();
-  loop->RunAfter(absl::Milliseconds(5), [&] { fired = true; });
+  Timer::After(loop.get(), absl::Milliseconds(5), [&] { fired = true; });
   ASSERT_TRUE(loop->Run().ok());  // returns once the only timer has run
   EXPECT_TRUE(fired);
   // Never early (no upper bound: machines are noisy).
