@@ -106,7 +106,7 @@ Timer::Handle Timer::After(EventLoop* loop, absl::Duration delay,
 
 void Timer::StartAt(int64_t deadline_nanos) {
   NBIO_DCHECK(loop_->IsInLoopThread());
-  if (!is_scheduled()) loop_->TimerScheduled();
+  if (!is_scheduled()) loop_->TimerScheduled(*this);
   period_nanos_ = 0;
   loop_->wheel_.Schedule(this, deadline_nanos);
 }
@@ -125,7 +125,14 @@ void Timer::Cancel() {
   period_nanos_ = 0;
   if (!is_scheduled()) return;
   loop_->wheel_.Cancel(this);
-  loop_->TimerUnscheduled();
+  loop_->TimerUnscheduled(*this);
+}
+
+void Timer::set_keeps_loop_alive(bool keeps_alive) {
+  if (keeps_alive == keeps_loop_alive_) return;
+  if (is_scheduled()) loop_->TimerUnscheduled(*this);
+  keeps_loop_alive_ = keeps_alive;
+  if (is_scheduled()) loop_->TimerScheduled(*this);
 }
 
 void Timer::OnFire(TimerNode* node) {
@@ -139,7 +146,7 @@ void Timer::OnFire(TimerNode* node) {
         self, NextPeriodicDeadline(self->deadline(), self->period_nanos_,
                                    loop->NowNanos()));
   } else {
-    loop->TimerUnscheduled();
+    loop->TimerUnscheduled(*self);
   }
   self->in_callback_ = true;
   self->callback_();
@@ -292,7 +299,7 @@ void EventLoop::DestroyQueuedTasks() {
 
 bool EventLoop::HasWork() const {
   return !tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
-         timers_scheduled_ > 0 || ActiveIo() > 0 ||
+         timers_keeping_alive_ > 0 || ActiveIo() > 0 ||
          !signal_handlers_.empty() || keep_alive_ > 0 ||
          !remote_tasks_.empty() || !deferred_.empty();
 }

@@ -101,7 +101,8 @@ struct LoopLoad {
                                   // connections and listeners,
                                   // WaitReadable/WaitWritable (wait_fd.h)
   size_t timers_sleeping = 0;     // scheduled user timers (Timer, also
-                                  // Timer::After and Sleep in sleep.h)
+                                  // Timer::After and Sleep in sleep.h),
+                                  // those that keep the loop alive or not
   size_t cpu_jobs_pending = 0;    // started CpuJobs not yet done
 };
 
@@ -184,6 +185,15 @@ class Timer : private TimerNode {
   // Stops it; a no-op when not pending. Safe inside its own callback.
   void Cancel();
 
+  // Whether this timer, while pending, keeps EventLoop::Run() going (true
+  // by default). A timer that does not (libuv's uv_unref) still fires on
+  // time while other work keeps the loop running, but Run() returns when
+  // only such timers are left: for periodic housekeeping (stats, cache
+  // expiry) that should not hold a server open. May be changed at any time,
+  // pending or not, also inside its own callback; the timer stays pending.
+  void set_keeps_loop_alive(bool keeps_alive);
+  bool keeps_loop_alive() const { return keeps_loop_alive_; }
+
   bool is_pending() const { return is_scheduled(); }
   // The deadline it is (or was last) scheduled for, on the loop clock.
   int64_t deadline_nanos() const { return deadline(); }
@@ -201,6 +211,7 @@ class Timer : private TimerNode {
   bool in_callback_ = false;
   // Made by After() and still held by the loop (on its owned_timers_ list).
   bool loop_owned_ = false;
+  bool keeps_loop_alive_ = true;
 };
 
 // Timer::After's timer. Owned by the loop while loop_owned_ (on the loop's
@@ -310,8 +321,9 @@ class EventLoop {
   EventLoop& operator=(const EventLoop&) = delete;
 
   // Runs iterations until Stop() is called or no work is left: no task, no
-  // user timer, no fd watcher with interest, no signal handler and no
-  // KeepAlive. Returns an error only when the poller fails unrecoverably.
+  // pending Timer that keeps the loop alive (Timer::set_keeps_loop_alive),
+  // no fd watcher with interest, no signal handler and no KeepAlive.
+  // Returns an error only when the poller fails unrecoverably.
   absl::Status Run();
 
   enum class RunMode {
@@ -395,12 +407,49 @@ class EventLoop {
   }
   LoopLoad Load() const;
 
-  // For the TCP layer and other parts of nbio that embed their own entries
-  // and timer nodes (zero allocation, no std::function per connection).
-  Poller* poller() { return poller_.get(); }
-  TimerWheel* timer_wheel() { return &wheel_; }
-  // The poll timeout the next iteration would use, in nanoseconds (-1: none).
+  // The poll timeout the next iteration would use, in nanoseconds: -1 when
+  // it would wait for I/O alone (no timer on the wheel), 0 when it would not
+  // wait (work is ready, or none is left to wait for).
   int64_t NextPollTimeoutNanos();
+
+  // --- Embedded entries and timer nodes -----------------------------------
+  // For the parts of nbio that embed a PollerEntry or a TimerNode in their
+  // own objects (TcpConnection, DeadlineToken) instead of holding an
+  // FdWatcher or a Timer: no allocation and no callback object per fd or
+  // timer, the cost of a direct call on the poller or the wheel. The loop
+  // does not own what it is given; the owner removes the entry before
+  // closing the fd, and a node unlinks itself when destroyed. Loop thread
+  // only.
+
+  // Poller::Add / Modify / Remove on the loop's poller (poller.h has the
+  // contract: one entry per fd, ALREADY_EXISTS otherwise). An entry with
+  // interest keeps Run() going and counts in LoopLoad::fds_waiting, as an
+  // FdWatcher does.
+  absl::Status AddEntry(PollerEntry* entry, int fd, uint32_t interest) {
+    return poller_->Add(entry, fd, interest);
+  }
+  absl::Status ModifyEntry(PollerEntry* entry, uint32_t interest) {
+    return poller_->Modify(entry, interest);
+  }
+  void RemoveEntry(PollerEntry* entry) { poller_->Remove(entry); }
+
+  // Schedules `node` (or re-arms it) at `deadline_nanos` on the loop clock;
+  // its callback runs with the iteration's other due timers. With
+  // `tolerance_nanos` > 0 it may fire up to that much later, never earlier,
+  // which makes idle timeouts cheaper (TimerWheel::ScheduleWithin). A node
+  // never keeps Run() going and is not counted in LoopLoad::timers_sleeping:
+  // it times out something that does (a connection's fd); what should keep
+  // the loop alive is a Timer. O(1) (O(levels) with a tolerance).
+  void ScheduleNode(TimerNode* node, int64_t deadline_nanos,
+                    int64_t tolerance_nanos = 0) {
+    if (tolerance_nanos > 0) {
+      wheel_.ScheduleWithin(node, deadline_nanos, tolerance_nanos);
+    } else {
+      wheel_.Schedule(node, deadline_nanos);
+    }
+  }
+  // Unschedules `node`; a no-op when it is not scheduled. O(1).
+  void CancelNode(TimerNode* node) { wheel_.Cancel(node); }
 
  private:
   friend class FdWatcher;
@@ -442,9 +491,16 @@ class EventLoop {
   static void OnSignalFd(PollerEntry* entry, uint32_t events);
   absl::Status UpdateSignalFd();
 
-  // Timers: count of scheduled Timers.
-  void TimerScheduled() { ++timers_scheduled_; }
-  void TimerUnscheduled() { --timers_scheduled_; }
+  // Timers: counts of scheduled Timers, all and those that keep the loop
+  // alive.
+  void TimerScheduled(const Timer& timer) {
+    ++timers_scheduled_;
+    if (timer.keeps_loop_alive_) ++timers_keeping_alive_;
+  }
+  void TimerUnscheduled(const Timer& timer) {
+    --timers_scheduled_;
+    if (timer.keeps_loop_alive_) --timers_keeping_alive_;
+  }
   // Frees the Timer::After timers still pending, whose handles may outlive
   // the loop: the last member, so it runs first, with the loop whole.
   struct OwnedTimers {
@@ -474,6 +530,7 @@ class EventLoop {
   std::atomic<uint64_t> wakeups_sent_{0};
 
   size_t timers_scheduled_ = 0;
+  size_t timers_keeping_alive_ = 0;
 
   int signal_fd_ = -1;
   sigset_t signal_mask_;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -403,6 +404,102 @@ TEST_P(ReactorConformanceTest, RealClockTimerWakesBlockedLoop) {
   // Never early (no upper bound: machines are noisy).
   EXPECT_GE(DefaultClock()->NowNanos() - start,
             absl::ToInt64Nanoseconds(absl::Milliseconds(5)));
+}
+
+// A Timer that does not keep the loop alive (libuv's uv_unref): Run() does
+// not wait for it. A watchdog stops a Run() that would (the test then fails
+// instead of hanging).
+TEST_P(ReactorConformanceTest, TimerNotKeepingLoopAliveLetsRunReturn) {
+  auto loop = MakeLoop();
+  int fired = 0;
+  Timer housekeeping(loop.get(), [&] { ++fired; });
+  housekeeping.set_keeps_loop_alive(false);
+  housekeeping.StartPeriodic(absl::Seconds(3600));
+  EXPECT_FALSE(housekeeping.keeps_loop_alive());
+  EXPECT_EQ(loop->Load().timers_sleeping, 1u);  // still sleeping, still counted
+  std::atomic<bool> done{false}, watchdog_stopped{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 500 && !done.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!done.load()) {
+      watchdog_stopped = true;
+      loop->Stop();
+    }
+  });
+  EXPECT_TRUE(loop->Run().ok());
+  done = true;
+  watchdog.join();
+  EXPECT_FALSE(watchdog_stopped.load());
+  EXPECT_EQ(fired, 0);
+  EXPECT_TRUE(housekeeping.is_pending());
+}
+
+// It still fires on time while other work keeps the loop running: here a
+// timer that does keep it alive and is due later.
+TEST_P(ReactorConformanceTest, TimerNotKeepingLoopAliveFiresWhileLoopRuns) {
+  auto loop = MakeLoop();  // real clock: Run() really waits
+  std::vector<std::string> order;
+  Timer unref(loop.get(), [&] { order.push_back("unref"); });
+  unref.set_keeps_loop_alive(false);
+  unref.Start(absl::Milliseconds(1));
+  Timer ref(loop.get(), [&] { order.push_back("ref"); });
+  ref.Start(absl::Milliseconds(20));
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(order, (std::vector<std::string>{"unref", "ref"}));
+
+  // And on a ManualClock, kept running by a watched fd.
+  ManualClock clock(0);
+  auto manual = MakeLoop(&clock);
+  TestPipe p;
+  FdWatcher watcher(manual.get(), p.r, [](uint32_t) {});
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  int ticks = 0;
+  Timer tick(manual.get(), [&] { ++ticks; });
+  tick.set_keeps_loop_alive(false);
+  tick.StartPeriodic(absl::Milliseconds(5));
+  EXPECT_EQ(manual->NextPollTimeoutNanos(),
+            absl::ToInt64Nanoseconds(absl::Milliseconds(5)));
+  for (int i = 1; i <= 3; ++i) {
+    clock.Advance(absl::Milliseconds(5));
+    RunNoWait(manual.get());
+    EXPECT_EQ(ticks, i);
+  }
+  watcher.Stop();
+  // Only the tick is left: nothing to wait for.
+  EXPECT_EQ(manual->NextPollTimeoutNanos(), 0);
+  tick.Cancel();
+}
+
+// Re-ref: keeping the loop alive again makes Run() wait for it, whether
+// changed while pending or before the timer starts.
+TEST_P(ReactorConformanceTest, TimerKeepsLoopAliveAgainAfterReRef) {
+  auto loop = MakeLoop();
+  int fired = 0;
+  Timer pending(loop.get(), [&] { ++fired; });
+  pending.set_keeps_loop_alive(false);
+  pending.Start(absl::Milliseconds(2));
+  pending.set_keeps_loop_alive(true);  // while pending
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(fired, 1);
+
+  Timer idle(loop.get(), [&] { ++fired; });
+  idle.set_keeps_loop_alive(false);
+  idle.set_keeps_loop_alive(true);  // while not pending
+  idle.Start(absl::Milliseconds(2));
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(fired, 2);
+
+  // Dropped while pending, then cancelled: nothing is left counted.
+  Timer dropped(loop.get(), [&] { ++fired; });
+  dropped.Start(absl::Seconds(3600));
+  dropped.set_keeps_loop_alive(false);
+  dropped.Cancel();
+  dropped.set_keeps_loop_alive(true);
+  EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+  EXPECT_EQ(loop->NextPollTimeoutNanos(), 0);
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(fired, 2);
 }
 
 // --- tasks ------------------------------------------------------------------
