@@ -40,9 +40,11 @@ int64_t NextPeriodicDeadline(int64_t deadline, int64_t period, int64_t now) {
   const int64_t next = deadline + period;
   if (next > now) return next;
   // In uint64_t: now - next may exceed INT64_MAX when next is negative.
-  const uint64_t behind = static_cast<uint64_t>(now) - static_cast<uint64_t>(next);
+  const uint64_t behind =
+      static_cast<uint64_t>(now) - static_cast<uint64_t>(next);
   const uint64_t periods = behind / static_cast<uint64_t>(period) + 1;
-  const uint64_t room = static_cast<uint64_t>(kNever) - static_cast<uint64_t>(next);
+  const uint64_t room =
+      static_cast<uint64_t>(kNever) - static_cast<uint64_t>(next);
   if (periods > room / static_cast<uint64_t>(period)) return kNever;
   return static_cast<int64_t>(static_cast<uint64_t>(next) +
                               periods * static_cast<uint64_t>(period));

@@ -43,7 +43,9 @@
 // (a self-pipe where eventfd is missing); a burst costs one wake-up.
 //
 // Lifetime: handles (FdWatcher, Timer, CpuJob) are owned by the caller, must
-// not outlive the loop, and unregister themselves when destroyed. Nothing may
+// not outlive the loop, and unregister themselves when destroyed (but for
+// Timer::After's timers, which the loop owns, and whose Timer::Handle may
+// outlive it). Nothing may
 // be destroyed inside its own callback: hand it to DeleteLater() instead (a
 // check fails otherwise). Tasks still queued when the loop is destroyed are
 // destroyed unrun, while the loop is still whole.
@@ -217,7 +219,8 @@ class Timer : private TimerNode {
 // Timer::After's timer. Owned by the loop while loop_owned_ (on the loop's
 // owned_timers_ list), by its handle after that; freed when neither holds it.
 struct Timer::Owned : Timer {
-  Owned(EventLoop* loop, Callback callback) : Timer(loop, std::move(callback)) {}
+  Owned(EventLoop* loop, Callback callback)
+      : Timer(loop, std::move(callback)) {}
   ListHook hook;
   bool has_handle = true;
 };
@@ -228,7 +231,8 @@ struct Timer::Owned : Timer {
 class Timer::Handle {
  public:
   Handle() = default;
-  Handle(Handle&& other) noexcept : timer_(std::exchange(other.timer_, nullptr)) {}
+  Handle(Handle&& other) noexcept
+      : timer_(std::exchange(other.timer_, nullptr)) {}
   Handle& operator=(Handle&& other) noexcept;
   ~Handle() { Reset(); }
 

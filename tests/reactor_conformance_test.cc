@@ -22,8 +22,8 @@
 #include "reactor/async/future.h"
 #include "reactor/async/wait_fd.h"
 #include "reactor/event_loop.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -331,7 +331,8 @@ TEST_P(ReactorConformanceTest, TimerAfterFiresOnceAndHandleCancels) {
   auto loop = MakeLoop(&clock);
   RunNoWait(loop.get());
   int once = 0, cancelled = 0, dropped = 0, inside = 0;
-  Timer::Handle a = Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++once; });
+  Timer::Handle a =
+      Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++once; });
   Timer::Handle b =
       Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++cancelled; });
   Timer::After(loop.get(), absl::Milliseconds(3), [&] { ++dropped; });
@@ -624,7 +625,8 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
   EXPECT_FALSE(loop->OnSignal(SIGKILL, [](int) {}).ok());
 }
 
-// --- one watcher per fd -------------------------------------------------------
+// --- one watcher per fd
+// -------------------------------------------------------
 
 // Every backend refuses a second FdWatcher or wait on an fd the loop already
 // watches, with ALREADY_EXISTS (wait_fd.h), whether or not the first one has

@@ -6,9 +6,10 @@ namespace nbio {
 namespace {
 
 // A token's state that its own timer cancels. The timer is a bare TimerNode
-// on the loop's wheel (EventLoop::ScheduleNode) rather than a Timer: a node may be destroyed inside its
-// own callback, which happens when the cancel callbacks drop the last
-// reference; and a deadline should not keep the loop running by itself.
+// on the loop's wheel (EventLoop::ScheduleNode) rather than a Timer: a node may
+// be destroyed inside its own callback, which happens when the cancel callbacks
+// drop the last reference; and a deadline should not keep the loop running by
+// itself.
 class DeadlineState final : public cancellation_internal::State,
                             private TimerNode {
  public:

@@ -335,9 +335,8 @@ void TcpConnection::OnIdleTimer(TimerNode* node) {
   }
   // Lazy re-arm: activity only stamped the time; the timer moves now, to
   // the last activity plus the timeout.
-  ctx->loop_->ScheduleNode(
-      node, now - idle_for + ctx->idle_timeout_nanos_,
-      ctx->idle_timeout_nanos_ / 8);
+  ctx->loop_->ScheduleNode(node, now - idle_for + ctx->idle_timeout_nanos_,
+                           ctx->idle_timeout_nanos_ / 8);
 }
 
 void TcpConnection::BeginDrain() {
@@ -456,9 +455,9 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
   ++stats_.connections;
   conn->Touch();
   if (idle_timeout_nanos_ > 0) {
-    loop_->ScheduleNode(
-        &conn->idle_timer_, loop_->NowNanos() + idle_timeout_nanos_,
-        idle_timeout_nanos_ / 8);
+    loop_->ScheduleNode(&conn->idle_timer_,
+                        loop_->NowNanos() + idle_timeout_nanos_,
+                        idle_timeout_nanos_ / 8);
   }
   handler_->OnAccept(conn);
   if (draining_ && !conn->is_closing()) conn->BeginDrain();

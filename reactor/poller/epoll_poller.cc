@@ -67,8 +67,7 @@ absl::Status EpollPoller::Control(PollerEntry* entry, int fd,
   return absl::OkStatus();
 }
 
-absl::Status EpollPoller::AddFd(PollerEntry* entry, int fd,
-                                uint32_t interest) {
+absl::Status EpollPoller::AddFd(PollerEntry* entry, int fd, uint32_t interest) {
   return Control(entry, fd, interest);
 }
 

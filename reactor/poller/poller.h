@@ -2,8 +2,8 @@
 //
 // A Poller waits for readiness on a set of file descriptors and reports it.
 // The event loop owns exactly one and never knows which kind: select, poll,
-// epoll and io_uring implement this interface, one file pair each, and are created by name
-// at run time (poller_registry.h); the loop does not change.
+// epoll and io_uring implement this interface, one file pair each, and are
+// created by name at run time (poller_registry.h); the loop does not change.
 //
 // A new backend derives from Poller, implements exactly these five calls and
 // registers itself in poller_registry.cc:
@@ -37,8 +37,8 @@
 //     (with or without interest) fails with ALREADY_EXISTS, on every
 //     backend, and leaves the first entry as it was. The kernels disagree
 //     (epoll says EEXIST only while the first entry has interest, poll
-//     and io_uring take both, select has one slot per fd), so the rule is kept here,
-//     once, in the fd table libuv keeps too (loop->watchers).
+//     and io_uring take both, select has one slot per fd), so the rule is kept
+//     here, once, in the fd table libuv keeps too (loop->watchers).
 //   - Errors and hang-ups are reported as kError / kHangup together with the
 //     entry's kReadable / kWritable interest, so they surface through the
 //     read or write path (read() and write() return the error or EOF). The
@@ -140,8 +140,7 @@ class Poller {
   // The backend's half of Add: `entry` is not registered yet (its fd() is
   // -1, its backend fields are reset); on success the caller records `fd`
   // and `interest` in it. On error the entry must be left as it was.
-  virtual absl::Status AddFd(PollerEntry* entry, int fd,
-                             uint32_t interest) = 0;
+  virtual absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) = 0;
   // The backend's half of Modify: `interest` differs from entry->interest(),
   // which the caller updates on success.
   virtual absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) = 0;
@@ -153,7 +152,7 @@ class Poller {
   // The entry registered for `fd`, or nullptr. O(1).
   PollerEntry* EntryForFd(int fd) const {
     return fd >= 0 && static_cast<size_t>(fd) < by_fd_.size() ? by_fd_[fd]
-                                                               : nullptr;
+                                                              : nullptr;
   }
 
   // Backend-private state kept in the entry, so backends need no per-fd map.

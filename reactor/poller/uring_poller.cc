@@ -118,8 +118,7 @@ void UringPoller::Disarm(int fd, Slot& slot) {
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
 }
 
-absl::Status UringPoller::AddFd(PollerEntry* entry, int fd,
-                                uint32_t interest) {
+absl::Status UringPoller::AddFd(PollerEntry* entry, int fd, uint32_t interest) {
   if (static_cast<size_t>(fd) >= slots_.size()) {
     slots_.resize(std::max<size_t>(fd + 1, slots_.size() * 2));
   }
