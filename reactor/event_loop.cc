@@ -30,32 +30,29 @@ int64_t AddDuration(int64_t now, absl::Duration d) {
 }
 
 // The next deadline of a periodic timer that was due at `deadline`: the first
-// deadline + n * period later than `now` (missed periods are skipped).
+// deadline + n * period later than `now` (missed periods are skipped),
+// saturating at INT64_MAX ("never": the wheel keeps it without firing it).
+// A period near INT64_MAX is legal, so every sum is checked: a wrapped
+// deadline would land in the past and fire at once, over and over.
 int64_t NextPeriodicDeadline(int64_t deadline, int64_t period, int64_t now) {
-  int64_t next = deadline + period;
-  if (next <= now) next += ((now - next) / period + 1) * period;
-  return next;
+  constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+  if (deadline > kNever - period) return kNever;
+  const int64_t next = deadline + period;
+  if (next > now) return next;
+  // In uint64_t: now - next may exceed INT64_MAX when next is negative.
+  const uint64_t behind =
+      static_cast<uint64_t>(now) - static_cast<uint64_t>(next);
+  const uint64_t periods = behind / static_cast<uint64_t>(period) + 1;
+  const uint64_t room =
+      static_cast<uint64_t>(kNever) - static_cast<uint64_t>(next);
+  if (periods > room / static_cast<uint64_t>(period)) return kNever;
+  return static_cast<int64_t>(static_cast<uint64_t>(next) +
+                              periods * static_cast<uint64_t>(period));
 }
 
 int64_t MonotonicNanos() { return DefaultClock()->NowNanos(); }
 
 }  // namespace
-
-// A timer started with RunAfter/RunEvery: owned by the loop, found by id.
-struct EventLoop::OwnedTimer : TimerNode {
-  OwnedTimer(EventLoop* l, uint64_t i, int64_t p, absl::AnyInvocable<void()> f)
-      : TimerNode(&EventLoop::OnOwnedTimer),
-        loop(l),
-        id(i),
-        period(p),
-        fn(std::move(f)) {}
-  EventLoop* const loop;
-  const uint64_t id;
-  const int64_t period;  // 0: one-shot
-  absl::AnyInvocable<void()> fn;
-  bool running = false;
-  bool cancelled = false;
-};
 
 // ---------------------------------------------------------------------------
 // FdWatcher
@@ -99,9 +96,19 @@ Timer::~Timer() {
   Cancel();
 }
 
+Timer::Handle Timer::After(EventLoop* loop, absl::Duration delay,
+                           Callback callback) {
+  NBIO_DCHECK(loop->IsInLoopThread());
+  auto* timer = new Owned(loop, std::move(callback));
+  timer->loop_owned_ = true;
+  loop->owned_timers_.list.PushBack(*timer);
+  timer->Start(delay);
+  return Handle(timer);
+}
+
 void Timer::StartAt(int64_t deadline_nanos) {
   NBIO_DCHECK(loop_->IsInLoopThread());
-  if (!is_scheduled()) loop_->TimerScheduled();
+  if (!is_scheduled()) loop_->TimerScheduled(*this);
   period_nanos_ = 0;
   loop_->wheel_.Schedule(this, deadline_nanos);
 }
@@ -120,16 +127,70 @@ void Timer::Cancel() {
   period_nanos_ = 0;
   if (!is_scheduled()) return;
   loop_->wheel_.Cancel(this);
-  loop_->TimerUnscheduled();
+  loop_->TimerUnscheduled(*this);
+}
+
+void Timer::set_keeps_loop_alive(bool keeps_alive) {
+  if (keeps_alive == keeps_loop_alive_) return;
+  if (is_scheduled()) loop_->TimerUnscheduled(*this);
+  keeps_loop_alive_ = keeps_alive;
+  if (is_scheduled()) loop_->TimerScheduled(*this);
 }
 
 void Timer::OnFire(TimerNode* node) {
   Timer* self = static_cast<Timer*>(node);
   EventLoop* loop = self->loop_;
-  loop->RearmIfPeriodic(self, self->period_nanos_);
+  // The wheel has unlinked it. A periodic timer is re-armed before its
+  // callback, which may cancel or restart it; a one-shot one stops counting
+  // as scheduled.
+  if (self->period_nanos_ > 0) {
+    loop->wheel_.Schedule(
+        self, NextPeriodicDeadline(self->deadline(), self->period_nanos_,
+                                   loop->NowNanos()));
+  } else {
+    loop->TimerUnscheduled(*self);
+  }
   self->in_callback_ = true;
   self->callback_();
   self->in_callback_ = false;
+  // After the callback: it may have dropped the handle, which leaves the
+  // freeing to this line.
+  if (self->loop_owned_) self->ReleaseOwned();
+}
+
+void Timer::ReleaseOwned() {
+  Owned* self = static_cast<Owned*>(this);
+  self->hook.Unlink();
+  loop_owned_ = false;
+  if (!self->has_handle) delete self;
+}
+
+Timer::Handle& Timer::Handle::operator=(Handle&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    timer_ = std::exchange(other.timer_, nullptr);
+  }
+  return *this;
+}
+
+void Timer::Handle::Reset() {
+  Owned* timer = std::exchange(timer_, nullptr);
+  if (timer == nullptr) return;
+  timer->has_handle = false;
+  if (!timer->loop_owned_) delete timer;
+}
+
+bool Timer::Handle::Cancel() {
+  if (timer_ == nullptr || !timer_->is_pending()) return false;
+  timer_->Cancel();
+  // Not inside its own callback (a one-shot is not pending there), so the
+  // loop lets go now; the handle still holds it.
+  timer_->ReleaseOwned();
+  return true;
+}
+
+bool Timer::Handle::is_pending() const {
+  return timer_ != nullptr && timer_->is_pending();
 }
 
 // ---------------------------------------------------------------------------
@@ -214,7 +275,6 @@ EventLoop::~EventLoop() {
     close(signal_fd_);
     pthread_sigmask(SIG_UNBLOCK, &signal_mask_, nullptr);
   }
-  // owned_timers_ unlink themselves from wheel_ (declared before them).
 }
 
 bool EventLoop::IsInLoopThread() const {
@@ -241,7 +301,7 @@ void EventLoop::DestroyQueuedTasks() {
 
 bool EventLoop::HasWork() const {
   return !tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
-         timers_scheduled_ > 0 || ActiveIo() > 0 ||
+         timers_keeping_alive_ > 0 || ActiveIo() > 0 ||
          !signal_handlers_.empty() || keep_alive_ > 0 ||
          !remote_tasks_.empty() || !deferred_.empty();
 }
@@ -420,69 +480,15 @@ void EventLoop::DrainRemoteTasks() {
   }
 }
 
-TimerId EventLoop::RunAfter(absl::Duration delay,
-                            absl::AnyInvocable<void()> fn) {
-  NBIO_DCHECK(IsInLoopThread());
-  const uint64_t id = next_timer_id_++;
-  auto timer = std::make_unique<OwnedTimer>(this, id, 0, std::move(fn));
-  wheel_.Schedule(timer.get(), DeadlineAfter(delay));
-  TimerScheduled();
-  owned_timers_.emplace(id, std::move(timer));
-  return TimerId{id};
-}
-
-TimerId EventLoop::RunEvery(absl::Duration period,
-                            absl::AnyInvocable<void()> fn) {
-  NBIO_DCHECK(IsInLoopThread());
-  NBIO_CHECK_MSG(period > absl::ZeroDuration(), "period must be positive");
-  const uint64_t id = next_timer_id_++;
-  auto timer = std::make_unique<OwnedTimer>(
-      this, id, absl::ToInt64Nanoseconds(period), std::move(fn));
-  wheel_.Schedule(timer.get(), DeadlineAfter(period));
-  TimerScheduled();
-  owned_timers_.emplace(id, std::move(timer));
-  return TimerId{id};
-}
-
-void EventLoop::RearmIfPeriodic(TimerNode* timer, int64_t period_nanos) {
-  if (period_nanos > 0) {
-    wheel_.Schedule(timer, NextPeriodicDeadline(timer->deadline(), period_nanos,
-                                                NowNanos()));
-  } else {
-    TimerUnscheduled();
+EventLoop::OwnedTimers::~OwnedTimers() {
+  // The loop is whole (this is its last member). A timer whose handle is
+  // still out stays for the handle to free: cancelled, it never touches the
+  // loop again.
+  while (Timer::Owned* timer = list.PopFront()) {
+    timer->Cancel();
+    timer->loop_owned_ = false;
+    if (!timer->has_handle) delete timer;
   }
-}
-
-void EventLoop::OnOwnedTimer(TimerNode* node) {
-  OwnedTimer* timer = static_cast<OwnedTimer*>(node);
-  EventLoop* loop = timer->loop;
-  loop->RearmIfPeriodic(timer, timer->period);
-  timer->running = true;
-  timer->fn();
-  timer->running = false;
-  if (timer->period == 0 || timer->cancelled) {
-    loop->owned_timers_.erase(timer->id);  // destroys `timer`
-  }
-}
-
-bool EventLoop::Cancel(TimerId id) {
-  NBIO_DCHECK(IsInLoopThread());
-  auto it = owned_timers_.find(id.value);
-  if (it == owned_timers_.end()) return false;
-  OwnedTimer* timer = it->second.get();
-  if (timer->running) {
-    // Inside its own callback: a one-shot has already fired; a periodic one
-    // stops, and OnOwnedTimer frees it once the callback returns.
-    if (timer->period == 0 || timer->cancelled) return false;
-    timer->cancelled = true;
-    wheel_.Cancel(timer);
-    TimerUnscheduled();
-    return true;
-  }
-  wheel_.Cancel(timer);
-  TimerUnscheduled();
-  owned_timers_.erase(it);
-  return true;
 }
 
 absl::Status EventLoop::OnSignal(int signo,

@@ -43,7 +43,9 @@
 // (a self-pipe where eventfd is missing); a burst costs one wake-up.
 //
 // Lifetime: handles (FdWatcher, Timer, CpuJob) are owned by the caller, must
-// not outlive the loop, and unregister themselves when destroyed. Nothing may
+// not outlive the loop, and unregister themselves when destroyed (but for
+// Timer::After's timers, which the loop owns, and whose Timer::Handle may
+// outlive it). Nothing may
 // be destroyed inside its own callback: hand it to DeleteLater() instead (a
 // check fails otherwise). Tasks still queued when the loop is destroyed are
 // destroyed unrun, while the loop is still whole.
@@ -77,12 +79,6 @@ namespace nbio {
 
 class EventLoop;
 
-// Identifies a timer started with RunAfter/RunEvery, for Cancel().
-struct TimerId {
-  uint64_t value = 0;
-  bool operator==(const TimerId& o) const { return value == o.value; }
-};
-
 // What the loop has done, for stats lines and benchmarks. Read on the loop's
 // thread.
 struct LoopCounters {
@@ -106,8 +102,9 @@ struct LoopLoad {
   int fds_waiting = 0;            // fds with interest: FdWatcher, TCP
                                   // connections and listeners,
                                   // WaitReadable/WaitWritable (wait_fd.h)
-  size_t timers_sleeping = 0;     // scheduled user timers (Timer, RunAfter,
-                                  // RunEvery, Sleep in sleep.h)
+  size_t timers_sleeping = 0;     // scheduled user timers (Timer, also
+                                  // Timer::After and Sleep in sleep.h),
+                                  // those that keep the loop alive or not
   size_t cpu_jobs_pending = 0;    // started CpuJobs not yet done
 };
 
@@ -150,15 +147,32 @@ class FdWatcher {
   bool in_callback_ = false;
 };
 
-// A timer owned by the caller: zero allocation to start, re-arm or cancel.
-// Re-usable: Start() again after it fired or was cancelled.
+// The loop's one timer type: one-shot or periodic, owned by the caller, zero
+// allocation to start, re-arm or cancel. Re-usable: Start() again after it
+// fired or was cancelled. Loop thread only.
+//
+// For a one-shot timer nobody needs to keep, Timer::After() below makes a
+// Timer the loop owns (fire-and-forget) and returns a handle that can cancel
+// it.
 class Timer : private TimerNode {
  public:
   using Callback = absl::AnyInvocable<void()>;
+  class Handle;
 
   Timer(EventLoop* loop, Callback callback);
   // Cancels. Must not run inside this timer's own callback.
   ~Timer();
+
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  // Fire-and-forget: runs `callback` once, `delay` from NowNanos() (as
+  // Start), on a Timer the loop owns and frees once it has fired or been
+  // cancelled, or when the loop is destroyed. The returned handle may be
+  // dropped (the timer still fires), or kept to cancel it; it may outlive
+  // the timer and the loop. Costs one allocation per call: a Timer member
+  // costs none, and is what a periodic or re-armed timer wants.
+  static Handle After(EventLoop* loop, absl::Duration delay, Callback callback);
 
   // Fires once, `delay` from the loop's current time (NowNanos()). Re-arms
   // if pending. A zero or negative delay fires in the next iteration.
@@ -167,22 +181,73 @@ class Timer : private TimerNode {
   void StartAt(int64_t deadline_nanos);
   // Fires every `period` (> 0), without drift: the n-th firing is due at
   // start + n * period. Periods missed while the loop was busy are skipped,
-  // not replayed in a burst.
+  // not replayed in a burst. A deadline past the end of int64_t nanoseconds
+  // saturates there (never).
   void StartPeriodic(absl::Duration period);
   // Stops it; a no-op when not pending. Safe inside its own callback.
   void Cancel();
+
+  // Whether this timer, while pending, keeps EventLoop::Run() going (true
+  // by default). A timer that does not (libuv's uv_unref) still fires on
+  // time while other work keeps the loop running, but Run() returns when
+  // only such timers are left: for periodic housekeeping (stats, cache
+  // expiry) that should not hold a server open. May be changed at any time,
+  // pending or not, also inside its own callback; the timer stays pending.
+  void set_keeps_loop_alive(bool keeps_alive);
+  bool keeps_loop_alive() const { return keeps_loop_alive_; }
 
   bool is_pending() const { return is_scheduled(); }
   // The deadline it is (or was last) scheduled for, on the loop clock.
   int64_t deadline_nanos() const { return deadline(); }
 
  private:
+  friend class EventLoop;
+  struct Owned;
   static void OnFire(TimerNode* node);
+  // Timer::After's timer: the loop lets go of it (fired or cancelled).
+  void ReleaseOwned();
 
   EventLoop* const loop_;
   Callback callback_;
   int64_t period_nanos_ = 0;
   bool in_callback_ = false;
+  // Made by After() and still held by the loop (on its owned_timers_ list).
+  bool loop_owned_ = false;
+  bool keeps_loop_alive_ = true;
+};
+
+// Timer::After's timer. Owned by the loop while loop_owned_ (on the loop's
+// owned_timers_ list), by its handle after that; freed when neither holds it.
+struct Timer::Owned : Timer {
+  Owned(EventLoop* loop, Callback callback)
+      : Timer(loop, std::move(callback)) {}
+  ListHook hook;
+  bool has_handle = true;
+};
+
+// What Timer::After returns: a way to cancel a loop-owned one-shot timer.
+// Move-only; a default-constructed or moved-from handle refers to nothing.
+// Dropping the handle does not cancel the timer.
+class Timer::Handle {
+ public:
+  Handle() = default;
+  Handle(Handle&& other) noexcept
+      : timer_(std::exchange(other.timer_, nullptr)) {}
+  Handle& operator=(Handle&& other) noexcept;
+  ~Handle() { Reset(); }
+
+  // True when the timer was pending and now will never run. False when it
+  // already ran (also from inside its own callback), was cancelled, or the
+  // handle refers to nothing. Loop thread only.
+  bool Cancel();
+  bool is_pending() const;
+
+ private:
+  friend class Timer;
+  explicit Handle(Owned* timer) : timer_(timer) {}
+  void Reset();
+
+  Owned* timer_ = nullptr;
 };
 
 // What a CPU job's slice returns: run it again later, or it is finished.
@@ -260,8 +325,9 @@ class EventLoop {
   EventLoop& operator=(const EventLoop&) = delete;
 
   // Runs iterations until Stop() is called or no work is left: no task, no
-  // user timer, no fd watcher with interest, no signal handler and no
-  // KeepAlive. Returns an error only when the poller fails unrecoverably.
+  // pending Timer that keeps the loop alive (Timer::set_keeps_loop_alive),
+  // no fd watcher with interest, no signal handler and no KeepAlive.
+  // Returns an error only when the poller fails unrecoverably.
   absl::Status Run();
 
   enum class RunMode {
@@ -288,14 +354,6 @@ class EventLoop {
   // that re-posts itself forever keeps the loop from polling: use Post() or a
   // CpuJob for work that yields.
   void PostUrgent(absl::AnyInvocable<void()> task);
-
-  // One-shot and periodic timers owned by the loop, cancellable by id.
-  TimerId RunAfter(absl::Duration delay, absl::AnyInvocable<void()> fn);
-  TimerId RunEvery(absl::Duration period, absl::AnyInvocable<void()> fn);
-  // True when the timer was pending and now will never run again. False when
-  // it already ran (one-shot), was cancelled, or never existed. Safe inside
-  // the timer's own callback (a periodic timer then stops).
-  bool Cancel(TimerId id);
 
   // Calls `handler(signo)` on the loop thread when `signo` arrives (signalfd;
   // no work is done in async-signal context). Blocks the signal in the
@@ -353,18 +411,54 @@ class EventLoop {
   }
   LoopLoad Load() const;
 
-  // For the TCP layer and other parts of nbio that embed their own entries
-  // and timer nodes (zero allocation, no std::function per connection).
-  Poller* poller() { return poller_.get(); }
-  TimerWheel* timer_wheel() { return &wheel_; }
-  // The poll timeout the next iteration would use, in nanoseconds (-1: none).
+  // The poll timeout the next iteration would use, in nanoseconds: -1 when
+  // it would wait for I/O alone (no timer on the wheel), 0 when it would not
+  // wait (work is ready, or none is left to wait for).
   int64_t NextPollTimeoutNanos();
+
+  // --- Embedded entries and timer nodes -----------------------------------
+  // For the parts of nbio that embed a PollerEntry or a TimerNode in their
+  // own objects (TcpConnection, DeadlineToken) instead of holding an
+  // FdWatcher or a Timer: no allocation and no callback object per fd or
+  // timer, the cost of a direct call on the poller or the wheel. The loop
+  // does not own what it is given; the owner removes the entry before
+  // closing the fd, and a node unlinks itself when destroyed. Loop thread
+  // only.
+
+  // Poller::Add / Modify / Remove on the loop's poller (poller.h has the
+  // contract: one entry per fd, ALREADY_EXISTS otherwise). An entry with
+  // interest keeps Run() going and counts in LoopLoad::fds_waiting, as an
+  // FdWatcher does.
+  absl::Status AddEntry(PollerEntry* entry, int fd, uint32_t interest) {
+    return poller_->Add(entry, fd, interest);
+  }
+  absl::Status ModifyEntry(PollerEntry* entry, uint32_t interest) {
+    return poller_->Modify(entry, interest);
+  }
+  void RemoveEntry(PollerEntry* entry) { poller_->Remove(entry); }
+
+  // Schedules `node` (or re-arms it) at `deadline_nanos` on the loop clock;
+  // its callback runs with the iteration's other due timers. With
+  // `tolerance_nanos` > 0 it may fire up to that much later, never earlier,
+  // which makes idle timeouts cheaper (TimerWheel::ScheduleWithin). A node
+  // never keeps Run() going and is not counted in LoopLoad::timers_sleeping:
+  // it times out something that does (a connection's fd); what should keep
+  // the loop alive is a Timer. O(1) (O(levels) with a tolerance).
+  void ScheduleNode(TimerNode* node, int64_t deadline_nanos,
+                    int64_t tolerance_nanos = 0) {
+    if (tolerance_nanos > 0) {
+      wheel_.ScheduleWithin(node, deadline_nanos, tolerance_nanos);
+    } else {
+      wheel_.Schedule(node, deadline_nanos);
+    }
+  }
+  // Unschedules `node`; a no-op when it is not scheduled. O(1).
+  void CancelNode(TimerNode* node) { wheel_.Cancel(node); }
 
  private:
   friend class FdWatcher;
   friend class Timer;
   friend class CpuJob;
-  struct OwnedTimer;
   struct RemoteTask {
     MpscNode node;
     absl::AnyInvocable<void()> fn;
@@ -399,16 +493,24 @@ class EventLoop {
   void RunDeferredDeletes();
   static void OnWakeupFd(PollerEntry* entry, uint32_t events);
   static void OnSignalFd(PollerEntry* entry, uint32_t events);
-  static void OnOwnedTimer(TimerNode* node);
   absl::Status UpdateSignalFd();
 
-  // Timers: count of scheduled user timers (Timer and RunAfter/RunEvery).
-  void TimerScheduled() { ++timers_scheduled_; }
-  void TimerUnscheduled() { --timers_scheduled_; }
-  // First thing when a user timer fires (the wheel has unlinked it): a
-  // periodic one (period_nanos > 0) is re-armed, before its callback, which
-  // may cancel or restart it; a one-shot one stops counting as scheduled.
-  void RearmIfPeriodic(TimerNode* timer, int64_t period_nanos);
+  // Timers: counts of scheduled Timers, all and those that keep the loop
+  // alive.
+  void TimerScheduled(const Timer& timer) {
+    ++timers_scheduled_;
+    if (timer.keeps_loop_alive_) ++timers_keeping_alive_;
+  }
+  void TimerUnscheduled(const Timer& timer) {
+    --timers_scheduled_;
+    if (timer.keeps_loop_alive_) --timers_keeping_alive_;
+  }
+  // Frees the Timer::After timers still pending, whose handles may outlive
+  // the loop: the last member, so it runs first, with the loop whole.
+  struct OwnedTimers {
+    ~OwnedTimers();
+    IntrusiveList<Timer::Owned, &Timer::Owned::hook> list;
+  };
 
   Options options_;
   Clock* const clock_;
@@ -431,9 +533,8 @@ class EventLoop {
   WakeupEntry wakeup_entry_{this};
   std::atomic<uint64_t> wakeups_sent_{0};
 
-  uint64_t next_timer_id_ = 1;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<OwnedTimer>> owned_timers_;
   size_t timers_scheduled_ = 0;
+  size_t timers_keeping_alive_ = 0;
 
   int signal_fd_ = -1;
   sigset_t signal_mask_;
@@ -443,6 +544,7 @@ class EventLoop {
   int keep_alive_ = 0;
   std::vector<DeferredDelete> deferred_;
   LoopCounters counters_;
+  OwnedTimers owned_timers_;  // last: see OwnedTimers
 };
 
 }  // namespace nbio

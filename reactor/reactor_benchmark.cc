@@ -12,9 +12,10 @@
 //                                       Run(): posts/s and wake-ups per post
 //                                       (the coalescing of bursts)
 //   BM_TimerFire/<backend>/...          100,000 embedded Timers with spread
-//   BM_RunAfterFire/<backend>/...       deadlines (or as many RunAfter timers)
-//                                       started, then fired by running the
-//                                       loop over a ManualClock
+//   BM_TimerAfterFire/<backend>/...     deadlines (or as many loop-owned
+//                                       Timer::After timers) started, then
+//                                       fired by running the loop over a
+//                                       ManualClock
 //
 //   tools/bazel run //reactor:reactor_benchmark -- --benchmark_repetitions=3
 //       --benchmark_report_aggregates_only=true          (one command line)
@@ -330,11 +331,12 @@ absl::Duration SpreadDelay(int i) {
                             (static_cast<int64_t>(i) * 7919) % kSpreadMillis);
 }
 
-// One iteration: start kTimers timers (embedded Timers, or RunAfter when
-// `owned`), then advance the ManualClock 1 ms at a time and RunOnce(kNoWait)
-// until all have fired. items = timers scheduled and fired; allocs/timer is
-// what scheduling and firing one timer costs in allocations (Timer: expected
-// 0; RunAfter: expected 1, the loop-owned timer).
+// One iteration: start kTimers timers (embedded Timers, or Timer::After when
+// `owned`, dropping the handle), then advance the ManualClock 1 ms at a time
+// and RunOnce(kNoWait) until all have fired. items = timers scheduled and
+// fired; allocs/timer is what scheduling and firing one timer costs in
+// allocations (Timer: expected 0; Timer::After: expected 1, the loop-owned
+// timer).
 void RunTimers(benchmark::State& state, const std::string& backend,
                bool owned) {
   ManualClock clock(0);
@@ -356,7 +358,7 @@ void RunTimers(benchmark::State& state, const std::string& backend,
     const uint64_t target = fired + kTimers;
     for (int i = 0; i < kTimers; ++i) {
       if (owned) {
-        loop->RunAfter(delays[i], [&fired] { ++fired; });
+        Timer::After(loop.get(), delays[i], [&fired] { ++fired; });
       } else {
         timers[i]->Start(delays[i]);
       }
@@ -373,7 +375,7 @@ void RunTimers(benchmark::State& state, const std::string& backend,
     return absl::OkStatus();
   };
 
-  // Warm-up: the owned-timer map grows to its working size.
+  // Warm-up: the wheel and the allocator reach their working state.
   if (Failed(state, round())) return;
   const uint64_t fired_before = fired;
   AllocationMeter allocs;
@@ -451,7 +453,7 @@ void RegisterAll() {
                RunTimers(state, backend, /*owned=*/false);
              })
         ->Unit(benchmark::kMillisecond);
-    Register("BM_RunAfterFire", backend, variant, kTimers, "timer",
+    Register("BM_TimerAfterFire", backend, variant, kTimers, "timer",
              [backend](benchmark::State& state) {
                RunTimers(state, backend, /*owned=*/true);
              })

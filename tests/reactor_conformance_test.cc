@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,9 +19,11 @@
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "reactor/async/future.h"
+#include "reactor/async/wait_fd.h"
 #include "reactor/event_loop.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -295,32 +299,83 @@ TEST_P(ReactorConformanceTest, PeriodicTimerDoesNotDriftAndSkipsMissed) {
   EXPECT_FALSE(tick.is_pending());
 }
 
-TEST_P(ReactorConformanceTest, RunAfterCancelAndRunEvery) {
+// A period so long that the next deadline passes INT64_MAX: it saturates to
+// "never" instead of wrapping into the past (which fired the timer again at
+// once, on a clock standing still, and was signed overflow for UBSan).
+TEST_P(ReactorConformanceTest, PeriodicTimerPastInt64MaxSaturates) {
   ManualClock clock(0);
   auto loop = MakeLoop(&clock);
   RunNoWait(loop.get());
-  int once = 0, cancelled = 0, every = 0;
-  TimerId a = loop->RunAfter(absl::Milliseconds(5), [&] { ++once; });
-  TimerId b = loop->RunAfter(absl::Milliseconds(5), [&] { ++cancelled; });
-  TimerId c;
-  c = loop->RunEvery(absl::Milliseconds(2), [&] {
-    if (++every == 3) {
-      EXPECT_TRUE(loop->Cancel(c));  // from inside itself
-    }
+  int fired = 0;
+  Timer tick(loop.get(), [&] { ++fired; });
+  const int64_t period = 5'000'000'000'000'000'000;  // 5e18 ns, ~158 years
+  tick.StartPeriodic(absl::Nanoseconds(period));
+  clock.Set(period);
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired, 1);
+  EXPECT_TRUE(tick.is_pending());
+  EXPECT_EQ(tick.deadline_nanos(), std::numeric_limits<int64_t>::max());
+  for (int i = 0; i < 3; ++i) RunNoWait(loop.get());  // the clock stands still
+  EXPECT_EQ(fired, 1);
+  // A second short of the end of time: still not due.
+  clock.Set(std::numeric_limits<int64_t>::max() - 1'000'000'000);
+  RunNoWait(loop.get());
+  EXPECT_EQ(fired, 1);
+  tick.Cancel();
+}
+
+// Timer::After: the loop owns the timer; the handle cancels it, may be
+// dropped (the timer still fires) or kept past the timer's end.
+TEST_P(ReactorConformanceTest, TimerAfterFiresOnceAndHandleCancels) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  RunNoWait(loop.get());
+  int once = 0, cancelled = 0, dropped = 0, inside = 0;
+  Timer::Handle a =
+      Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++once; });
+  Timer::Handle b =
+      Timer::After(loop.get(), absl::Milliseconds(5), [&] { ++cancelled; });
+  Timer::After(loop.get(), absl::Milliseconds(3), [&] { ++dropped; });
+  Timer::Handle c;
+  c = Timer::After(loop.get(), absl::Milliseconds(2), [&] {
+    ++inside;
+    EXPECT_FALSE(c.is_pending());
+    EXPECT_FALSE(c.Cancel());  // from inside itself: it has already run
+    c = Timer::Handle();       // drops the handle inside the callback
   });
-  EXPECT_TRUE(loop->Cancel(b));
-  EXPECT_FALSE(loop->Cancel(b));  // already cancelled
+  EXPECT_EQ(loop->Load().timers_sleeping, 4u);
+  EXPECT_TRUE(a.is_pending());
+  EXPECT_TRUE(b.Cancel());
+  EXPECT_FALSE(b.is_pending());
+  EXPECT_FALSE(b.Cancel());  // already cancelled
+  EXPECT_EQ(loop->Load().timers_sleeping, 3u);
   for (int ms = 1; ms <= 20; ++ms) {
     clock.Set(absl::ToInt64Nanoseconds(absl::Milliseconds(ms)));
     RunNoWait(loop.get());
   }
   EXPECT_EQ(once, 1);
   EXPECT_EQ(cancelled, 0);
-  EXPECT_EQ(every, 3);
-  EXPECT_FALSE(loop->Cancel(a));  // already ran
-  EXPECT_FALSE(loop->Cancel(c));
-  EXPECT_FALSE(loop->Cancel(TimerId{987654}));
+  EXPECT_EQ(dropped, 1);
+  EXPECT_EQ(inside, 1);
+  EXPECT_FALSE(a.is_pending());
+  EXPECT_FALSE(a.Cancel());  // already ran
+  EXPECT_FALSE(Timer::Handle().Cancel());
   EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+}
+
+// Timers still pending when the loop goes are freed with it (LeakSanitizer
+// checks), and a handle may outlive the loop.
+TEST_P(ReactorConformanceTest, TimerAfterPendingAtLoopDestruction) {
+  ManualClock clock(0);
+  auto loop = MakeLoop(&clock);
+  int fired = 0;
+  Timer::After(loop.get(), absl::Seconds(1), [&] { ++fired; });
+  Timer::Handle kept =
+      Timer::After(loop.get(), absl::Seconds(1), [&] { ++fired; });
+  loop.reset();
+  EXPECT_FALSE(kept.is_pending());
+  EXPECT_FALSE(kept.Cancel());
+  EXPECT_EQ(fired, 0);
 }
 
 TEST_P(ReactorConformanceTest, TimerCallbackCancelsAnotherDueInSameBatch) {
@@ -341,15 +396,111 @@ TEST_P(ReactorConformanceTest, TimerCallbackCancelsAnotherDueInSameBatch) {
 TEST_P(ReactorConformanceTest, RealClockTimerWakesBlockedLoop) {
   auto loop = MakeLoop();  // monotonic clock: the poll timeout is real
   bool fired = false;
-  // RunAfter counts from the loop's time (its last clock reading), which is
+  // A timer counts from the loop's time (its last clock reading), which is
   // what "never early" is measured against.
   const int64_t start = loop->NowNanos();
-  loop->RunAfter(absl::Milliseconds(5), [&] { fired = true; });
+  Timer::After(loop.get(), absl::Milliseconds(5), [&] { fired = true; });
   ASSERT_TRUE(loop->Run().ok());  // returns once the only timer has run
   EXPECT_TRUE(fired);
   // Never early (no upper bound: machines are noisy).
   EXPECT_GE(DefaultClock()->NowNanos() - start,
             absl::ToInt64Nanoseconds(absl::Milliseconds(5)));
+}
+
+// A Timer that does not keep the loop alive (libuv's uv_unref): Run() does
+// not wait for it. A watchdog stops a Run() that would (the test then fails
+// instead of hanging).
+TEST_P(ReactorConformanceTest, TimerNotKeepingLoopAliveLetsRunReturn) {
+  auto loop = MakeLoop();
+  int fired = 0;
+  Timer housekeeping(loop.get(), [&] { ++fired; });
+  housekeeping.set_keeps_loop_alive(false);
+  housekeeping.StartPeriodic(absl::Seconds(3600));
+  EXPECT_FALSE(housekeeping.keeps_loop_alive());
+  EXPECT_EQ(loop->Load().timers_sleeping, 1u);  // still sleeping, still counted
+  std::atomic<bool> done{false}, watchdog_stopped{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 500 && !done.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!done.load()) {
+      watchdog_stopped = true;
+      loop->Stop();
+    }
+  });
+  EXPECT_TRUE(loop->Run().ok());
+  done = true;
+  watchdog.join();
+  EXPECT_FALSE(watchdog_stopped.load());
+  EXPECT_EQ(fired, 0);
+  EXPECT_TRUE(housekeeping.is_pending());
+}
+
+// It still fires on time while other work keeps the loop running: here a
+// timer that does keep it alive and is due later.
+TEST_P(ReactorConformanceTest, TimerNotKeepingLoopAliveFiresWhileLoopRuns) {
+  auto loop = MakeLoop();  // real clock: Run() really waits
+  std::vector<std::string> order;
+  Timer unref(loop.get(), [&] { order.push_back("unref"); });
+  unref.set_keeps_loop_alive(false);
+  unref.Start(absl::Milliseconds(1));
+  Timer ref(loop.get(), [&] { order.push_back("ref"); });
+  ref.Start(absl::Milliseconds(20));
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(order, (std::vector<std::string>{"unref", "ref"}));
+
+  // And on a ManualClock, kept running by a watched fd.
+  ManualClock clock(0);
+  auto manual = MakeLoop(&clock);
+  TestPipe p;
+  FdWatcher watcher(manual.get(), p.r, [](uint32_t) {});
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  int ticks = 0;
+  Timer tick(manual.get(), [&] { ++ticks; });
+  tick.set_keeps_loop_alive(false);
+  tick.StartPeriodic(absl::Milliseconds(5));
+  EXPECT_EQ(manual->NextPollTimeoutNanos(),
+            absl::ToInt64Nanoseconds(absl::Milliseconds(5)));
+  for (int i = 1; i <= 3; ++i) {
+    clock.Advance(absl::Milliseconds(5));
+    RunNoWait(manual.get());
+    EXPECT_EQ(ticks, i);
+  }
+  watcher.Stop();
+  // Only the tick is left: nothing to wait for.
+  EXPECT_EQ(manual->NextPollTimeoutNanos(), 0);
+  tick.Cancel();
+}
+
+// Re-ref: keeping the loop alive again makes Run() wait for it, whether
+// changed while pending or before the timer starts.
+TEST_P(ReactorConformanceTest, TimerKeepsLoopAliveAgainAfterReRef) {
+  auto loop = MakeLoop();
+  int fired = 0;
+  Timer pending(loop.get(), [&] { ++fired; });
+  pending.set_keeps_loop_alive(false);
+  pending.Start(absl::Milliseconds(2));
+  pending.set_keeps_loop_alive(true);  // while pending
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(fired, 1);
+
+  Timer idle(loop.get(), [&] { ++fired; });
+  idle.set_keeps_loop_alive(false);
+  idle.set_keeps_loop_alive(true);  // while not pending
+  idle.Start(absl::Milliseconds(2));
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(fired, 2);
+
+  // Dropped while pending, then cancelled: nothing is left counted.
+  Timer dropped(loop.get(), [&] { ++fired; });
+  dropped.Start(absl::Seconds(3600));
+  dropped.set_keeps_loop_alive(false);
+  dropped.Cancel();
+  dropped.set_keeps_loop_alive(true);
+  EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+  EXPECT_EQ(loop->NextPollTimeoutNanos(), 0);
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(fired, 2);
 }
 
 // --- tasks ------------------------------------------------------------------
@@ -472,6 +623,62 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
   ASSERT_TRUE(loop->Run().ok());  // returns once the handler removed itself
   EXPECT_EQ(got, 1);
   EXPECT_FALSE(loop->OnSignal(SIGKILL, [](int) {}).ok());
+}
+
+// --- one watcher per fd
+// -------------------------------------------------------
+
+// Every backend refuses a second FdWatcher or wait on an fd the loop already
+// watches, with ALREADY_EXISTS (wait_fd.h), whether or not the first one has
+// interest; the first keeps working, and the fd is free again once it stops.
+TEST_P(ReactorConformanceTest, SecondWatcherOnAnFdIsAlreadyExists) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  int first_events = 0, second_events = 0;
+  FdWatcher first(loop.get(), p.r, [&](uint32_t) { ++first_events; });
+  FdWatcher second(loop.get(), p.r, [&](uint32_t) { ++second_events; });
+  ASSERT_TRUE(first.SetInterest(0).ok());
+  EXPECT_EQ(second.SetInterest(kReadable).code(),
+            absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(first.SetInterest(kReadable).ok());
+  EXPECT_EQ(second.SetInterest(kReadable).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(second.is_active());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(first_events, 1);
+  EXPECT_EQ(second_events, 0);
+  first.Stop();
+  EXPECT_TRUE(second.SetInterest(kReadable).ok());
+  RunNoWait(loop.get());
+  EXPECT_EQ(second_events, 1);
+  second.Stop();
+}
+
+TEST_P(ReactorConformanceTest, WaitOnAWatchedFdIsAlreadyExists) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  // A wait on an fd an FdWatcher watches.
+  FdWatcher watcher(loop.get(), p.r, [](uint32_t) {});
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  auto refused = Capture(WaitReadable(loop.get(), p.r));
+  RunNoWait(loop.get());  // futures complete at the next checkpoint
+  ASSERT_TRUE(refused->has_value());
+  EXPECT_EQ(refused->value().code(), absl::StatusCode::kAlreadyExists);
+  watcher.Stop();
+  // A second wait on an fd a wait is waiting on.
+  auto waiting = Capture(WaitReadable(loop.get(), p.r));
+  auto second = Capture(WaitReadable(loop.get(), p.r));
+  RunNoWait(loop.get());
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ(second->value().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(waiting->has_value());
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get(), 2);
+  ASSERT_TRUE(waiting->has_value());
+  EXPECT_TRUE(waiting->value().ok()) << waiting->value();
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
 }
 
 // --- the select ceiling -------------------------------------------------------

@@ -6,9 +6,10 @@ namespace nbio {
 namespace {
 
 // A token's state that its own timer cancels. The timer is a bare TimerNode
-// on the loop's wheel rather than a Timer: a node may be destroyed inside its
-// own callback, which happens when the cancel callbacks drop the last
-// reference; and a deadline should not keep the loop running by itself.
+// on the loop's wheel (EventLoop::ScheduleNode) rather than a Timer: a node may
+// be destroyed inside its own callback, which happens when the cancel callbacks
+// drop the last reference; and a deadline should not keep the loop running by
+// itself.
 class DeadlineState final : public cancellation_internal::State,
                             private TimerNode {
  public:
@@ -23,7 +24,7 @@ class DeadlineState final : public cancellation_internal::State,
       Cancel(Exceeded());
       return;
     }
-    loop->timer_wheel()->Schedule(this, deadline_nanos);
+    loop->ScheduleNode(this, deadline_nanos);
   }
 
  private:
@@ -33,7 +34,7 @@ class DeadlineState final : public cancellation_internal::State,
 
   // A parent's cancel, or the timer itself (then already unlinked).
   void OnCancel() override {
-    if (loop_ != nullptr) loop_->timer_wheel()->Cancel(this);
+    if (loop_ != nullptr) loop_->CancelNode(this);
   }
 
   static void Fire(TimerNode* node) {

@@ -49,12 +49,15 @@ TEST_F(DeadlineTest, SleepPastItsDeadline) {
 
 TEST_F(DeadlineTest, ParentCancelWinsAndStopsTheTimer) {
   CancellationSource user;
+  // Something else keeps the loop alive, so its poll timeout shows the
+  // wheel: the deadline's timer (> 0), or no timer at all (-1).
+  EventLoop::KeepAlive busy = loop_->KeepAliveToken();
   CancellationToken token =
       DeadlineToken(loop_.get(), absl::Seconds(5), user.token());
-  EXPECT_TRUE(loop_->timer_wheel()->NextExpiry().has_value());
+  EXPECT_GT(loop_->NextPollTimeoutNanos(), 0);
   user.Cancel(absl::CancelledError("user"));
   EXPECT_EQ(token.reason(), absl::CancelledError("user"));
-  EXPECT_FALSE(loop_->timer_wheel()->NextExpiry().has_value());
+  EXPECT_EQ(loop_->NextPollTimeoutNanos(), -1);
   clock_.Advance(absl::Seconds(5));
   RunNoWait();
   EXPECT_EQ(token.reason(), absl::CancelledError("user"));
@@ -79,10 +82,14 @@ TEST_F(DeadlineTest, AlreadyCancelledParentOrPastDeadline) {
 
 TEST_F(DeadlineTest, TimerGoesWithTheLastReference) {
   {
-    CancellationToken token = DeadlineToken(loop_.get(), absl::Seconds(5));
-    EXPECT_TRUE(loop_->timer_wheel()->NextExpiry().has_value());
+    // As above: the poll timeout shows whether the wheel has a timer.
+    EventLoop::KeepAlive busy = loop_->KeepAliveToken();
+    {
+      CancellationToken token = DeadlineToken(loop_.get(), absl::Seconds(5));
+      EXPECT_GT(loop_->NextPollTimeoutNanos(), 0);
+    }
+    EXPECT_EQ(loop_->NextPollTimeoutNanos(), -1);
   }
-  EXPECT_FALSE(loop_->timer_wheel()->NextExpiry().has_value());
 
   // Held only by a registration that its own callback destroys: the state
   // (and its timer node) dies inside the timer's callback.

@@ -28,9 +28,9 @@ namespace nbio {
 //    unregistered at once; a token already cancelled fails the wait without
 //    registering);
 //  - the poller's error when it cannot watch `fd`: an fd the backend cannot
-//    take (select: fd >= FD_SETSIZE), a bad fd, or an fd that something else
-//    on this loop is already watching (one FdWatcher or wait per fd at a
-//    time: epoll reports EEXIST).
+//    take (select: fd >= FD_SETSIZE), a bad fd, or ALREADY_EXISTS for an fd
+//    that something else on this loop is already watching (one FdWatcher,
+//    wait or connection per fd at a time, on every backend: poller.h).
 // Dropping the future unconsumed unregisters the fd. Does not own the fd:
 // end the wait (cancel, or drop the future) before closing it. One
 // allocation. Loop thread only.

@@ -90,7 +90,7 @@ void TcpConnection::UpdateInterest() {
   }
   if (!output_.empty()) want |= kWritable;
   if (want == interest()) return;
-  absl::Status status = context()->loop_->poller()->Modify(this, want);
+  absl::Status status = context()->loop_->ModifyEntry(this, want);
   if (!status.ok()) Close(status);
 }
 
@@ -302,9 +302,9 @@ void TcpConnection::Close(const absl::Status& reason) {
   flags_ |= kClosing;
   TcpContext* ctx = context();
   const int fd = this->fd();
-  ctx->loop_->poller()->Remove(this);
+  ctx->loop_->RemoveEntry(this);
   close(fd);
-  ctx->loop_->timer_wheel()->Cancel(&idle_timer_);
+  ctx->loop_->CancelNode(&idle_timer_);
   ctx->stats_.queued_bytes -= output_.size();
   output_.Clear();
   ctx->ScheduleClosed(this, reason);
@@ -335,9 +335,8 @@ void TcpConnection::OnIdleTimer(TimerNode* node) {
   }
   // Lazy re-arm: activity only stamped the time; the timer moves now, to
   // the last activity plus the timeout.
-  ctx->loop_->timer_wheel()->ScheduleWithin(
-      node, now - idle_for + ctx->idle_timeout_nanos_,
-      ctx->idle_timeout_nanos_ / 8);
+  ctx->loop_->ScheduleNode(node, now - idle_for + ctx->idle_timeout_nanos_,
+                           ctx->idle_timeout_nanos_ / 8);
 }
 
 void TcpConnection::BeginDrain() {
@@ -445,7 +444,7 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
     return absl::CancelledError("shutting down");
   }
   auto* conn = new (slots_.Allocate()) TcpConnection(this);
-  absl::Status status = loop_->poller()->Add(conn, fd, 0);
+  absl::Status status = loop_->AddEntry(conn, fd, 0);
   if (!status.ok()) {
     conn->flags_ |= TcpConnection::kClosing;  // never opened
     Destroy(conn);
@@ -461,9 +460,9 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
   ++stats_.connections;
   conn->Touch();
   if (idle_timeout_nanos_ > 0) {
-    loop_->timer_wheel()->ScheduleWithin(
-        &conn->idle_timer_, loop_->NowNanos() + idle_timeout_nanos_,
-        idle_timeout_nanos_ / 8);
+    loop_->ScheduleNode(&conn->idle_timer_,
+                        loop_->NowNanos() + idle_timeout_nanos_,
+                        idle_timeout_nanos_ / 8);
   }
   handler_->OnAccept(conn);
   if (draining_ && !conn->is_closing()) conn->BeginDrain();

@@ -5,7 +5,6 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
-#include "queue/base/check.h"
 #include "reactor/sys/syscall.h"
 
 namespace nbio {
@@ -68,40 +67,24 @@ absl::Status EpollPoller::Control(PollerEntry* entry, int fd,
   return absl::OkStatus();
 }
 
-absl::Status EpollPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
-  NBIO_CHECK(!entry->is_registered());
-  NBIO_CHECK(fd >= 0);
-  BackendFlags(entry) = 0;
-  absl::Status status = Control(entry, fd, interest);
-  if (!status.ok()) return status;
-  SetRegistration(entry, fd, interest);
-  ++size_;
-  return absl::OkStatus();
+absl::Status EpollPoller::AddFd(PollerEntry* entry, int fd, uint32_t interest) {
+  return Control(entry, fd, interest);
 }
 
-absl::Status EpollPoller::Modify(PollerEntry* entry, uint32_t interest) {
-  NBIO_CHECK(entry->is_registered());
-  if (interest == entry->interest()) return absl::OkStatus();
-  absl::Status status = Control(entry, entry->fd(), interest);
-  if (!status.ok()) return status;
-  SetInterest(entry, interest);
-  return absl::OkStatus();
+absl::Status EpollPoller::ModifyFd(PollerEntry* entry, uint32_t interest) {
+  return Control(entry, entry->fd(), interest);
 }
 
-void EpollPoller::Remove(PollerEntry* entry) {
-  if (!entry->is_registered()) return;
+void EpollPoller::RemoveFd(PollerEntry* entry) {
   // EBADF/ENOENT mean the fd was closed first (which removed it from the
   // interest list if it was the last reference); nothing else to undo.
   if (BackendFlags(entry) & kInKernel) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, entry->fd(), nullptr);
   }
-  // Wait() noted the entry's slot in this batch (read it before the
-  // registration is cleared): drop its event if not dispatched yet. O(1);
-  // epoll reports an fd once per batch, and the pointer check rejects a slot
-  // noted in an earlier batch.
+  // Wait() noted the entry's slot in this batch: drop its event if not
+  // dispatched yet. O(1); epoll reports an fd once per batch, and the
+  // pointer check rejects a slot noted in an earlier batch.
   const int32_t slot = BackendIndex(entry);
-  ClearRegistration(entry);
-  --size_;
   if (dispatching_ && slot > dispatch_index_ && slot < dispatch_count_ &&
       events_[slot].data.ptr == entry) {
     events_[slot].data.ptr = nullptr;

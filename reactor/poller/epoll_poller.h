@@ -28,22 +28,20 @@ class EpollPoller final : public Poller {
   ~EpollPoller() override;
 
   const char* name() const override { return "epoll"; }
-  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) override;
-  absl::Status Modify(PollerEntry* entry, uint32_t interest) override;
-  void Remove(PollerEntry* entry) override;
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
-  int size() const override { return size_; }
 
   static constexpr int kInitialEvents = 256;
   static constexpr int kMaxEvents = 4096;
 
  private:
   explicit EpollPoller(int epfd);
+  absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
+  absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
+  void RemoveFd(PollerEntry* entry) override;
   // Tells the kernel `interest` for `fd`: ADD, MOD or DEL as needed.
   absl::Status Control(PollerEntry* entry, int fd, uint32_t interest);
 
   int epfd_;
-  int size_ = 0;
   std::vector<epoll_event> events_;
   // During dispatch: the index of the event being dispatched and the batch
   // size, so Remove() can drop the entry's later events in this batch.

@@ -2,7 +2,6 @@
 
 #include <cerrno>
 
-#include "queue/base/check.h"
 #include "reactor/sys/syscall.h"
 
 namespace nbio {
@@ -32,34 +31,25 @@ pollfd MakePollfd(int fd, uint32_t interest) {
 
 }  // namespace
 
-absl::Status PollPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
-  NBIO_CHECK(!entry->is_registered());
-  NBIO_CHECK(fd >= 0);
+absl::Status PollPoller::AddFd(PollerEntry* entry, int fd, uint32_t interest) {
   // New slots always go at the end, so a Wait in progress (which stops at the
   // count it polled) never visits them.
   BackendIndex(entry) = static_cast<int32_t>(pollfds_.size());
   pollfds_.push_back(MakePollfd(fd, interest));
   entries_.push_back(entry);
-  SetRegistration(entry, fd, interest);
-  ++size_;
   return absl::OkStatus();
 }
 
-absl::Status PollPoller::Modify(PollerEntry* entry, uint32_t interest) {
-  NBIO_CHECK(entry->is_registered());
+absl::Status PollPoller::ModifyFd(PollerEntry* entry, uint32_t interest) {
   pollfd& slot = pollfds_[BackendIndex(entry)];
   const short revents = slot.revents;  // a Wait in progress may still read it
   slot = MakePollfd(entry->fd(), interest);
   slot.revents = revents;
-  SetInterest(entry, interest);
   return absl::OkStatus();
 }
 
-void PollPoller::Remove(PollerEntry* entry) {
-  if (!entry->is_registered()) return;
+void PollPoller::RemoveFd(PollerEntry* entry) {
   const int32_t i = BackendIndex(entry);
-  ClearRegistration(entry);
-  --size_;
   if (dispatching_) {
     pollfds_[i] = pollfd{-1, 0, 0};
     entries_[i] = nullptr;

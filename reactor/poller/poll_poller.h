@@ -23,18 +23,16 @@ class PollPoller final : public Poller {
   ~PollPoller() override = default;
 
   const char* name() const override { return "poll"; }
-  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) override;
-  absl::Status Modify(PollerEntry* entry, uint32_t interest) override;
-  void Remove(PollerEntry* entry) override;
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
-  int size() const override { return size_; }
 
  private:
+  absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
+  absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
+  void RemoveFd(PollerEntry* entry) override;
   void Compact();
 
   std::vector<pollfd> pollfds_;
   std::vector<PollerEntry*> entries_;  // parallel to pollfds_; null = hole
-  int size_ = 0;
   int holes_ = 0;
   bool dispatching_ = false;
 };

@@ -1,10 +1,22 @@
 // The poller: the one polymorphic seam of the reactor.
 //
 // A Poller waits for readiness on a set of file descriptors and reports it.
-// The event loop owns exactly one and never knows which kind: select, poll and
-// epoll implement this interface, one file pair each, and are created by name
-// at run time (poller_registry.h). A new backend implements these five calls
-// and registers itself; the loop does not change.
+// The event loop owns exactly one and never knows which kind: select, poll,
+// epoll and io_uring implement this interface, one file pair each, and are
+// created by name at run time (poller_registry.h); the loop does not change.
+//
+// A new backend derives from Poller, implements exactly these five calls and
+// registers itself in poller_registry.cc:
+//   name()            its name for EventLoop::Options::backend;
+//   AddFd()           tell the kernel about a new entry;
+//   ModifyFd()        tell it a changed interest;
+//   RemoveFd()        forget an entry (and drop its events still pending in
+//                     a Wait in progress);
+//   Wait()            wait, then Dispatch() each ready entry.
+// The public Add / Modify / Remove here do what every backend would repeat:
+// the argument checks, the entry's fd and interest, the counts (size(),
+// active()) and the table of which entry has which fd. A backend never
+// writes them.
 //
 // What the loop registers is a PollerEntry: the fd, the interest, and the
 // function to call with the readiness. An entry is embedded in whatever owns
@@ -21,6 +33,12 @@
 //     dropped earlier in the same batch is not reported.
 //   - An entry removed during dispatch, or whose fd was removed and added
 //     again during dispatch, receives none of this Wait's remaining events.
+//   - One entry per fd: adding a second entry for an fd that is registered
+//     (with or without interest) fails with ALREADY_EXISTS, on every
+//     backend, and leaves the first entry as it was. The kernels disagree
+//     (epoll says EEXIST only while the first entry has interest, poll
+//     and io_uring take both, select has one slot per fd), so the rule is kept
+//     here, once, in the fd table libuv keeps too (loop->watchers).
 //   - Errors and hang-ups are reported as kError / kHangup together with the
 //     entry's kReadable / kWritable interest, so they surface through the
 //     read or write path (read() and write() return the error or EOF). The
@@ -30,7 +48,9 @@
 #ifndef NBIO_REACTOR_POLLER_POLLER_H_
 #define NBIO_REACTOR_POLLER_POLLER_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -83,22 +103,24 @@ class Poller {
  public:
   virtual ~Poller() = default;
 
-  // "select", "poll", "epoll".
+  // "select", "poll", "epoll", "io_uring".
   virtual const char* name() const = 0;
 
   // Starts watching `fd` for `interest` (may be 0: registered but quiet).
   // Errors: the fd cannot be watched by this backend (select: fd >=
   // FD_SETSIZE), or the kernel refused it (EBADF, ENOMEM, EPERM for regular
-  // files under epoll). The entry must not be registered already.
-  virtual absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) = 0;
+  // files under epoll), ALREADY_EXISTS when another entry has `fd`. The
+  // entry must not be registered already. Allocates only when `fd` is
+  // higher than any fd seen before (the fd table grows).
+  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest);
 
   // Changes the interest of a registered entry; a no-op when unchanged.
-  virtual absl::Status Modify(PollerEntry* entry, uint32_t interest) = 0;
+  absl::Status Modify(PollerEntry* entry, uint32_t interest);
 
   // Stops watching; the entry receives no further event, not even one already
   // collected by the Wait in progress. A no-op when not registered. Call it
   // before closing the fd.
-  virtual void Remove(PollerEntry* entry) = 0;
+  void Remove(PollerEntry* entry);
 
   // Blocks for at most `timeout_nanos` (-1: no limit, 0: do not block; the
   // backend rounds up to its own granularity, so it never returns early for
@@ -108,31 +130,32 @@ class Poller {
   virtual absl::StatusOr<int> Wait(int64_t timeout_nanos) = 0;
 
   // How many entries are registered.
-  virtual int size() const = 0;
+  int size() const { return size_; }
 
   // How many registered entries have some interest: what keeps a loop alive,
-  // whoever embeds the entry (a watcher, a connection). Kept by the helpers
-  // below, so every backend gets it right.
+  // whoever embeds the entry (a watcher, a connection).
   int active() const { return active_; }
 
  protected:
-  // Backends reach the entry's fields only through these.
-  void SetRegistration(PollerEntry* e, int fd, uint32_t interest) {
-    e->fd_ = fd;
-    e->interest_ = static_cast<uint8_t>(interest);
-    if (interest != 0) ++active_;
+  // The backend's half of Add: `entry` is not registered yet (its fd() is
+  // -1, its backend fields are reset); on success the caller records `fd`
+  // and `interest` in it. On error the entry must be left as it was.
+  virtual absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) = 0;
+  // The backend's half of Modify: `interest` differs from entry->interest(),
+  // which the caller updates on success.
+  virtual absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) = 0;
+  // The backend's half of Remove: `entry` is registered (fd(), interest()
+  // and the backend fields still hold) but no longer EntryForFd(its fd);
+  // the caller clears it afterwards.
+  virtual void RemoveFd(PollerEntry* entry) = 0;
+
+  // The entry registered for `fd`, or nullptr. O(1).
+  PollerEntry* EntryForFd(int fd) const {
+    return fd >= 0 && static_cast<size_t>(fd) < by_fd_.size() ? by_fd_[fd]
+                                                              : nullptr;
   }
-  void SetInterest(PollerEntry* e, uint32_t interest) {
-    active_ += (interest != 0 ? 1 : 0) - (e->interest_ != 0 ? 1 : 0);
-    e->interest_ = static_cast<uint8_t>(interest);
-  }
-  void ClearRegistration(PollerEntry* e) {
-    if (e->interest_ != 0) --active_;
-    e->fd_ = -1;
-    e->interest_ = 0;
-    e->backend_flags_ = 0;
-    e->backend_index_ = -1;
-  }
+
+  // Backend-private state kept in the entry, so backends need no per-fd map.
   static uint8_t& BackendFlags(PollerEntry* e) { return e->backend_flags_; }
   static int32_t& BackendIndex(PollerEntry* e) { return e->backend_index_; }
   // Delivers `raw` readiness, filtered by the entry's current interest as
@@ -152,7 +175,12 @@ class Poller {
   static int TimeoutMillis(int64_t timeout_nanos);
 
  private:
+  int size_ = 0;
   int active_ = 0;
+  // Indexed by fd: the registered entry, or nullptr. fds are small and
+  // dense (the kernel hands out the lowest free one), so this is smaller
+  // and faster than a hash map.
+  std::vector<PollerEntry*> by_fd_;
 };
 
 }  // namespace nbio

@@ -227,6 +227,36 @@ TEST_P(PollerTest, FdReusedWithinBatchGetsNoStaleEvent) {
   poller_->Remove(&recs[1]);
 }
 
+// One entry per fd, whatever the kernel would take: epoll refused a second
+// entry only while the first had interest, poll took both.
+TEST_P(PollerTest, SecondEntryForAnFdIsAlreadyExists) {
+  TestPipe p;
+  Recorder first, second;
+  for (uint32_t first_interest : {0u, uint32_t{kReadable}}) {
+    ASSERT_TRUE(poller_->Add(&first, p.r, first_interest).ok());
+    for (uint32_t interest : {0u, uint32_t{kReadable}}) {
+      absl::Status s = poller_->Add(&second, p.r, interest);
+      EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+      EXPECT_FALSE(second.is_registered());
+    }
+    EXPECT_EQ(poller_->size(), 1);
+    // The first entry is untouched: it still hears its fd.
+    ASSERT_TRUE(poller_->Modify(&first, kReadable).ok());
+    ASSERT_EQ(write(p.w, "x", 1), 1);
+    EXPECT_EQ(WaitNow(), 1);
+    EXPECT_EQ(first.events.size(), 1u);
+    EXPECT_TRUE(second.events.empty());
+    char c;
+    ASSERT_EQ(read(p.r, &c, 1), 1);
+    first.events.clear();
+    poller_->Remove(&first);
+  }
+  // Once the fd is free, another entry may take it.
+  ASSERT_TRUE(poller_->Add(&second, p.r, kReadable).ok());
+  poller_->Remove(&second);
+  EXPECT_EQ(poller_->size(), 0);
+}
+
 TEST_P(PollerTest, ManyPipesAllReported) {
   constexpr int kPipes = 200;  // below FD_SETSIZE for select
   std::vector<std::unique_ptr<TestPipe>> pipes;

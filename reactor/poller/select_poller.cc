@@ -3,7 +3,6 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
-#include "queue/base/check.h"
 #include "reactor/sys/syscall.h"
 
 namespace nbio {
@@ -28,44 +27,31 @@ void SelectPoller::SetInterestBits(int fd, uint32_t interest) {
   }
 }
 
-absl::Status SelectPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
-  NBIO_CHECK(!entry->is_registered());
-  NBIO_CHECK(fd >= 0);
+absl::Status SelectPoller::AddFd(PollerEntry* entry, int fd,
+                                 uint32_t interest) {
   if (fd >= FD_SETSIZE) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "select backend cannot watch fd ", fd, ": select() handles fds below "
         "FD_SETSIZE (", FD_SETSIZE, "); use the poll or epoll backend"));
   }
-  if (entries_[fd] != nullptr) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("select backend: fd ", fd, " is already registered"));
-  }
-  entries_[fd] = entry;
   SetInterestBits(fd, interest);
   if (fd > max_fd_) max_fd_ = fd;
-  SetRegistration(entry, fd, interest);
-  ++size_;
   return absl::OkStatus();
 }
 
-absl::Status SelectPoller::Modify(PollerEntry* entry, uint32_t interest) {
-  NBIO_CHECK(entry->is_registered());
+absl::Status SelectPoller::ModifyFd(PollerEntry* entry, uint32_t interest) {
   SetInterestBits(entry->fd(), interest);
-  SetInterest(entry, interest);
   return absl::OkStatus();
 }
 
-void SelectPoller::Remove(PollerEntry* entry) {
-  if (!entry->is_registered()) return;
+void SelectPoller::RemoveFd(PollerEntry* entry) {
   const int fd = entry->fd();
   SetInterestBits(fd, 0);
   // Drop anything this Wait collected for the fd (harmless when idle).
   FD_CLR(fd, &read_ready_);
   FD_CLR(fd, &write_ready_);
-  entries_[fd] = nullptr;
-  while (max_fd_ >= 0 && entries_[max_fd_] == nullptr) --max_fd_;
-  ClearRegistration(entry);
-  --size_;
+  // EntryForFd(fd) is already nullptr.
+  while (max_fd_ >= 0 && EntryForFd(max_fd_) == nullptr) --max_fd_;
 }
 
 absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
@@ -101,7 +87,7 @@ absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
     bits_left -= ((raw & kReadable) ? 1 : 0) + ((raw & kWritable) ? 1 : 0);
     FD_CLR(fd, &read_ready_);
     FD_CLR(fd, &write_ready_);
-    PollerEntry* entry = entries_[fd];
+    PollerEntry* entry = EntryForFd(fd);
     if (entry != nullptr && Dispatch(entry, raw)) ++dispatched;
   }
   return dispatched;

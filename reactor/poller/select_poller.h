@@ -12,8 +12,6 @@
 
 #include <sys/select.h>
 
-#include <array>
-
 #include "reactor/poller/poller.h"
 
 namespace nbio {
@@ -24,13 +22,12 @@ class SelectPoller final : public Poller {
   ~SelectPoller() override = default;
 
   const char* name() const override { return "select"; }
-  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) override;
-  absl::Status Modify(PollerEntry* entry, uint32_t interest) override;
-  void Remove(PollerEntry* entry) override;
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
-  int size() const override { return size_; }
 
  private:
+  absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
+  absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
+  void RemoveFd(PollerEntry* entry) override;
   void SetInterestBits(int fd, uint32_t interest);
 
   fd_set read_interest_;
@@ -38,9 +35,7 @@ class SelectPoller final : public Poller {
   // The sets select() returned, while dispatching them.
   fd_set read_ready_;
   fd_set write_ready_;
-  std::array<PollerEntry*, FD_SETSIZE> entries_{};
   int max_fd_ = -1;
-  int size_ = 0;
 };
 
 }  // namespace nbio

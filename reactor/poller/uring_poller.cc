@@ -118,32 +118,20 @@ void UringPoller::Disarm(int fd, Slot& slot) {
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
 }
 
-absl::Status UringPoller::Add(PollerEntry* entry, int fd, uint32_t interest) {
-  NBIO_CHECK_MSG(!entry->is_registered(), "Poller::Add of a registered entry");
-  if (fd < 0) return ErrnoStatus("io_uring poll", EBADF);
+absl::Status UringPoller::AddFd(PollerEntry* entry, int fd, uint32_t interest) {
   if (static_cast<size_t>(fd) >= slots_.size()) {
     slots_.resize(std::max<size_t>(fd + 1, slots_.size() * 2));
   }
   Slot& slot = slots_[fd];
-  if (slot.entry != nullptr) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("fd ", fd, " is already watched by this loop"));
-  }
-  slot.entry = entry;
   slot.armed_mask = 0;
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
-  SetRegistration(entry, fd, interest);
-  ++size_;
   if (interest != 0) Arm(fd, slot, interest);
   return absl::OkStatus();
 }
 
-absl::Status UringPoller::Modify(PollerEntry* entry, uint32_t interest) {
-  NBIO_CHECK_MSG(entry->is_registered(), "Poller::Modify of an unregistered entry");
-  if (interest == entry->interest()) return absl::OkStatus();
+absl::Status UringPoller::ModifyFd(PollerEntry* entry, uint32_t interest) {
   const int fd = entry->fd();
   Slot& slot = slots_[fd];
-  SetInterest(entry, interest);
   // Replace the request only if its mask is wrong; one that fired this
   // batch (not armed) is re-armed after dispatch, or here.
   if (slot.armed_mask != 0 && slot.armed_mask == ToPoll(interest)) {
@@ -154,16 +142,12 @@ absl::Status UringPoller::Modify(PollerEntry* entry, uint32_t interest) {
   return absl::OkStatus();
 }
 
-void UringPoller::Remove(PollerEntry* entry) {
-  if (!entry->is_registered()) return;
+void UringPoller::RemoveFd(PollerEntry* entry) {
   const int fd = entry->fd();
   Slot& slot = slots_[fd];
   const bool had_request = slot.armed_mask != 0;
   Disarm(fd, slot);
-  slot.entry = nullptr;
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
-  ClearRegistration(entry);
-  --size_;
   // The poll request holds a reference to the file: cancel it now, so that
   // the owner's close() really closes (the peer sees FIN now, not at the
   // next Wait).
@@ -208,8 +192,9 @@ absl::StatusOr<int> UringPoller::Wait(int64_t timeout_nanos) {
     const int fd = static_cast<int>(c.user_data >> 32);
     const uint32_t seq = static_cast<uint32_t>(c.user_data);
     Slot* slot = SlotOf(fd);
+    PollerEntry* entry = EntryForFd(fd);
     // Removed, re-added or re-armed since: not this entry's event.
-    if (slot == nullptr || slot->entry == nullptr || slot->seq != seq ||
+    if (slot == nullptr || entry == nullptr || slot->seq != seq ||
         slot->armed_mask == 0) {
       continue;
     }
@@ -218,14 +203,14 @@ absl::StatusOr<int> UringPoller::Wait(int64_t timeout_nanos) {
     fired_.push_back(fd);
     const uint32_t raw = c.res < 0 ? (kError | kReadable | kWritable)
                                    : FromPoll(static_cast<uint32_t>(c.res));
-    if (Dispatch(slot->entry, raw)) ++dispatched;
+    if (Dispatch(entry, raw)) ++dispatched;
   }
   // Level-triggered: what fired and still wants events is asked again.
   for (int fd : fired_) {
     Slot& slot = slots_[fd];
-    if (slot.entry != nullptr && slot.armed_mask == 0 &&
-        slot.entry->interest() != 0) {
-      Arm(fd, slot, slot.entry->interest());
+    const PollerEntry* entry = EntryForFd(fd);
+    if (entry != nullptr && slot.armed_mask == 0 && entry->interest() != 0) {
+      Arm(fd, slot, entry->interest());
     }
   }
   return dispatched;

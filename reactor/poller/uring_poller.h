@@ -47,24 +47,23 @@ class UringPoller final : public Poller {
   ~UringPoller() override;
 
   const char* name() const override { return "io_uring"; }
-  absl::Status Add(PollerEntry* entry, int fd, uint32_t interest) override;
-  absl::Status Modify(PollerEntry* entry, uint32_t interest) override;
-  void Remove(PollerEntry* entry) override;
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
-  int size() const override { return size_; }
 
   // Submission queue entries; the completion queue has kCqEntries.
   static constexpr unsigned kSqEntries = 1024;
   static constexpr unsigned kCqEntries = 16384;
 
  private:
+  // The ring's state for one fd (the entry is EntryForFd(fd)).
   struct Slot {
-    PollerEntry* entry = nullptr;
     uint32_t seq = 0;         // tag of the request in the ring, if armed
     uint32_t armed_mask = 0;  // poll mask of that request; 0: none
   };
 
   UringPoller() = default;
+  absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
+  absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
+  void RemoveFd(PollerEntry* entry) override;
   // A free SQE, submitting what is queued when the ring is full.
   io_uring_sqe* GetSqe();
   // Queues a poll request for `fd`'s interest (a new tag).
@@ -78,7 +77,6 @@ class UringPoller final : public Poller {
 
   io_uring ring_{};
   bool ring_ready_ = false;
-  int size_ = 0;
   std::vector<Slot> slots_;  // indexed by fd
   struct Completion {
     uint64_t user_data;

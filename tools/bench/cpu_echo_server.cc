@@ -191,7 +191,7 @@ int CpuEchoServer::Run() {
   }
   const absl::Duration run_for = absl::GetFlag(FLAGS_run_for);
   if (run_for > absl::ZeroDuration()) {
-    loop_->RunAfter(run_for, [this] { Finish("--run_for elapsed"); });
+    Timer::After(loop_.get(), run_for, [this] { Finish("--run_for elapsed"); });
   }
   if (job_ != nullptr) {
     job_started_ns_ = loop_->clock()->NowNanos();
