@@ -67,13 +67,18 @@ absl::StatusOr<std::unique_ptr<UringPoller>> UringPoller::Create() {
       IORING_SETUP_CQSIZE,
   };
   int ret = -EINVAL;
-  for (unsigned flags : preferred) {
-    io_uring_params params;
-    std::memset(&params, 0, sizeof(params));
-    params.flags = flags;
-    params.cq_entries = kCqEntries;
-    ret = io_uring_queue_init_params(kSqEntries, &poller->ring_, &params);
-    if (ret != -EINVAL) break;  // EINVAL: a flag this kernel lacks
+  for (unsigned sq = kSqEntries; sq >= kMinSqEntries; sq /= 2) {
+    for (unsigned flags : preferred) {
+      io_uring_params params;
+      std::memset(&params, 0, sizeof(params));
+      params.flags = flags;
+      params.cq_entries = sq * (kCqEntries / kSqEntries);
+      ret = io_uring_queue_init_params(sq, &poller->ring_, &params);
+      if (ret != -EINVAL) break;  // EINVAL: a flag this kernel lacks
+    }
+    // ENOMEM: the user's locked-memory budget is spent (other rings of the
+    // same user); a smaller ring may still fit.
+    if (ret != -ENOMEM) break;
   }
   if (ret < 0) return SetupError(-ret);
   poller->ring_ready_ = true;

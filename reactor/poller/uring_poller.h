@@ -49,9 +49,16 @@ class UringPoller final : public Poller {
   const char* name() const override { return "io_uring"; }
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
 
-  // Submission queue entries; the completion queue has kCqEntries.
-  static constexpr unsigned kSqEntries = 1024;
-  static constexpr unsigned kCqEntries = 16384;
+  // Submission and completion queue entries. A ring's memory is pinned and
+  // counted against RLIMIT_MEMLOCK of the *user* (all of the user's
+  // processes together: 8 MiB by default) unless the process has
+  // CAP_IPC_LOCK, so a loop's ring is kept small (about 48 KiB); Create()
+  // halves it, down to kMinSqEntries, when the kernel says ENOMEM. A full
+  // completion queue loses nothing (IORING_FEAT_NODROP: the kernel keeps
+  // the overflow and hands it over at the next wait).
+  static constexpr unsigned kSqEntries = 256;
+  static constexpr unsigned kCqEntries = 2048;
+  static constexpr unsigned kMinSqEntries = 32;
 
  private:
   // The ring's state for one fd (the entry is EntryForFd(fd)).
