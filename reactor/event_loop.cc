@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "queue/base/check.h"
@@ -222,6 +223,40 @@ bool EventLoop::IsInLoopThread() const {
                        owner_thread_.load(std::memory_order_relaxed));
 }
 
+bool EventLoop::RunningOnThisThread() const {
+  // running_ is stored (release) after owner_thread_ by the thread that
+  // runs the loop. A thread that reads true with acquire then reads that
+  // thread's owner_thread_ (or a later one): itself only if it is the one
+  // running. A thread that reads false is not running the loop, whatever
+  // another thread is about to do. Either way no other thread's run can make
+  // this thread take the single-threaded path.
+  return running_.load(std::memory_order_acquire) &&
+         pthread_equal(pthread_self(),
+                       owner_thread_.load(std::memory_order_relaxed));
+}
+
+class EventLoop::RunningScope {
+ public:
+  explicit RunningScope(EventLoop* loop)
+      : loop_(loop), outer_(loop->RunningOnThisThread()) {
+    if (outer_) return;  // inside Run(): RunOnce() of its own
+    loop_->owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+    loop_->running_.store(true, std::memory_order_release);
+    // Posted through the MPSC queue before this run (by this thread before
+    // it ran the loop, or by others): ahead of anything posted from now on.
+    loop_->DrainRemoteTasks();
+  }
+  ~RunningScope() {
+    if (!outer_) loop_->running_.store(false, std::memory_order_release);
+  }
+  RunningScope(const RunningScope&) = delete;
+  RunningScope& operator=(const RunningScope&) = delete;
+
+ private:
+  EventLoop* const loop_;
+  const bool outer_;
+};
+
 int EventLoop::ActiveIo() const {
   int internal = wakeup_entry_.interest() != 0 ? 1 : 0;
   if (signal_entry_.is_registered() && signal_entry_.interest() != 0) ++internal;
@@ -235,7 +270,10 @@ void EventLoop::DestroyQueuedTasks() {
   while (!tasks_.empty() || !urgent_tasks_.empty() || !remote_tasks_.empty()) {
     while (!urgent_tasks_.empty()) urgent_tasks_.Pop();
     while (!tasks_.empty()) tasks_.Pop();
-    while (RemoteTask* task = remote_tasks_.Pop()) delete task;
+    while (RemoteTask* task = remote_tasks_.Pop()) {
+      remote_pending_.fetch_sub(1, std::memory_order_relaxed);
+      delete task;
+    }
   }
 }
 
@@ -247,7 +285,7 @@ bool EventLoop::HasWork() const {
 }
 
 absl::Status EventLoop::Run() {
-  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  RunningScope running(this);
   absl::Status status;
   while (!stop_requested_.load(std::memory_order_acquire) && HasWork()) {
     status = RunOnce(RunMode::kWait);
@@ -259,7 +297,7 @@ absl::Status EventLoop::Run() {
 }
 
 absl::Status EventLoop::RunOnce(RunMode mode) {
-  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  RunningScope running(this);
   ++counters_.iterations;
   RefreshTime();
   const int64_t iteration_start = now_nanos_;
@@ -296,6 +334,7 @@ int64_t EventLoop::NextPollTimeoutNanos() {
   // last work: Run() must get to return instead of blocking forever).
   if (!tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
       !deferred_.empty() ||
+      remote_pending_.load(std::memory_order_relaxed) > 0 ||
       stop_requested_.load(std::memory_order_relaxed) || !HasWork()) {
     return 0;
   }
@@ -380,18 +419,25 @@ void EventLoop::RunDeferredDeletes() {
 
 void EventLoop::Stop() {
   stop_requested_.store(true, std::memory_order_release);
-  if (!IsInLoopThread()) {
+  // From a callback no wake-up is needed: the loop checks the flag before
+  // its next poll. From anywhere else the loop may be in the poll, or about
+  // to enter it on another thread.
+  if (!RunningOnThisThread()) {
     wakeups_sent_.fetch_add(1, std::memory_order_relaxed);
     wakeup_->Signal();
   }
 }
 
 void EventLoop::Post(absl::AnyInvocable<void()> task) {
-  if (IsInLoopThread()) {
+  // Only the thread inside Run()/RunOnce() may touch tasks_. The thread
+  // that created the loop is not enough: another thread may be starting to
+  // run it right now (see the threading note in the header).
+  if (RunningOnThisThread()) {
     tasks_.Push(std::move(task));
     return;
   }
   auto* remote = new RemoteTask{MpscNode(), std::move(task)};
+  remote_pending_.fetch_add(1, std::memory_order_relaxed);
   // Only the post that finds the queue empty wakes the loop: the loop drains
   // the whole queue on every wake-up, so later posts of a burst ride along.
   if (remote_tasks_.Push(remote)) {
@@ -414,6 +460,7 @@ void EventLoop::OnWakeupFd(PollerEntry* entry, uint32_t /*events*/) {
 
 void EventLoop::DrainRemoteTasks() {
   while (RemoteTask* remote = remote_tasks_.Pop()) {
+    remote_pending_.fetch_sub(1, std::memory_order_relaxed);
     tasks_.Push(std::move(remote->fn));
     delete remote;
     ++counters_.remote_posts;
@@ -589,7 +636,8 @@ int64_t EventLoop::DeadlineAfter(absl::Duration delay) const {
 
 LoopLoad EventLoop::Load() const {
   LoopLoad load;
-  load.tasks_ready = tasks_.size() + urgent_tasks_.size();
+  load.tasks_ready = tasks_.size() + urgent_tasks_.size() +
+                     remote_pending_.load(std::memory_order_relaxed);
   load.urgent_tasks_ready = urgent_tasks_.size();
   // O(jobs): the list keeps no count (a job may unlink itself).
   load.cpu_jobs_pending =

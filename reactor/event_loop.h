@@ -39,14 +39,22 @@
 // Threading: a loop belongs to one thread: the thread that created it until
 // Run()/RunOnce() is first called, then the thread running it. Every method is
 // for that thread only, except Post() and Stop(), which are safe from any
-// thread. Cross-thread posts go through an intrusive MPSC queue and an eventfd
-// (a self-pipe where eventfd is missing); a burst costs one wake-up.
+// thread. A loop may be created on one thread and run on another (one loop per
+// reactor thread, all set up by the main thread): Post() and Stop() from the
+// creating thread stay safe while the other thread starts running it, because
+// only a call made by the thread that is inside Run()/RunOnce() at that moment
+// takes the single-threaded path; every other call (from another thread, or
+// from the loop's own thread between runs) goes through an intrusive MPSC
+// queue and an eventfd (a self-pipe where eventfd is missing), and a burst
+// costs one wake-up. Posts keep their order: what was queued through the MPSC
+// queue before a run starts is moved to the task queue when it starts, ahead
+// of anything posted during the run.
 //
-// Lifetime: handles (FdWatcher, Timer, CpuJob) are owned by the caller, must
-// not outlive the loop, and unregister themselves when destroyed. Nothing may
-// be destroyed inside its own callback: hand it to DeleteLater() instead (a
-// check fails otherwise). Tasks still queued when the loop is destroyed are
-// destroyed unrun, while the loop is still whole.
+// Lifetime: handles (FdWatcher, Timer, CpuJob) are owned
+// by the caller, must not outlive the loop, and unregister themselves when
+// destroyed. Nothing may be destroyed inside its own callback: hand it to
+// DeleteLater() instead (a check fails otherwise). Tasks still queued when the
+// loop is destroyed are destroyed unrun, while the loop is still whole.
 #ifndef NBIO_REACTOR_EVENT_LOOP_H_
 #define NBIO_REACTOR_EVENT_LOOP_H_
 
@@ -94,14 +102,17 @@ struct LoopCounters {
   uint64_t urgent_tasks_run = 0;  // PostUrgent()ed tasks run
   uint64_t cpu_slices = 0;        // CpuJob slices run
   uint64_t timers_fired = 0;
-  uint64_t remote_posts = 0;    // Post() calls from other threads, drained
+  uint64_t remote_posts = 0;    // Post() calls through the MPSC queue (from
+                                // other threads, or made while the loop was
+                                // not running), drained
   uint64_t wakeups_sent = 0;    // Signal()s on the wakeup fd (all threads)
 };
 
 // A snapshot of what is waiting: the loop's ready, waiting and sleeping
 // queues.
 struct LoopLoad {
-  size_t tasks_ready = 0;         // Post()ed and PostUrgent()ed, not yet run
+  size_t tasks_ready = 0;         // Post()ed (from any thread) and
+                                  // PostUrgent()ed, not yet run
   size_t urgent_tasks_ready = 0;  // of which PostUrgent()ed
   int fds_waiting = 0;            // fds with interest: FdWatcher, TCP
                                   // connections and listeners,
@@ -275,9 +286,10 @@ class EventLoop {
   void Stop();
 
   // Runs `task` on the loop thread in a later iteration, FIFO. Safe from any
-  // thread. From the loop thread it allocates nothing for small callables;
-  // from another thread it allocates one node and wakes the loop only when
-  // the queue was empty.
+  // thread. From inside the running loop (its callbacks) it allocates nothing
+  // for small callables; from another thread, or from the loop's thread while
+  // it is not running, it allocates one node and wakes the loop only when the
+  // queue was empty.
   void Post(absl::AnyInvocable<void()> task);
 
   // Runs `task` on the loop thread before the next poll, at the next urgent
@@ -393,6 +405,13 @@ class EventLoop {
   void RunCpuSlices(int64_t iteration_start, bool blocked);
   // Reads the clock into now_nanos_ (NowNanos() after the poll began).
   void RefreshTime() const;
+  // Whether the calling thread is the one inside Run()/RunOnce() now: the
+  // only case in which Post() may push to tasks_ directly.
+  bool RunningOnThisThread() const;
+  // Marks the loop running on the calling thread for a Run() or a RunOnce()
+  // (nothing when a Run() on this thread already did), and moves what
+  // reached the MPSC queue meanwhile to the task queue, in order.
+  class RunningScope;
   void DestroyQueuedTasks();
   void DrainRemoteTasks();
   void RunDeferredDeletes();
@@ -419,6 +438,10 @@ class EventLoop {
   mutable bool time_stale_ = false;
 
   std::atomic<pthread_t> owner_thread_;
+  // Run() or RunOnce() is on the stack of owner_thread_. Written by that
+  // thread only (after owner_thread_, with release), read by Post() and
+  // Stop() from any thread: see RunningOnThisThread().
+  std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
 
   TaskQueue tasks_;
@@ -426,6 +449,10 @@ class EventLoop {
   IntrusiveList<CpuJob, &CpuJob::hook_> cpu_jobs_;
   CpuJob* running_cpu_job_ = nullptr;
   MpscQueue<RemoteTask, &RemoteTask::node> remote_tasks_;
+  // Tasks in remote_tasks_ (counted before the push, uncounted after the
+  // pop): for Load() and NextPollTimeoutNanos() on a loop that is not
+  // running, which must not pop the queue.
+  std::atomic<size_t> remote_pending_{0};
   std::unique_ptr<Wakeup> wakeup_;
   WakeupEntry wakeup_entry_{this};
   std::atomic<uint64_t> wakeups_sent_{0};

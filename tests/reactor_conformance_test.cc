@@ -10,11 +10,14 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
@@ -412,6 +415,51 @@ TEST_P(ReactorConformanceTest, StopFromAnotherThreadWakesBlockedLoop) {
   ASSERT_TRUE(loop->Run().ok());
   stopper.join();
   EXPECT_TRUE(running);
+}
+
+// A loop created on one thread and run on another, posted to by its creator
+// at once, as a multi-reactor server starts its reactors. The creator is not
+// the loop's thread any more, even before the runner has said so: its posts
+// must take the cross-thread path (and wake the loop), never push to the task
+// queue the runner reads (a data race TSan reports, and a post the loop may
+// sleep through). Every task runs exactly once, in order, in every round.
+TEST_P(ReactorConformanceTest, PostsFromCreatorWhileAnotherThreadStartsTheLoop) {
+  constexpr int kRounds = 200;
+  constexpr int kPosts = 8;
+  for (int round = 0; round < kRounds; ++round) {
+    auto loop = MakeLoop();
+    ASSERT_NE(loop, nullptr);
+    std::vector<int> runs(kPosts, 0);  // loop thread only, read after join
+    std::vector<int> order;
+    absl::Notification all_ran;
+    // Made before the runner starts; the last task drops it on the loop
+    // thread, and Run() returns.
+    std::optional<EventLoop::KeepAlive> keep(loop->KeepAliveToken());
+    absl::Status run_status;
+    std::thread runner([&] { run_status = loop->Run(); });
+    for (int i = 0; i < kPosts; ++i) {
+      loop->Post([&runs, &order, i] {
+        ++runs[i];
+        order.push_back(i);
+      });
+    }
+    loop->Post([&] {
+      keep.reset();
+      all_ran.Notify();
+    });
+    // A post the loop slept through: end the run rather than hang the test.
+    const bool in_time = all_ran.WaitForNotificationWithTimeout(absl::Seconds(20));
+    if (!in_time) loop->Stop();
+    runner.join();
+    keep.reset();
+    ASSERT_TRUE(in_time) << "round " << round << ": a post was not run";
+    ASSERT_TRUE(run_status.ok()) << run_status;
+    for (int i = 0; i < kPosts; ++i) {
+      ASSERT_EQ(runs[i], 1) << "round " << round << ", task " << i;
+    }
+    ASSERT_EQ(order.size(), static_cast<size_t>(kPosts)) << "round " << round;
+    for (int i = 0; i < kPosts; ++i) ASSERT_EQ(order[i], i) << "round " << round;
+  }
 }
 
 TEST_P(ReactorConformanceTest, PostsFromFourThreadsRunExactlyOnceInOrder) {
