@@ -207,6 +207,8 @@ EventLoop::EventLoop(Options options, std::unique_ptr<Poller> poller,
 }
 
 EventLoop::~EventLoop() {
+  NBIO_CHECK_MSG(!in_iteration_,
+                 "EventLoop destroyed inside a callback of the same loop");
   DestroyQueuedTasks();
   RunDeferredDeletes();
   poller_->Remove(&wakeup_entry_);
@@ -285,6 +287,9 @@ bool EventLoop::HasWork() const {
 }
 
 absl::Status EventLoop::Run() {
+  NBIO_CHECK_MSG(!in_iteration_,
+                 "EventLoop::Run() called from inside a callback of the same "
+                 "loop");
   RunningScope running(this);
   absl::Status status;
   while (!stop_requested_.load(std::memory_order_acquire) && HasWork()) {
@@ -297,7 +302,17 @@ absl::Status EventLoop::Run() {
 }
 
 absl::Status EventLoop::RunOnce(RunMode mode) {
+  // A nested iteration would leave the outer one holding a popped task it
+  // then calls, or an event batch whose watchers the inner one destroyed.
+  NBIO_CHECK_MSG(!in_iteration_,
+                 "EventLoop::RunOnce() called from inside a callback of the "
+                 "same loop");
   RunningScope running(this);
+  struct IterationScope {
+    explicit IterationScope(bool* flag) : flag(flag) { *flag = true; }
+    ~IterationScope() { *flag = false; }
+    bool* flag;
+  } iteration(&in_iteration_);
   ++counters_.iterations;
   RefreshTime();
   const int64_t iteration_start = now_nanos_;

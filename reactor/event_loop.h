@@ -264,6 +264,7 @@ class EventLoop {
   static absl::StatusOr<std::unique_ptr<EventLoop>> Create() {
     return Create(Options());
   }
+  // Not from inside a callback of this loop.
   ~EventLoop();
 
   EventLoop(const EventLoop&) = delete;
@@ -272,13 +273,17 @@ class EventLoop {
   // Runs iterations until Stop() is called or no work is left: no task, no
   // user timer, no fd watcher with interest, no signal handler and no
   // KeepAlive. Returns an error only when the poller fails unrecoverably.
+  // Not re-entrant: calling Run() or RunOnce() from inside a callback of the
+  // same loop (a task, a timer, an fd watcher, a CPU slice, a signal handler)
+  // fails a check in every build, because the outer iteration would resume
+  // with queues and event batches the inner one has changed under it.
   absl::Status Run();
 
   enum class RunMode {
     kWait,    // block in the poller as long as the timers allow
     kNoWait,  // poll without blocking (tests with a manual clock)
   };
-  // One iteration.
+  // One iteration. Not from inside a callback of this loop (see Run()).
   absl::Status RunOnce(RunMode mode = RunMode::kWait);
 
   // Makes Run() return after the current iteration. Safe from any thread and
@@ -442,6 +447,8 @@ class EventLoop {
   // thread only (after owner_thread_, with release), read by Post() and
   // Stop() from any thread: see RunningOnThisThread().
   std::atomic<bool> running_{false};
+  // Inside an iteration: a callback of this loop may be on the stack.
+  bool in_iteration_ = false;
   std::atomic<bool> stop_requested_{false};
 
   TaskQueue tasks_;
