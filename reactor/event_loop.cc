@@ -209,8 +209,10 @@ EventLoop::EventLoop(Options options, std::unique_ptr<Poller> poller,
 EventLoop::~EventLoop() {
   NBIO_CHECK_MSG(!in_iteration_,
                  "EventLoop destroyed inside a callback of the same loop");
-  DestroyQueuedTasks();
-  RunDeferredDeletes();
+  // The destroying thread is the loop's thread now: what the destructors
+  // below post (a broken promise posts its continuation) is queued here.
+  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  DestroyOwnedCallbacks();
   poller_->Remove(&wakeup_entry_);
   if (signal_fd_ >= 0) {
     poller_->Remove(&signal_entry_);
@@ -265,11 +267,48 @@ int EventLoop::ActiveIo() const {
   return poller_->active() - internal;
 }
 
-void EventLoop::DestroyQueuedTasks() {
-  // While every member is still alive: a task may own a future state whose
-  // destructor stops a Timer or an FdWatcher, or breaks a promise (which
-  // posts again; those are destroyed in the next round).
+void EventLoop::DestroyOwnedCallbacks() {
+  // While every member is still alive. The owners first: an object handed to
+  // DeleteLater(), a timer's or a signal handler's captures may own a promise
+  // whose destructor breaks it, which posts its continuation; were the
+  // queues emptied before, that task would be left in them (a leak, and a
+  // queue growing while its own destructor runs). Then the tasks: each
+  // destroyed task may own a future state whose destructor stops a Timer or
+  // an FdWatcher, or breaks a promise (which posts again). Round after round
+  // until a round finds nothing: any of these destructors may also hand
+  // something to DeleteLater(), start a RunAfter() timer or post.
+  for (;;) {
+    bool destroyed = false;
+    if (!deferred_.empty()) {
+      RunDeferredDeletes();
+      destroyed = true;
+    }
+    if (!owned_timers_.empty()) {
+      // Moved out first: a callback's destructor may start or cancel timers.
+      // Each OwnedTimer unlinks itself from the wheel when destroyed.
+      absl::flat_hash_map<uint64_t, std::unique_ptr<OwnedTimer>> timers;
+      timers.swap(owned_timers_);
+      timers.clear();
+      destroyed = true;
+    }
+    if (!signal_handlers_.empty()) {
+      // The handlers only: the signalfd and the mask go with the loop.
+      absl::flat_hash_map<int, absl::AnyInvocable<void(int)>> handlers;
+      handlers.swap(signal_handlers_);
+      handlers.clear();
+      destroyed = true;
+    }
+    if (DestroyQueuedTasks()) destroyed = true;
+    if (!destroyed) return;
+  }
+}
+
+bool EventLoop::DestroyQueuedTasks() {
+  // A task's destructor may post again (urgent, normal or through the MPSC
+  // queue): those are destroyed in the next round, never run.
+  bool destroyed = false;
   while (!tasks_.empty() || !urgent_tasks_.empty() || !remote_tasks_.empty()) {
+    destroyed = true;
     while (!urgent_tasks_.empty()) urgent_tasks_.Pop();
     while (!tasks_.empty()) tasks_.Pop();
     while (RemoteTask* task = remote_tasks_.Pop()) {
@@ -277,6 +316,7 @@ void EventLoop::DestroyQueuedTasks() {
       delete task;
     }
   }
+  return destroyed;
 }
 
 bool EventLoop::HasWork() const {

@@ -53,8 +53,12 @@
 // Lifetime: handles (FdWatcher, Timer, CpuJob) are owned
 // by the caller, must not outlive the loop, and unregister themselves when
 // destroyed. Nothing may be destroyed inside its own callback: hand it to
-// DeleteLater() instead (a check fails otherwise). Tasks still queued when the
-// loop is destroyed are destroyed unrun, while the loop is still whole.
+// DeleteLater() instead (a check fails otherwise). Destroying the loop
+// destroys what it owns, unrun, while the loop is still whole: first what
+// DeleteLater() was given, the callbacks of RunAfter/RunEvery timers and the
+// signal handlers, then the queued tasks (urgent, normal, cross-thread), again
+// and again until nothing is left, so that what those destructors post (a
+// broken promise schedules its continuation) is destroyed too, never run.
 #ifndef NBIO_REACTOR_EVENT_LOOP_H_
 #define NBIO_REACTOR_EVENT_LOOP_H_
 
@@ -264,7 +268,9 @@ class EventLoop {
   static absl::StatusOr<std::unique_ptr<EventLoop>> Create() {
     return Create(Options());
   }
-  // Not from inside a callback of this loop.
+  // Destroys what the loop owns (see "Lifetime" above). Not from inside a
+  // callback of this loop. Whatever thread destroys the loop becomes its
+  // thread; no other thread may still call Post() or Stop().
   ~EventLoop();
 
   EventLoop(const EventLoop&) = delete;
@@ -294,7 +300,8 @@ class EventLoop {
   // thread. From inside the running loop (its callbacks) it allocates nothing
   // for small callables; from another thread, or from the loop's thread while
   // it is not running, it allocates one node and wakes the loop only when the
-  // queue was empty.
+  // queue was empty. During the loop's destruction the task is destroyed
+  // unrun.
   void Post(absl::AnyInvocable<void()> task);
 
   // Runs `task` on the loop thread before the next poll, at the next urgent
@@ -417,7 +424,12 @@ class EventLoop {
   // (nothing when a Run() on this thread already did), and moves what
   // reached the MPSC queue meanwhile to the task queue, in order.
   class RunningScope;
-  void DestroyQueuedTasks();
+  // Destroys, unrun, everything the loop owns that can own tasks or their
+  // producers, and then the tasks, until nothing is left (see the file
+  // comment). For the destructor.
+  void DestroyOwnedCallbacks();
+  // One pass over the task queues; true when it destroyed anything.
+  bool DestroyQueuedTasks();
   void DrainRemoteTasks();
   void RunDeferredDeletes();
   static void OnWakeupFd(PollerEntry* entry, uint32_t events);

@@ -71,5 +71,89 @@ TEST_F(EventLoopLifetimeTest, RunOnceAfterRunReturnedIsFine) {
   EXPECT_EQ(ran, 2);
 }
 
+// --- continuations destroyed with the loop ------------------------------------
+
+// Counts its destructions and whether anything ran it.
+struct Probe {
+  Probe(int* destroyed, int* ran) : destroyed(destroyed), ran(ran) {}
+  Probe(Probe&& o) noexcept
+      : destroyed(std::exchange(o.destroyed, nullptr)), ran(o.ran) {}
+  ~Probe() {
+    if (destroyed != nullptr) ++*destroyed;
+  }
+  int* destroyed;
+  int* ran;
+};
+
+// Owned by DeleteLater: an unset promise whose future's continuation
+// forwards into a second promise, whose future's continuation holds a Probe.
+struct PromiseOwner {
+  explicit PromiseOwner(EventLoop* loop) : promise(loop) {}
+  Promise<int> promise;
+};
+
+// Destroying the owner breaks the first promise, which posts its
+// continuation; destroying that task unrun destroys the second promise,
+// which posts the next one. Were the queues emptied before the deferred
+// deletes (as they were), the posted continuations would be left in the
+// queues: never destroyed (a leak under ASan), or destroyed by ~TaskQueue
+// while they post into it (heap-use-after-free).
+TEST_F(EventLoopLifetimeTest, DeferredPromiseChainsAreDestroyedUnrun) {
+  constexpr int kObjects = 1000;
+  int destroyed = 0;
+  int ran = 0;
+  for (int i = 0; i < kObjects; ++i) {
+    auto owner = std::make_unique<PromiseOwner>(loop_.get());
+    Promise<int> second(loop_.get());
+    std::move(second.GetFuture())
+        .OnComplete([probe = Probe(&destroyed, &ran)](absl::StatusOr<int>) {
+          ++*probe.ran;
+        });
+    Future<void> forwarded = std::move(owner->promise.GetFuture())
+                                 .Then([second = std::move(second),
+                                        &ran](absl::StatusOr<int> v) mutable {
+                                   ++ran;
+                                   second.Set(std::move(v));
+                                 });
+    (void)forwarded;  // dropped: nobody waits for the forwarding itself
+    loop_->DeleteLater(std::move(owner));
+  }
+  loop_.reset();
+  EXPECT_EQ(destroyed, kObjects);
+  EXPECT_EQ(ran, 0);
+}
+
+// A Post() or PostUrgent() made while the loop is being destroyed queues a
+// task that is destroyed, never run.
+TEST_F(EventLoopLifetimeTest, PostsDuringDestructionAreDestroyedUnrun) {
+  bool ran = false;
+  bool posted_gone = false;
+  bool urgent_gone = false;
+  EventLoop* loop = loop_.get();
+  struct PostsWhenDestroyed {
+    PostsWhenDestroyed(EventLoop* loop, bool* ran, bool* posted_gone,
+                       bool* urgent_gone)
+        : loop(loop),
+          ran(ran),
+          posted_gone(posted_gone),
+          urgent_gone(urgent_gone) {}
+    ~PostsWhenDestroyed() {
+      loop->Post([&ran = *ran, flag = DestroyFlag(posted_gone)] { ran = true; });
+      loop->PostUrgent(
+          [&ran = *ran, flag = DestroyFlag(urgent_gone)] { ran = true; });
+    }
+    EventLoop* loop;
+    bool* ran;
+    bool* posted_gone;
+    bool* urgent_gone;
+  };
+  loop_->DeleteLater(std::make_unique<PostsWhenDestroyed>(
+      loop, &ran, &posted_gone, &urgent_gone));
+  loop_.reset();
+  EXPECT_TRUE(posted_gone);
+  EXPECT_TRUE(urgent_gone);
+  EXPECT_FALSE(ran);
+}
+
 }  // namespace
 }  // namespace nbio
