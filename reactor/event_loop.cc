@@ -62,13 +62,16 @@ struct EventLoop::OwnedTimer : TimerNode {
 // FdWatcher
 
 FdWatcher::FdWatcher(EventLoop* loop, int fd, Callback callback)
-    : loop_(loop), fd_(fd), entry_(this), callback_(std::move(callback)) {}
+    : loop_(loop), fd_(fd), entry_(this), callback_(std::move(callback)) {
+  loop_->HandleAttached(EventLoop::HandleKind::kFdWatcher);
+}
 
 FdWatcher::~FdWatcher() {
   NBIO_CHECK_MSG(!in_callback_,
                  "FdWatcher destroyed inside its own callback; hand it to "
                  "EventLoop::DeleteLater instead");
   Stop();
+  loop_->HandleDetached(EventLoop::HandleKind::kFdWatcher);
 }
 
 absl::Status FdWatcher::SetInterest(uint32_t interest) {
@@ -91,13 +94,16 @@ void FdWatcher::OnEvents(PollerEntry* entry, uint32_t events) {
 // Timer
 
 Timer::Timer(EventLoop* loop, Callback callback)
-    : TimerNode(&Timer::OnFire), loop_(loop), callback_(std::move(callback)) {}
+    : TimerNode(&Timer::OnFire), loop_(loop), callback_(std::move(callback)) {
+  loop_->HandleAttached(EventLoop::HandleKind::kTimer);
+}
 
 Timer::~Timer() {
   NBIO_CHECK_MSG(!in_callback_,
                  "Timer destroyed inside its own callback; hand it to "
                  "EventLoop::DeleteLater instead");
   Cancel();
+  loop_->HandleDetached(EventLoop::HandleKind::kTimer);
 }
 
 void Timer::StartAt(int64_t deadline_nanos) {
@@ -137,13 +143,16 @@ void Timer::OnFire(TimerNode* node) {
 // CpuJob
 
 CpuJob::CpuJob(EventLoop* loop, Slice slice)
-    : loop_(loop), slice_(std::move(slice)) {}
+    : loop_(loop), slice_(std::move(slice)) {
+  loop_->HandleAttached(EventLoop::HandleKind::kCpuJob);
+}
 
 CpuJob::~CpuJob() {
   NBIO_CHECK_MSG(!in_slice(),
                  "CpuJob destroyed inside its own slice; hand it to "
                  "EventLoop::DeleteLater instead");
   Stop();
+  loop_->HandleDetached(EventLoop::HandleKind::kCpuJob);
 }
 
 void CpuJob::Start() {
@@ -213,6 +222,7 @@ EventLoop::~EventLoop() {
   // below post (a broken promise posts its continuation) is queued here.
   owner_thread_.store(pthread_self(), std::memory_order_relaxed);
   DestroyOwnedCallbacks();
+  CheckNoLiveHandles();
   poller_->Remove(&wakeup_entry_);
   if (signal_fd_ >= 0) {
     poller_->Remove(&signal_entry_);
@@ -317,6 +327,32 @@ bool EventLoop::DestroyQueuedTasks() {
     }
   }
   return destroyed;
+}
+
+void EventLoop::HandleAttached(HandleKind kind) {
+  ++live_handles_[static_cast<int>(kind)];
+}
+
+void EventLoop::HandleDetached(HandleKind kind) {
+  NBIO_DCHECK(live_handles_[static_cast<int>(kind)] > 0);
+  --live_handles_[static_cast<int>(kind)];
+}
+
+void EventLoop::CheckNoLiveHandles() const {
+  static constexpr const char* kNames[kHandleKinds] = {"FdWatcher", "Timer",
+                                                       "CpuJob", "TcpContext"};
+  std::string left;
+  for (int i = 0; i < kHandleKinds; ++i) {
+    if (live_handles_[i] == 0) continue;
+    absl::StrAppend(&left, left.empty() ? "" : ", ", live_handles_[i], " ",
+                    kNames[i]);
+  }
+  if (left.empty()) return;
+  // A handle that outlives its loop touches freed memory when it is
+  // destroyed (or fires): refuse the loop's destruction instead.
+  const std::string message = absl::StrCat(
+      "EventLoop destroyed with live handles: ", left, "; destroy them first");
+  NBIO_CHECK_MSG(left.empty(), message.c_str());
 }
 
 bool EventLoop::HasWork() const {

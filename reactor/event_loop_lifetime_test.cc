@@ -71,6 +71,87 @@ TEST_F(EventLoopLifetimeTest, RunOnceAfterRunReturnedIsFine) {
   EXPECT_EQ(ran, 2);
 }
 
+// --- checked teardown ---------------------------------------------------------
+
+TEST_F(EventLoopLifetimeDeathTest, LiveFdWatcherIsRefused) {
+  TestPipe p;
+  FdWatcher watcher(loop_.get(), p.r, [](uint32_t) {});
+  EXPECT_DEATH(loop_.reset(),
+               "EventLoop destroyed with live handles: 1 FdWatcher; destroy "
+               "them first");
+}
+
+TEST_F(EventLoopLifetimeDeathTest, LiveTimersAreRefusedPendingOrNot) {
+  Timer pending(loop_.get(), [] {});
+  pending.Start(absl::Seconds(1));
+  Timer idle(loop_.get(), [] {});
+  EXPECT_DEATH(loop_.reset(),
+               "EventLoop destroyed with live handles: 2 Timer; destroy them "
+               "first");
+}
+
+TEST_F(EventLoopLifetimeDeathTest, LiveCpuJobIsRefused) {
+  CpuJob job(loop_.get(), [] { return CpuSliceResult::kDone; });
+  EXPECT_DEATH(loop_.reset(),
+               "EventLoop destroyed with live handles: 1 CpuJob; destroy them "
+               "first");
+}
+
+TEST_F(EventLoopLifetimeDeathTest, EveryKindLeftIsNamed) {
+  TestPipe p;
+  FdWatcher watcher(loop_.get(), p.r, [](uint32_t) {});
+  Timer a(loop_.get(), [] {});
+  Timer b(loop_.get(), [] {});
+  CpuJob job(loop_.get(), [] { return CpuSliceResult::kDone; });
+  EXPECT_DEATH(loop_.reset(),
+               "EventLoop destroyed with live handles: 1 FdWatcher, 2 Timer, "
+               "1 CpuJob; destroy them first");
+}
+
+TEST_F(EventLoopLifetimeDeathTest, DestroyingTheLoopInsideItsCallbackIsRefused) {
+  loop_->Post([this] { loop_.reset(); });
+  EXPECT_DEATH(RunNoWait(),
+               "EventLoop destroyed inside a callback of the same loop");
+}
+
+// What the loop owns does not trip the check, even when it owns handles:
+// deferred deletes, RunAfter/RunEvery callbacks, signal handlers and queued
+// tasks are destroyed first, and the handles with them.
+TEST_F(EventLoopLifetimeTest, HandlesOwnedThroughTheLoopAreDestroyedFirst) {
+  TestPipe p;
+  bool deferred_gone = false;
+  bool after_gone = false;
+  bool every_gone = false;
+  bool task_gone = false;
+  bool urgent_gone = false;
+  bool signal_gone = false;
+  loop_->DeleteLater(
+      std::make_unique<FdWatcher>(loop_.get(), p.r, [](uint32_t) {}));
+  auto with_timer = [&](bool* gone) {
+    return [timer = std::make_shared<Timer>(loop_.get(), [] {}),
+            flag = DestroyFlag(gone)] {};
+  };
+  loop_->DeleteLater(std::make_unique<DestroyFlag>(&deferred_gone));
+  loop_->RunAfter(absl::Seconds(1), with_timer(&after_gone));
+  loop_->RunEvery(absl::Seconds(1), with_timer(&every_gone));
+  loop_->Post(with_timer(&task_gone));
+  loop_->PostUrgent(with_timer(&urgent_gone));
+  ASSERT_TRUE(loop_
+                  ->OnSignal(SIGUSR2,
+                             [job = std::make_shared<CpuJob>(
+                                  loop_.get(),
+                                  [] { return CpuSliceResult::kDone; }),
+                              flag = DestroyFlag(&signal_gone)](int) {})
+                  .ok());
+  loop_.reset();  // no check fails
+  EXPECT_TRUE(deferred_gone);
+  EXPECT_TRUE(after_gone);
+  EXPECT_TRUE(every_gone);
+  EXPECT_TRUE(task_gone);
+  EXPECT_TRUE(urgent_gone);
+  EXPECT_TRUE(signal_gone);
+}
+
 // --- continuations destroyed with the loop ------------------------------------
 
 // Counts its destructions and whether anything ran it.

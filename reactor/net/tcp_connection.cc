@@ -349,6 +349,7 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
       flush_closed_(loop, [this] { FlushClosed(); }) {
   NBIO_CHECK(options_.read_buffer_size > 0);
   NBIO_CHECK(options_.max_reads_per_event > 0);
+  loop_->HandleAttached(EventLoop::HandleKind::kTcpContext);
 }
 
 TcpContext::~TcpContext() {
@@ -357,6 +358,7 @@ TcpContext::~TcpContext() {
   }
   CloseAll(absl::CancelledError("shutting down"));
   FlushClosed();
+  loop_->HandleDetached(EventLoop::HandleKind::kTcpContext);
 }
 
 void TcpConnection::CancelOn(const CancellationToken& token) {
