@@ -5,9 +5,11 @@
 // Timing tests use a ManualClock and RunOnce(kNoWait): nothing sleeps.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -17,7 +19,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
@@ -403,18 +407,88 @@ TEST_P(ReactorConformanceTest, StopFromCallback) {
   EXPECT_LE(iterations_after_stop, 1);
 }
 
+// Whether thread `tid` of this process is asleep inside one of the system
+// calls the pollers wait in, as the kernel reports it: the thread's state in
+// /proc/self/task/<tid>/stat is S (sleeping) and .../syscall names the call
+// it is in. A thread spinning through zero-timeout polls is never seen so:
+// it is running (R), or between calls.
+bool AsleepInPollerWait(pid_t tid) {
+  const std::string dir = absl::StrCat("/proc/self/task/", tid, "/");
+  std::ifstream stat(dir + "stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold one).
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= line.size() ||
+      line[paren + 2] != 'S') {
+    return false;
+  }
+  std::ifstream syscall_file(dir + "syscall");
+  long nr = -1;
+  if (!(syscall_file >> nr)) return false;  // "running"
+  for (long wait : {
+#ifdef SYS_poll
+           static_cast<long>(SYS_poll),
+#endif
+#ifdef SYS_select
+           static_cast<long>(SYS_select),
+#endif
+#ifdef SYS_epoll_wait
+           static_cast<long>(SYS_epoll_wait),
+#endif
+#ifdef SYS_epoll_pwait2
+           static_cast<long>(SYS_epoll_pwait2),
+#endif
+           static_cast<long>(SYS_ppoll), static_cast<long>(SYS_pselect6),
+           static_cast<long>(SYS_epoll_pwait)}) {
+    if (nr == wait) return true;
+  }
+  return false;
+}
+
+// The stop must be what ends the poll: the stopper waits until the kernel
+// shows the loop thread asleep in the poller's wait (twice, 20 ms apart), and
+// only then calls Stop(). The assertions fail if the loop spun instead of
+// blocking (never seen asleep there; many polls), or if the Stop() did not
+// wake it (the only other way out of the poll is the 60 s timer, which
+// records that it fired).
 TEST_P(ReactorConformanceTest, StopFromAnotherThreadWakesBlockedLoop) {
+  const pid_t loop_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  if (!std::ifstream(absl::StrCat("/proc/self/task/", loop_tid, "/syscall"))) {
+    GTEST_SKIP() << "/proc/self/task/<tid>/syscall is not readable here";
+  }
   auto loop = MakeLoop();
-  auto keep = loop->KeepAliveToken();  // no timer: the poll blocks with no limit
+  auto keep = loop->KeepAliveToken();
+  bool timed_out = false;
+  loop->RunAfter(absl::Seconds(60), [&] {
+    timed_out = true;
+    loop->Stop();
+  });
   std::atomic<bool> running{false};
+  std::atomic<bool> seen_asleep{false};
   loop->Post([&] { running = true; });
   std::thread stopper([&] {
     while (!running) std::this_thread::yield();
+    const absl::Time give_up = absl::Now() + absl::Seconds(20);
+    int in_a_row = 0;
+    while (in_a_row < 2 && absl::Now() < give_up) {
+      in_a_row = AsleepInPollerWait(loop_tid) ? in_a_row + 1 : 0;
+      absl::SleepFor(absl::Milliseconds(in_a_row == 0 ? 1 : 20));
+    }
+    seen_asleep = in_a_row == 2;
     loop->Stop();
   });
   ASSERT_TRUE(loop->Run().ok());
   stopper.join();
   EXPECT_TRUE(running);
+  EXPECT_TRUE(seen_asleep) << "the loop thread was never seen blocked in the "
+                              "poller";
+  EXPECT_FALSE(timed_out) << "the poll ended by its timeout, not by Stop()";
+  const LoopCounters counters = loop->counters();
+  // One poll that returns at once (the wake-up of the Post() made before
+  // Run()), one that blocks until Stop(): a spinning loop makes thousands.
+  EXPECT_LE(counters.poll_calls, 3u);
+  EXPECT_GT(counters.poll_blocked_nanos, 0);
 }
 
 // A loop created on one thread and run on another, posted to by its creator
