@@ -61,7 +61,11 @@
 // broken promise schedules its continuation) is destroyed too, never run. Then
 // a check fails, in every build, if a caller-owned handle is still alive on
 // the loop (as libuv's uv_loop_close refuses a loop with live handles): the
-// message names what is left.
+// message names what is left. An operation whose future the caller still
+// holds (Sleep, WaitReadable, RunCpuJob in async/) counts by the Timer,
+// FdWatcher or CpuJob inside it; one that only the loop holds (a future
+// captured by a queued task or a RunAfter callback) is destroyed before the
+// check.
 #ifndef NBIO_REACTOR_EVENT_LOOP_H_
 #define NBIO_REACTOR_EVENT_LOOP_H_
 
