@@ -71,7 +71,7 @@ TEST_F(EventLoopLifetimeTest, RunOnceAfterRunReturnedIsFine) {
   EXPECT_EQ(ran, 2);
 }
 
-// --- checked teardown ---------------------------------------------------------
+// --- checked teardown -------------------------------------------------------
 
 TEST_F(EventLoopLifetimeDeathTest, LiveFdWatcherIsRefused) {
   TestPipe p;
@@ -108,7 +108,7 @@ TEST_F(EventLoopLifetimeDeathTest, EveryKindLeftIsNamed) {
                "1 CpuJob; destroy them first");
 }
 
-TEST_F(EventLoopLifetimeDeathTest, DestroyingTheLoopInsideItsCallbackIsRefused) {
+TEST_F(EventLoopLifetimeDeathTest, DestroyingTheLoopInItsCallbackIsRefused) {
   loop_->Post([this] { loop_.reset(); });
   EXPECT_DEATH(RunNoWait(),
                "EventLoop destroyed inside a callback of the same loop");
@@ -152,7 +152,7 @@ TEST_F(EventLoopLifetimeTest, HandlesOwnedThroughTheLoopAreDestroyedFirst) {
   EXPECT_TRUE(signal_gone);
 }
 
-// --- continuations destroyed with the loop ------------------------------------
+// --- continuations destroyed with the loop ----------------------------------
 
 // Counts its destructions and whether anything ran it.
 struct Probe {
@@ -219,7 +219,8 @@ TEST_F(EventLoopLifetimeTest, PostsDuringDestructionAreDestroyedUnrun) {
           posted_gone(posted_gone),
           urgent_gone(urgent_gone) {}
     ~PostsWhenDestroyed() {
-      loop->Post([&ran = *ran, flag = DestroyFlag(posted_gone)] { ran = true; });
+      loop->Post(
+          [&ran = *ran, flag = DestroyFlag(posted_gone)] { ran = true; });
       loop->PostUrgent(
           [&ran = *ran, flag = DestroyFlag(urgent_gone)] { ran = true; });
     }

@@ -497,7 +497,7 @@ TEST_P(ReactorConformanceTest, StopFromAnotherThreadWakesBlockedLoop) {
 // must take the cross-thread path (and wake the loop), never push to the task
 // queue the runner reads (a data race TSan reports, and a post the loop may
 // sleep through). Every task runs exactly once, in order, in every round.
-TEST_P(ReactorConformanceTest, PostsFromCreatorWhileAnotherThreadStartsTheLoop) {
+TEST_P(ReactorConformanceTest, PostsFromCreatorWhileAnotherThreadStartsLoop) {
   constexpr int kRounds = 200;
   constexpr int kPosts = 8;
   for (int round = 0; round < kRounds; ++round) {
@@ -522,7 +522,8 @@ TEST_P(ReactorConformanceTest, PostsFromCreatorWhileAnotherThreadStartsTheLoop) 
       all_ran.Notify();
     });
     // A post the loop slept through: end the run rather than hang the test.
-    const bool in_time = all_ran.WaitForNotificationWithTimeout(absl::Seconds(20));
+    const bool in_time =
+        all_ran.WaitForNotificationWithTimeout(absl::Seconds(20));
     if (!in_time) loop->Stop();
     runner.join();
     keep.reset();
@@ -532,7 +533,9 @@ TEST_P(ReactorConformanceTest, PostsFromCreatorWhileAnotherThreadStartsTheLoop) 
       ASSERT_EQ(runs[i], 1) << "round " << round << ", task " << i;
     }
     ASSERT_EQ(order.size(), static_cast<size_t>(kPosts)) << "round " << round;
-    for (int i = 0; i < kPosts; ++i) ASSERT_EQ(order[i], i) << "round " << round;
+    for (int i = 0; i < kPosts; ++i) {
+      ASSERT_EQ(order[i], i) << "round " << round;
+    }
   }
 }
 
