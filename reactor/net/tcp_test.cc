@@ -558,10 +558,10 @@ TEST(TcpContextDeathTest, DestroyingItsLoopFirstIsRefused) {
   ASSERT_TRUE(loop.ok());
   auto context =
       std::make_unique<TcpContext>(loop->get(), &handler, TcpOptions());
-  // The context's own flush timer is a live Timer too.
+  // The context's own timers are live Timers too (how many is its business).
   EXPECT_DEATH(loop->reset(),
-               "EventLoop destroyed with live handles: 1 Timer, 1 TcpContext; "
-               "destroy them first");
+               "EventLoop destroyed with live handles: [0-9]+ Timer, 1 "
+               "TcpContext; destroy them first");
   context.reset();  // the right order
   loop->reset();
 }
