@@ -382,7 +382,11 @@ int EchoServer::Run() {
     std::fprintf(stderr, "echo_server: %s\n", std::string(status.message()).c_str());
     return 1;
   }
-  // Destroy everything on this thread now that every loop has stopped.
+  // Destroy everything on this thread now that every loop has stopped: the
+  // main loop's timers first, since a loop refuses to be destroyed while a
+  // handle on it is alive.
+  drain_timer_.reset();
+  stats_timer_.reset();
   reactors_.clear();
   std::fprintf(stderr, "echo_server: stopped\n");
   return 0;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "queue/base/check.h"
@@ -58,13 +59,16 @@ int64_t MonotonicNanos() { return DefaultClock()->NowNanos(); }
 // FdWatcher
 
 FdWatcher::FdWatcher(EventLoop* loop, int fd, Callback callback)
-    : loop_(loop), fd_(fd), entry_(this), callback_(std::move(callback)) {}
+    : loop_(loop), fd_(fd), entry_(this), callback_(std::move(callback)) {
+  loop_->HandleAttached(EventLoop::HandleKind::kFdWatcher);
+}
 
 FdWatcher::~FdWatcher() {
   NBIO_CHECK_MSG(!in_callback_,
                  "FdWatcher destroyed inside its own callback; hand it to "
                  "EventLoop::DeleteLater instead");
   Stop();
+  loop_->HandleDetached(EventLoop::HandleKind::kFdWatcher);
 }
 
 absl::Status FdWatcher::SetInterest(uint32_t interest) {
@@ -87,13 +91,16 @@ void FdWatcher::OnEvents(PollerEntry* entry, uint32_t events) {
 // Timer
 
 Timer::Timer(EventLoop* loop, Callback callback)
-    : TimerNode(&Timer::OnFire), loop_(loop), callback_(std::move(callback)) {}
+    : TimerNode(&Timer::OnFire), loop_(loop), callback_(std::move(callback)) {
+  loop_->HandleAttached(EventLoop::HandleKind::kTimer);
+}
 
 Timer::~Timer() {
   NBIO_CHECK_MSG(!in_callback_,
                  "Timer destroyed inside its own callback; hand it to "
                  "EventLoop::DeleteLater instead");
   Cancel();
+  if (counted_as_handle_) loop_->HandleDetached(EventLoop::HandleKind::kTimer);
 }
 
 Timer::Handle Timer::After(EventLoop* loop, absl::Duration delay,
@@ -101,6 +108,10 @@ Timer::Handle Timer::After(EventLoop* loop, absl::Duration delay,
   NBIO_DCHECK(loop->IsInLoopThread());
   auto* timer = new Owned(loop, std::move(callback));
   timer->loop_owned_ = true;
+  // The loop owns it, and its handle may outlive the loop: not a
+  // caller-owned handle for the teardown check.
+  loop->HandleDetached(EventLoop::HandleKind::kTimer);
+  timer->counted_as_handle_ = false;
   loop->owned_timers_.list.PushBack(*timer);
   timer->Start(delay);
   return Handle(timer);
@@ -197,13 +208,16 @@ bool Timer::Handle::is_pending() const {
 // CpuJob
 
 CpuJob::CpuJob(EventLoop* loop, Slice slice)
-    : loop_(loop), slice_(std::move(slice)) {}
+    : loop_(loop), slice_(std::move(slice)) {
+  loop_->HandleAttached(EventLoop::HandleKind::kCpuJob);
+}
 
 CpuJob::~CpuJob() {
   NBIO_CHECK_MSG(!in_slice(),
                  "CpuJob destroyed inside its own slice; hand it to "
                  "EventLoop::DeleteLater instead");
   Stop();
+  loop_->HandleDetached(EventLoop::HandleKind::kCpuJob);
 }
 
 void CpuJob::Start() {
@@ -267,8 +281,13 @@ EventLoop::EventLoop(Options options, std::unique_ptr<Poller> poller,
 }
 
 EventLoop::~EventLoop() {
-  DestroyQueuedTasks();
-  RunDeferredDeletes();
+  NBIO_CHECK_MSG(!in_iteration_,
+                 "EventLoop destroyed inside a callback of the same loop");
+  // The destroying thread is the loop's thread now: what the destructors
+  // below post (a broken promise posts its continuation) is queued here.
+  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  DestroyOwnedCallbacks();
+  CheckNoLiveHandles();
   poller_->Remove(&wakeup_entry_);
   if (signal_fd_ >= 0) {
     poller_->Remove(&signal_entry_);
@@ -282,21 +301,118 @@ bool EventLoop::IsInLoopThread() const {
                        owner_thread_.load(std::memory_order_relaxed));
 }
 
+bool EventLoop::RunningOnThisThread() const {
+  // running_ is stored (release) after owner_thread_ by the thread that
+  // runs the loop. A thread that reads true with acquire then reads that
+  // thread's owner_thread_ (or a later one): itself only if it is the one
+  // running. A thread that reads false is not running the loop, whatever
+  // another thread is about to do. Either way no other thread's run can make
+  // this thread take the single-threaded path.
+  return running_.load(std::memory_order_acquire) &&
+         pthread_equal(pthread_self(),
+                       owner_thread_.load(std::memory_order_relaxed));
+}
+
+class EventLoop::RunningScope {
+ public:
+  explicit RunningScope(EventLoop* loop)
+      : loop_(loop), outer_(loop->RunningOnThisThread()) {
+    if (outer_) return;  // inside Run(): RunOnce() of its own
+    loop_->owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+    loop_->running_.store(true, std::memory_order_release);
+    // Posted through the MPSC queue before this run (by this thread before
+    // it ran the loop, or by others): ahead of anything posted from now on.
+    loop_->DrainRemoteTasks();
+  }
+  ~RunningScope() {
+    if (!outer_) loop_->running_.store(false, std::memory_order_release);
+  }
+  RunningScope(const RunningScope&) = delete;
+  RunningScope& operator=(const RunningScope&) = delete;
+
+ private:
+  EventLoop* const loop_;
+  const bool outer_;
+};
+
 int EventLoop::ActiveIo() const {
   int internal = wakeup_entry_.interest() != 0 ? 1 : 0;
   if (signal_entry_.is_registered() && signal_entry_.interest() != 0) ++internal;
   return poller_->active() - internal;
 }
 
-void EventLoop::DestroyQueuedTasks() {
-  // While every member is still alive: a task may own a future state whose
-  // destructor stops a Timer or an FdWatcher, or breaks a promise (which
-  // posts again; those are destroyed in the next round).
+void EventLoop::DestroyOwnedCallbacks() {
+  // While every member is still alive. The owners first: an object handed to
+  // DeleteLater(), a timer's or a signal handler's captures may own a promise
+  // whose destructor breaks it, which posts its continuation; were the
+  // queues emptied before, that task would be left in them (a leak, and a
+  // queue growing while its own destructor runs). Then the tasks: each
+  // destroyed task may own a future state whose destructor stops a Timer or
+  // an FdWatcher, or breaks a promise (which posts again). Round after round
+  // until a round finds nothing: any of these destructors may also hand
+  // something to DeleteLater(), start a RunAfter() timer or post.
+  for (;;) {
+    bool destroyed = false;
+    if (!deferred_.empty()) {
+      RunDeferredDeletes();
+      destroyed = true;
+    }
+    if (!owned_timers_.list.empty()) {
+      owned_timers_.ReleaseAll();
+      destroyed = true;
+    }
+    if (!signal_handlers_.empty()) {
+      // The handlers only: the signalfd and the mask go with the loop.
+      absl::flat_hash_map<int, absl::AnyInvocable<void(int)>> handlers;
+      handlers.swap(signal_handlers_);
+      handlers.clear();
+      destroyed = true;
+    }
+    if (DestroyQueuedTasks()) destroyed = true;
+    if (!destroyed) return;
+  }
+}
+
+bool EventLoop::DestroyQueuedTasks() {
+  // A task's destructor may post again (urgent, normal or through the MPSC
+  // queue): those are destroyed in the next round, never run.
+  bool destroyed = false;
   while (!tasks_.empty() || !urgent_tasks_.empty() || !remote_tasks_.empty()) {
+    destroyed = true;
     while (!urgent_tasks_.empty()) urgent_tasks_.Pop();
     while (!tasks_.empty()) tasks_.Pop();
-    while (RemoteTask* task = remote_tasks_.Pop()) delete task;
+    while (RemoteTask* task = remote_tasks_.Pop()) {
+      remote_pending_.fetch_sub(1, std::memory_order_relaxed);
+      delete task;
+    }
   }
+  return destroyed;
+}
+
+void EventLoop::HandleAttached(HandleKind kind) {
+  ++live_handles_[static_cast<int>(kind)];
+}
+
+void EventLoop::HandleDetached(HandleKind kind) {
+  NBIO_DCHECK(live_handles_[static_cast<int>(kind)] > 0);
+  --live_handles_[static_cast<int>(kind)];
+}
+
+void EventLoop::CheckNoLiveHandles() const {
+  static constexpr const char* kNames[kHandleKinds] = {"FdWatcher", "Timer",
+                                                       "CpuJob", "TcpContext"};
+  std::string left;
+  for (int i = 0; i < kHandleKinds; ++i) {
+    if (live_handles_[i] == 0) continue;
+    absl::StrAppend(&left, left.empty() ? "" : ", ", live_handles_[i], " ",
+                    kNames[i]);
+  }
+  if (left.empty()) return;
+  // A handle that outlives its loop touches freed memory when it is
+  // destroyed (or fires): refuse the loop's destruction instead.
+  const std::string message = absl::StrCat(
+      "EventLoop destroyed with live handles: ", left, "; destroy them first");
+  NBIO_CHECK_MSG(left.empty(), message.c_str());
 }
 
 bool EventLoop::HasWork() const {
@@ -307,7 +423,10 @@ bool EventLoop::HasWork() const {
 }
 
 absl::Status EventLoop::Run() {
-  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  NBIO_CHECK_MSG(!in_iteration_,
+                 "EventLoop::Run() called from inside a callback of the same "
+                 "loop");
+  RunningScope running(this);
   absl::Status status;
   while (!stop_requested_.load(std::memory_order_acquire) && HasWork()) {
     status = RunOnce(RunMode::kWait);
@@ -319,7 +438,17 @@ absl::Status EventLoop::Run() {
 }
 
 absl::Status EventLoop::RunOnce(RunMode mode) {
-  owner_thread_.store(pthread_self(), std::memory_order_relaxed);
+  // A nested iteration would leave the outer one holding a popped task it
+  // then calls, or an event batch whose watchers the inner one destroyed.
+  NBIO_CHECK_MSG(!in_iteration_,
+                 "EventLoop::RunOnce() called from inside a callback of the "
+                 "same loop");
+  RunningScope running(this);
+  struct IterationScope {
+    explicit IterationScope(bool* flag) : flag(flag) { *flag = true; }
+    ~IterationScope() { *flag = false; }
+    bool* flag;
+  } iteration(&in_iteration_);
   ++counters_.iterations;
   RefreshTime();
   const int64_t iteration_start = now_nanos_;
@@ -356,6 +485,7 @@ int64_t EventLoop::NextPollTimeoutNanos() {
   // last work: Run() must get to return instead of blocking forever).
   if (!tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
       !deferred_.empty() ||
+      remote_pending_.load(std::memory_order_relaxed) > 0 ||
       stop_requested_.load(std::memory_order_relaxed) || !HasWork()) {
     return 0;
   }
@@ -440,18 +570,25 @@ void EventLoop::RunDeferredDeletes() {
 
 void EventLoop::Stop() {
   stop_requested_.store(true, std::memory_order_release);
-  if (!IsInLoopThread()) {
+  // From a callback no wake-up is needed: the loop checks the flag before
+  // its next poll. From anywhere else the loop may be in the poll, or about
+  // to enter it on another thread.
+  if (!RunningOnThisThread()) {
     wakeups_sent_.fetch_add(1, std::memory_order_relaxed);
     wakeup_->Signal();
   }
 }
 
 void EventLoop::Post(absl::AnyInvocable<void()> task) {
-  if (IsInLoopThread()) {
+  // Only the thread inside Run()/RunOnce() may touch tasks_. The thread
+  // that created the loop is not enough: another thread may be starting to
+  // run it right now (see the threading note in the header).
+  if (RunningOnThisThread()) {
     tasks_.Push(std::move(task));
     return;
   }
   auto* remote = new RemoteTask{MpscNode(), std::move(task)};
+  remote_pending_.fetch_add(1, std::memory_order_relaxed);
   // Only the post that finds the queue empty wakes the loop: the loop drains
   // the whole queue on every wake-up, so later posts of a burst ride along.
   if (remote_tasks_.Push(remote)) {
@@ -474,21 +611,33 @@ void EventLoop::OnWakeupFd(PollerEntry* entry, uint32_t /*events*/) {
 
 void EventLoop::DrainRemoteTasks() {
   while (RemoteTask* remote = remote_tasks_.Pop()) {
+    remote_pending_.fetch_sub(1, std::memory_order_relaxed);
     tasks_.Push(std::move(remote->fn));
     delete remote;
     ++counters_.remote_posts;
   }
 }
 
-EventLoop::OwnedTimers::~OwnedTimers() {
-  // The loop is whole (this is its last member). A timer whose handle is
-  // still out stays for the handle to free: cancelled, it never touches the
-  // loop again.
+void EventLoop::OwnedTimers::ReleaseAll() {
+  // A timer whose handle is still out stays for the handle to free:
+  // cancelled, with its callback (and what the callback owns) destroyed, it
+  // never touches the loop again. The callbacks' destructors may start new
+  // Timer::After timers: the destructor's rounds come back here.
   while (Timer::Owned* timer = list.PopFront()) {
     timer->Cancel();
     timer->loop_owned_ = false;
-    if (!timer->has_handle) delete timer;
+    if (timer->has_handle) {
+      Timer::Callback callback = std::move(timer->callback_);
+      timer->callback_ = nullptr;
+    } else {
+      delete timer;
+    }
   }
+}
+
+EventLoop::OwnedTimers::~OwnedTimers() {
+  // ~EventLoop has released them all already; this is the last member.
+  ReleaseAll();
 }
 
 absl::Status EventLoop::OnSignal(int signo,
@@ -595,7 +744,8 @@ int64_t EventLoop::DeadlineAfter(absl::Duration delay) const {
 
 LoopLoad EventLoop::Load() const {
   LoopLoad load;
-  load.tasks_ready = tasks_.size() + urgent_tasks_.size();
+  load.tasks_ready = tasks_.size() + urgent_tasks_.size() +
+                     remote_pending_.load(std::memory_order_relaxed);
   load.urgent_tasks_ready = urgent_tasks_.size();
   // O(jobs): the list keeps no count (a job may unlink itself).
   load.cpu_jobs_pending =

@@ -39,16 +39,34 @@
 // Threading: a loop belongs to one thread: the thread that created it until
 // Run()/RunOnce() is first called, then the thread running it. Every method is
 // for that thread only, except Post() and Stop(), which are safe from any
-// thread. Cross-thread posts go through an intrusive MPSC queue and an eventfd
-// (a self-pipe where eventfd is missing); a burst costs one wake-up.
+// thread. A loop may be created on one thread and run on another (one loop per
+// reactor thread, all set up by the main thread): Post() and Stop() from the
+// creating thread stay safe while the other thread starts running it, because
+// only a call made by the thread that is inside Run()/RunOnce() at that moment
+// takes the single-threaded path; every other call (from another thread, or
+// from the loop's own thread between runs) goes through an intrusive MPSC
+// queue and an eventfd (a self-pipe where eventfd is missing), and a burst
+// costs one wake-up. Posts keep their order: what was queued through the MPSC
+// queue before a run starts is moved to the task queue when it starts, ahead
+// of anything posted during the run.
 //
-// Lifetime: handles (FdWatcher, Timer, CpuJob) are owned by the caller, must
-// not outlive the loop, and unregister themselves when destroyed (but for
-// Timer::After's timers, which the loop owns, and whose Timer::Handle may
-// outlive it). Nothing may
-// be destroyed inside its own callback: hand it to DeleteLater() instead (a
-// check fails otherwise). Tasks still queued when the loop is destroyed are
-// destroyed unrun, while the loop is still whole.
+// Lifetime: handles (FdWatcher, Timer, CpuJob; TcpContext in net/) are owned
+// by the caller, must not outlive the loop, and unregister themselves when
+// destroyed (but for Timer::After's timers, which the loop owns, and whose
+// Timer::Handle may outlive it). Nothing may be destroyed inside its own
+// callback: hand it to DeleteLater() instead (a check fails otherwise).
+// Destroying the loop destroys what it owns, unrun, while the loop is still
+// whole: first what DeleteLater() was given, Timer::After's timers and the
+// signal handlers, then the queued tasks (urgent, normal, cross-thread), again
+// and again until nothing is left, so that what those destructors post (a
+// broken promise schedules its continuation) is destroyed too, never run. Then
+// a check fails, in every build, if a caller-owned handle is still alive on
+// the loop (as libuv's uv_loop_close refuses a loop with live handles): the
+// message names what is left. An operation whose future the caller still
+// holds (Sleep, WaitReadable, RunCpuJob in async/) counts by the Timer,
+// FdWatcher or CpuJob inside it; one that only the loop holds (a future
+// captured by a queued task or a Timer::After callback) is destroyed before
+// the check.
 #ifndef NBIO_REACTOR_EVENT_LOOP_H_
 #define NBIO_REACTOR_EVENT_LOOP_H_
 
@@ -90,14 +108,17 @@ struct LoopCounters {
   uint64_t urgent_tasks_run = 0;  // PostUrgent()ed tasks run
   uint64_t cpu_slices = 0;        // CpuJob slices run
   uint64_t timers_fired = 0;
-  uint64_t remote_posts = 0;    // Post() calls from other threads, drained
+  uint64_t remote_posts = 0;    // Post() calls through the MPSC queue (from
+                                // other threads, or made while the loop was
+                                // not running), drained
   uint64_t wakeups_sent = 0;    // Signal()s on the wakeup fd (all threads)
 };
 
 // A snapshot of what is waiting: the loop's ready, waiting and sleeping
 // queues.
 struct LoopLoad {
-  size_t tasks_ready = 0;         // Post()ed and PostUrgent()ed, not yet run
+  size_t tasks_ready = 0;         // Post()ed (from any thread) and
+                                  // PostUrgent()ed, not yet run
   size_t urgent_tasks_ready = 0;  // of which PostUrgent()ed
   int fds_waiting = 0;            // fds with interest: FdWatcher, TCP
                                   // connections and listeners,
@@ -214,6 +235,8 @@ class Timer : private TimerNode {
   // Made by After() and still held by the loop (on its owned_timers_ list).
   bool loop_owned_ = false;
   bool keeps_loop_alive_ = true;
+  // Counted in the loop's live handles (all but Timer::After's timers).
+  bool counted_as_handle_ = true;
 };
 
 // Timer::After's timer. Owned by the loop while loop_owned_ (on the loop's
@@ -319,6 +342,12 @@ class EventLoop {
   static absl::StatusOr<std::unique_ptr<EventLoop>> Create() {
     return Create(Options());
   }
+  // Destroys what the loop owns, then checks that no caller-owned handle is
+  // left (see "Lifetime" above): a check fails, in every build, naming the
+  // kinds and counts, e.g. "EventLoop destroyed with live handles: 1
+  // FdWatcher, 2 Timer; destroy them first". Not from inside a callback of
+  // this loop. Whatever thread destroys the loop becomes its thread; no other
+  // thread may still call Post() or Stop().
   ~EventLoop();
 
   EventLoop(const EventLoop&) = delete;
@@ -328,13 +357,17 @@ class EventLoop {
   // pending Timer that keeps the loop alive (Timer::set_keeps_loop_alive),
   // no fd watcher with interest, no signal handler and no KeepAlive.
   // Returns an error only when the poller fails unrecoverably.
+  // Not re-entrant: calling Run() or RunOnce() from inside a callback of the
+  // same loop (a task, a timer, an fd watcher, a CPU slice, a signal handler)
+  // fails a check in every build, because the outer iteration would resume
+  // with queues and event batches the inner one has changed under it.
   absl::Status Run();
 
   enum class RunMode {
     kWait,    // block in the poller as long as the timers allow
     kNoWait,  // poll without blocking (tests with a manual clock)
   };
-  // One iteration.
+  // One iteration. Not from inside a callback of this loop (see Run()).
   absl::Status RunOnce(RunMode mode = RunMode::kWait);
 
   // Makes Run() return after the current iteration. Safe from any thread and
@@ -342,9 +375,11 @@ class EventLoop {
   void Stop();
 
   // Runs `task` on the loop thread in a later iteration, FIFO. Safe from any
-  // thread. From the loop thread it allocates nothing for small callables;
-  // from another thread it allocates one node and wakes the loop only when
-  // the queue was empty.
+  // thread. From inside the running loop (its callbacks) it allocates nothing
+  // for small callables; from another thread, or from the loop's thread while
+  // it is not running, it allocates one node and wakes the loop only when the
+  // queue was empty. During the loop's destruction the task is destroyed
+  // unrun.
   void Post(absl::AnyInvocable<void()> task);
 
   // Runs `task` on the loop thread before the next poll, at the next urgent
@@ -410,6 +445,17 @@ class EventLoop {
     return c;
   }
   LoopLoad Load() const;
+
+  // The kinds of caller-owned handles whose live instances the loop counts,
+  // so that destroying it while one is alive fails a check naming them.
+  enum class HandleKind { kFdWatcher, kTimer, kCpuJob, kTcpContext };
+  static constexpr int kHandleKinds = 4;
+  // The count itself, for handle types defined outside this file: call
+  // HandleAttached(kind) once in the handle's constructor and
+  // HandleDetached(kind) once in its destructor (FdWatcher, Timer and CpuJob
+  // do so themselves; TcpContext does in net/). Loop thread only; O(1).
+  void HandleAttached(HandleKind kind);
+  void HandleDetached(HandleKind kind);
 
   // The poll timeout the next iteration would use, in nanoseconds: -1 when
   // it would wait for I/O alone (no timer on the wheel), 0 when it would not
@@ -488,7 +534,21 @@ class EventLoop {
   void RunCpuSlices(int64_t iteration_start, bool blocked);
   // Reads the clock into now_nanos_ (NowNanos() after the poll began).
   void RefreshTime() const;
-  void DestroyQueuedTasks();
+  // Whether the calling thread is the one inside Run()/RunOnce() now: the
+  // only case in which Post() may push to tasks_ directly.
+  bool RunningOnThisThread() const;
+  // Marks the loop running on the calling thread for a Run() or a RunOnce()
+  // (nothing when a Run() on this thread already did), and moves what
+  // reached the MPSC queue meanwhile to the task queue, in order.
+  class RunningScope;
+  // Destroys, unrun, everything the loop owns that can own tasks or their
+  // producers, and then the tasks, until nothing is left (see the file
+  // comment). For the destructor.
+  void DestroyOwnedCallbacks();
+  // One pass over the task queues; true when it destroyed anything.
+  bool DestroyQueuedTasks();
+  // The destructor's check: fails naming the live handles, if any.
+  void CheckNoLiveHandles() const;
   void DrainRemoteTasks();
   void RunDeferredDeletes();
   static void OnWakeupFd(PollerEntry* entry, uint32_t events);
@@ -509,6 +569,9 @@ class EventLoop {
   // the loop: the last member, so it runs first, with the loop whole.
   struct OwnedTimers {
     ~OwnedTimers();
+    // Cancels every timer, freeing those without a handle; those with one
+    // lose their callback and wait for the handle to free them.
+    void ReleaseAll();
     IntrusiveList<Timer::Owned, &Timer::Owned::hook> list;
   };
 
@@ -522,6 +585,12 @@ class EventLoop {
   mutable bool time_stale_ = false;
 
   std::atomic<pthread_t> owner_thread_;
+  // Run() or RunOnce() is on the stack of owner_thread_. Written by that
+  // thread only (after owner_thread_, with release), read by Post() and
+  // Stop() from any thread: see RunningOnThisThread().
+  std::atomic<bool> running_{false};
+  // Inside an iteration: a callback of this loop may be on the stack.
+  bool in_iteration_ = false;
   std::atomic<bool> stop_requested_{false};
 
   TaskQueue tasks_;
@@ -529,6 +598,10 @@ class EventLoop {
   IntrusiveList<CpuJob, &CpuJob::hook_> cpu_jobs_;
   CpuJob* running_cpu_job_ = nullptr;
   MpscQueue<RemoteTask, &RemoteTask::node> remote_tasks_;
+  // Tasks in remote_tasks_ (counted before the push, uncounted after the
+  // pop): for Load() and NextPollTimeoutNanos() on a loop that is not
+  // running, which must not pop the queue.
+  std::atomic<size_t> remote_pending_{0};
   std::unique_ptr<Wakeup> wakeup_;
   WakeupEntry wakeup_entry_{this};
   std::atomic<uint64_t> wakeups_sent_{0};
@@ -543,6 +616,8 @@ class EventLoop {
 
   int keep_alive_ = 0;
   std::vector<DeferredDelete> deferred_;
+  // Live caller-owned handles, by HandleKind.
+  uint32_t live_handles_[kHandleKinds] = {};
   LoopCounters counters_;
   OwnedTimers owned_timers_;  // last: see OwnedTimers
 };

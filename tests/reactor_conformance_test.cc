@@ -5,18 +5,26 @@
 // Timing tests use a ManualClock and RunOnce(kNoWait): nothing sleeps.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/async/future.h"
@@ -44,6 +52,28 @@ class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
       EXPECT_EQ(std::string(loop->backend_name()), std::get<0>(GetParam()));
     }
     return loop;
+  }
+
+  // MakeLoop for tests that create many loops in a row: a backend whose
+  // kernel resources are released asynchronously (io_uring rings count
+  // against RLIMIT_MEMLOCK until the kernel's exit work has run) may refuse
+  // with RESOURCE_EXHAUSTED for a while; wait for it, up to 5 s.
+  std::unique_ptr<EventLoop> MakeLoopRetrying() {
+    EventLoop::Options options;
+    options.backend = std::get<0>(GetParam());
+    options.force_pipe_wakeup = std::get<1>(GetParam());
+    const absl::Time give_up = absl::Now() + absl::Seconds(5);
+    for (;;) {
+      absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+          EventLoop::Create(options);
+      if (loop.ok()) return std::move(*loop);
+      if (!absl::IsResourceExhausted(loop.status()) ||
+          absl::Now() >= give_up) {
+        ADD_FAILURE() << loop.status();
+        return nullptr;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
   }
 };
 
@@ -552,18 +582,156 @@ TEST_P(ReactorConformanceTest, StopFromCallback) {
   EXPECT_LE(iterations_after_stop, 1);
 }
 
+// Whether thread `tid` of this process is asleep inside one of the system
+// calls the pollers wait in, as the kernel reports it: the thread's state in
+// /proc/self/task/<tid>/stat is S (sleeping) and .../syscall names the call
+// it is in. A thread spinning through zero-timeout polls is never seen so:
+// it is running (R), or between calls.
+bool AsleepInPollerWait(pid_t tid) {
+  const std::string dir = absl::StrCat("/proc/self/task/", tid, "/");
+  std::ifstream stat(dir + "stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold one).
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= line.size() ||
+      line[paren + 2] != 'S') {
+    return false;
+  }
+  std::ifstream syscall_file(dir + "syscall");
+  long nr = -1;
+  if (!(syscall_file >> nr)) return false;  // "running"
+  for (long wait : {
+#ifdef SYS_poll
+           static_cast<long>(SYS_poll),
+#endif
+#ifdef SYS_select
+           static_cast<long>(SYS_select),
+#endif
+#ifdef SYS_epoll_wait
+           static_cast<long>(SYS_epoll_wait),
+#endif
+#ifdef SYS_epoll_pwait2
+           static_cast<long>(SYS_epoll_pwait2),
+#endif
+#ifdef SYS_io_uring_enter
+           static_cast<long>(SYS_io_uring_enter),
+#endif
+           static_cast<long>(SYS_ppoll), static_cast<long>(SYS_pselect6),
+           static_cast<long>(SYS_epoll_pwait)}) {
+    if (nr == wait) return true;
+  }
+  return false;
+}
+
+// The stop must be what ends the poll: the stopper waits until the kernel
+// shows the loop thread asleep in the poller's wait (twice, 20 ms apart), and
+// only then calls Stop(). No timer is scheduled, so the poll has no timeout
+// and only fd activity ends it: the wake-up fd, or a rescue pipe that the
+// stopper writes to if Run() has not returned 10 s after the Stop() (so a
+// lost wake-up fails the test instead of hanging it). The assertions fail if
+// the loop spun instead of blocking (never seen asleep there; many polls),
+// or if the Stop() did not wake it (the rescue ran).
 TEST_P(ReactorConformanceTest, StopFromAnotherThreadWakesBlockedLoop) {
+  const pid_t loop_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  if (!std::ifstream(absl::StrCat("/proc/self/task/", loop_tid, "/syscall"))) {
+    GTEST_SKIP() << "/proc/self/task/<tid>/syscall is not readable here";
+  }
+  TestPipe rescue;
   auto loop = MakeLoop();
-  auto keep = loop->KeepAliveToken();  // no timer: the poll blocks with no limit
+  bool rescued = false;
+  // Keeps Run() going meanwhile, without a timer.
+  FdWatcher rescue_watcher(loop.get(), rescue.r, [&](uint32_t) {
+    rescued = true;
+    loop->Stop();
+  });
+  ASSERT_TRUE(rescue_watcher.SetInterest(kReadable).ok());
   std::atomic<bool> running{false};
+  std::atomic<bool> seen_asleep{false};
+  std::atomic<bool> returned{false};
   loop->Post([&] { running = true; });
   std::thread stopper([&] {
     while (!running) std::this_thread::yield();
+    absl::Time give_up = absl::Now() + absl::Seconds(20);
+    int in_a_row = 0;
+    while (in_a_row < 2 && absl::Now() < give_up) {
+      in_a_row = AsleepInPollerWait(loop_tid) ? in_a_row + 1 : 0;
+      absl::SleepFor(absl::Milliseconds(in_a_row == 0 ? 1 : 20));
+    }
+    seen_asleep = in_a_row == 2;
     loop->Stop();
+    give_up = absl::Now() + absl::Seconds(10);
+    while (!returned && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    if (!returned) {
+      ASSERT_EQ(write(rescue.w, "x", 1), 1);
+    }
   });
   ASSERT_TRUE(loop->Run().ok());
+  returned = true;
   stopper.join();
   EXPECT_TRUE(running);
+  EXPECT_TRUE(seen_asleep) << "the loop thread was never seen blocked in the "
+                              "poller";
+  EXPECT_FALSE(rescued) << "Stop() did not wake the blocked poll";
+  const LoopCounters counters = loop->counters();
+  // One poll that returns at once (the wake-up of the Post() made before
+  // Run()), one that blocks until Stop(): a spinning loop makes thousands in
+  // the 40 ms this takes. A few more are allowed: after an io_uring ring of
+  // this thread is torn down (an earlier test's loop), the kernel's
+  // task_work for it interrupts the next blocking waits of the thread
+  // (EINTR, which the loop answers by polling again).
+  EXPECT_LE(counters.poll_calls, 10u);
+  EXPECT_GT(counters.poll_blocked_nanos, 0);
+}
+
+// A loop created on one thread and run on another, posted to by its creator
+// at once, as a multi-reactor server starts its reactors. The creator is not
+// the loop's thread any more, even before the runner has said so: its posts
+// must take the cross-thread path (and wake the loop), never push to the task
+// queue the runner reads (a data race TSan reports, and a post the loop may
+// sleep through). Every task runs exactly once, in order, in every round.
+TEST_P(ReactorConformanceTest, PostsFromCreatorWhileAnotherThreadStartsLoop) {
+  constexpr int kRounds = 200;
+  constexpr int kPosts = 8;
+  for (int round = 0; round < kRounds; ++round) {
+    std::unique_ptr<EventLoop> loop = MakeLoopRetrying();
+    ASSERT_NE(loop, nullptr) << "round " << round;
+    std::vector<int> runs(kPosts, 0);  // loop thread only, read after join
+    std::vector<int> order;
+    absl::Notification all_ran;
+    // Made before the runner starts; the last task drops it on the loop
+    // thread, and Run() returns.
+    std::optional<EventLoop::KeepAlive> keep(loop->KeepAliveToken());
+    absl::Status run_status;
+    std::thread runner([&] { run_status = loop->Run(); });
+    for (int i = 0; i < kPosts; ++i) {
+      loop->Post([&runs, &order, i] {
+        ++runs[i];
+        order.push_back(i);
+      });
+    }
+    loop->Post([&] {
+      keep.reset();
+      all_ran.Notify();
+    });
+    // A post the loop slept through: end the run rather than hang the test.
+    const bool in_time =
+        all_ran.WaitForNotificationWithTimeout(absl::Seconds(20));
+    if (!in_time) loop->Stop();
+    runner.join();
+    keep.reset();
+    ASSERT_TRUE(in_time) << "round " << round << ": a post was not run";
+    ASSERT_TRUE(run_status.ok()) << run_status;
+    for (int i = 0; i < kPosts; ++i) {
+      ASSERT_EQ(runs[i], 1) << "round " << round << ", task " << i;
+    }
+    ASSERT_EQ(order.size(), static_cast<size_t>(kPosts)) << "round " << round;
+    for (int i = 0; i < kPosts; ++i) {
+      ASSERT_EQ(order[i], i) << "round " << round;
+    }
+  }
 }
 
 TEST_P(ReactorConformanceTest, PostsFromFourThreadsRunExactlyOnceInOrder) {

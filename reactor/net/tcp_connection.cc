@@ -389,6 +389,7 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
       drain_step_(loop, [this] { DrainStep(); }) {
   NBIO_CHECK(options_.read_buffer_size > 0);
   NBIO_CHECK(options_.max_reads_per_event > 0);
+  loop_->HandleAttached(EventLoop::HandleKind::kTcpContext);
 }
 
 TcpContext::~TcpContext() {
@@ -398,6 +399,7 @@ TcpContext::~TcpContext() {
   }
   CloseAll(absl::CancelledError("shutting down"));
   FlushClosed();
+  loop_->HandleDetached(EventLoop::HandleKind::kTcpContext);
 }
 
 void TcpConnection::CancelOn(const CancellationToken& token) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "reactor/testing/loop_test_util.h"
@@ -796,6 +797,26 @@ TEST(TcpServerTest, PortInUseNamesAddressAndError) {
 INSTANTIATE_TEST_SUITE_P(AllBackends, TcpTest,
                          ::testing::ValuesIn(PollerNames()),
                          [](const auto& info) { return info.param; });
+
+// A TcpContext counts as a live handle of its loop (TcpContext calls
+// EventLoop::HandleAttached): destroying the loop first is refused, in every
+// build, rather than leaving the context to touch a freed loop when it goes.
+TEST(TcpContextDeathTest, DestroyingItsLoopFirstIsRefused) {
+  struct Ignore : ConnectionHandler {
+    void OnAccept(TcpConnection*) override {}
+    void OnData(TcpConnection*, absl::string_view) override {}
+  } handler;
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  auto context =
+      std::make_unique<TcpContext>(loop->get(), &handler, TcpOptions());
+  // The context's own timers are live Timers too (how many is its business).
+  EXPECT_DEATH(loop->reset(),
+               "EventLoop destroyed with live handles: [0-9]+ Timer, 1 "
+               "TcpContext; destroy them first");
+  context.reset();  // the right order
+  loop->reset();
+}
 
 }  // namespace
 }  // namespace nbio
