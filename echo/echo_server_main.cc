@@ -62,7 +62,8 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:7007",
           "[IPv6]:port, or :port for all IPv4 interfaces. Port 0 picks a "
           "free port (printed at start-up).");
 ABSL_FLAG(std::string, backend, "",
-          "Poller backend: epoll, poll, select or io_uring. Empty: the best available "
+          "Poller backend: epoll, poll, select or io_uring. Empty: the best "
+          "available "
           "(epoll on Linux).");
 ABSL_FLAG(uint64_t, max_connections, 100000,
           "Connections beyond this are closed at once and counted (0: no "
@@ -213,8 +214,10 @@ const char* SignalName(int signo) {
 }
 
 std::string Bytes(uint64_t n) {
-  if (n >= (uint64_t{1} << 30)) return absl::StrFormat("%.2fGiB", n / 1073741824.0);
-  if (n >= (uint64_t{1} << 20)) return absl::StrFormat("%.2fMiB", n / 1048576.0);
+  if (n >= (uint64_t{1} << 30))
+    return absl::StrFormat("%.2fGiB", n / 1073741824.0);
+  if (n >= (uint64_t{1} << 20))
+    return absl::StrFormat("%.2fMiB", n / 1048576.0);
   if (n >= 1024) return absl::StrFormat("%.1fKiB", n / 1024.0);
   return absl::StrCat(n, "B");
 }
@@ -307,7 +310,9 @@ absl::Status EchoServer::Start() {
       options.server.tcp.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
       options.server.tcp.high_watermark =
           absl::GetFlag(FLAGS_high_watermark).bytes;
-      options.server.on_refused = [r](const absl::Status& s) { r->refusals.Log(s); };
+      options.server.on_refused = [r](const absl::Status& s) {
+        r->refusals.Log(s);
+      };
       absl::StatusOr<std::unique_ptr<EchoService>> service =
           EchoService::Create(r->loop.get(), std::move(options));
       if (!service.ok()) return service.status();
@@ -319,9 +324,9 @@ absl::Status EchoServer::Start() {
   if (!inherited->empty()) {
     std::vector<std::string> which;
     for (size_t j = 0; j < inherited->size(); ++j) {
-      which.push_back(absl::StrCat(
-          "fd ", (*inherited)[j].fd, " '", (*inherited)[j].name, "' ",
-          reactors_[0]->services[j]->address().ToString()));
+      which.push_back(
+          absl::StrCat("fd ", (*inherited)[j].fd, " '", (*inherited)[j].name,
+                       "' ", reactors_[0]->services[j]->address().ToString()));
     }
     std::fprintf(stderr,
                  "echo_server: serving %zu socket%s from the service manager "
@@ -339,9 +344,11 @@ int EchoServer::Run() {
   // reactor threads started below inherit that mask, so only the main loop's
   // signalfd sees them.
   for (int signo : {SIGINT, SIGTERM}) {
-    absl::Status s = main.loop->OnSignal(signo, [this](int sig) { OnSignal(sig); });
+    absl::Status s =
+        main.loop->OnSignal(signo, [this](int sig) { OnSignal(sig); });
     if (!s.ok()) {
-      std::fprintf(stderr, "echo_server: %s\n", std::string(s.message()).c_str());
+      std::fprintf(stderr, "echo_server: %s\n",
+                   std::string(s.message()).c_str());
       return 1;
     }
   }
@@ -349,13 +356,15 @@ int EchoServer::Run() {
   for (auto& reactor : reactors_) {
     Reactor* r = reactor.get();
     if (interval > absl::ZeroDuration()) {
-      r->publish_timer = std::make_unique<Timer>(r->loop.get(), [r] { r->Publish(); });
+      r->publish_timer =
+          std::make_unique<Timer>(r->loop.get(), [r] { r->Publish(); });
       r->publish_timer->StartPeriodic(interval);
     }
   }
   if (interval > absl::ZeroDuration()) {
     // Slightly after the reactors publish, so the line is fresh.
-    stats_timer_ = std::make_unique<Timer>(main.loop.get(), [this] { PrintStats(); });
+    stats_timer_ =
+        std::make_unique<Timer>(main.loop.get(), [this] { PrintStats(); });
     stats_timer_->StartPeriodic(interval);
   }
   for (auto& service : main.services) {
@@ -379,7 +388,8 @@ int EchoServer::Run() {
   absl::Status status = main.loop->Run();
   for (size_t i = 1; i < reactors_.size(); ++i) reactors_[i]->thread.join();
   if (!status.ok()) {
-    std::fprintf(stderr, "echo_server: %s\n", std::string(status.message()).c_str());
+    std::fprintf(stderr, "echo_server: %s\n",
+                 std::string(status.message()).c_str());
     return 1;
   }
   // Destroy everything on this thread now that every loop has stopped: the
@@ -394,7 +404,8 @@ int EchoServer::Run() {
 
 void EchoServer::OnSignal(int signo) {
   if (draining_) {
-    std::fprintf(stderr, "echo_server: %s again: exiting now\n", SignalName(signo));
+    std::fprintf(stderr, "echo_server: %s again: exiting now\n",
+                 SignalName(signo));
     std::fflush(stdout);
     std::_Exit(128 + signo);
   }
@@ -431,7 +442,8 @@ void EchoServer::OnSignal(int signo) {
       main_loop->Post([this, open] { DrainStarted(open); });
     });
   }
-  drain_timer_ = std::make_unique<Timer>(main_loop, [this] { OnDrainTimeout(); });
+  drain_timer_ =
+      std::make_unique<Timer>(main_loop, [this] { OnDrainTimeout(); });
   drain_timer_->Start(absl::GetFlag(FLAGS_drain_timeout));
 }
 
@@ -544,15 +556,16 @@ void EchoServer::PrintStats() {
   // it began and how many were cut (connections= is what is left).
   std::string drain;
   if (draining_) {
-    drain = absl::StrFormat(
-        " drain=%s drain_ms=%d drain_closed=%d drain_cut=%d",
-        wait_for_peers_ ? "wait" : "shutdown",
-        absl::ToInt64Milliseconds(absl::Now() - drain_started_),
-        total.echo.drain_closed, total.echo.drain_cut);
+    drain =
+        absl::StrFormat(" drain=%s drain_ms=%d drain_closed=%d drain_cut=%d",
+                        wait_for_peers_ ? "wait" : "shutdown",
+                        absl::ToInt64Milliseconds(absl::Now() - drain_started_),
+                        total.echo.drain_closed, total.echo.drain_cut);
   }
   std::fprintf(stderr,
                "stats: connections=%zu accepted=%" PRIu64 " refused=%" PRIu64
-               " resets=%" PRIu64 " idle_closed=%" PRIu64 " in=%s out=%s"
+               " resets=%" PRIu64 " idle_closed=%" PRIu64
+               " in=%s out=%s"
                " queued=%s read_pauses=%" PRIu64 " iterations=%" PRIu64
                " events=%" PRIu64 " blocked=%s tasks=%" PRIu64
                " timers=%" PRIu64 " rss=%s%s\n",
@@ -563,9 +576,10 @@ void EchoServer::PrintStats() {
                Bytes(total.echo.tcp.queued_bytes).c_str(),
                total.echo.tcp.read_pauses, total.loop.iterations,
                total.loop.events_dispatched,
-               absl::FormatDuration(absl::Trunc(
-                   absl::Nanoseconds(total.loop.poll_blocked_nanos),
-                   absl::Milliseconds(1))).c_str(),
+               absl::FormatDuration(
+                   absl::Trunc(absl::Nanoseconds(total.loop.poll_blocked_nanos),
+                               absl::Milliseconds(1)))
+                   .c_str(),
                total.loop.tasks_run, total.loop.timers_fired,
                Bytes(ResidentBytes()).c_str(), drain.c_str());
 }
@@ -575,20 +589,24 @@ void CheckFlagValues() {
   if (!backend.empty()) {
     std::vector<std::string> names = PollerNames();
     if (std::find(names.begin(), names.end(), backend) == names.end()) {
-      UsageError(absl::StrCat("unknown --backend=", backend,
-                              "; expected one of: ", absl::StrJoin(names, ", ")));
+      UsageError(
+          absl::StrCat("unknown --backend=", backend,
+                       "; expected one of: ", absl::StrJoin(names, ", ")));
     }
   }
   const std::string drain = absl::GetFlag(FLAGS_drain);
   if (drain != "wait" && drain != "shutdown") {
-    UsageError(absl::StrCat("--drain must be wait or shutdown, not '", drain, "'"));
+    UsageError(
+        absl::StrCat("--drain must be wait or shutdown, not '", drain, "'"));
   }
   const int reactors = absl::GetFlag(FLAGS_reactors);
   if (reactors < 1 || reactors > 256) {
-    UsageError(absl::StrCat("--reactors must be from 1 to 256, not ", reactors));
+    UsageError(
+        absl::StrCat("--reactors must be from 1 to 256, not ", reactors));
   }
   for (auto [name, value] :
-       {std::pair<const char*, absl::Duration>{"idle_timeout", absl::GetFlag(FLAGS_idle_timeout)},
+       {std::pair<const char*, absl::Duration>{
+            "idle_timeout", absl::GetFlag(FLAGS_idle_timeout)},
         {"stats_interval", absl::GetFlag(FLAGS_stats_interval)},
         {"drain_timeout", absl::GetFlag(FLAGS_drain_timeout)}}) {
     if (value < absl::ZeroDuration() || value == absl::InfiniteDuration()) {
@@ -616,7 +634,8 @@ int main(int argc, char** argv) {
   nbio::EchoServer server;
   absl::Status status = server.Start();
   if (!status.ok()) {
-    std::fprintf(stderr, "echo_server: %s\n", std::string(status.message()).c_str());
+    std::fprintf(stderr, "echo_server: %s\n",
+                 std::string(status.message()).c_str());
     return 1;
   }
   return server.Run();

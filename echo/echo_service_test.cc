@@ -14,8 +14,8 @@
 
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 
 namespace nbio {
 namespace {
@@ -66,7 +66,8 @@ class EchoServiceTest : public ::testing::TestWithParam<std::string> {
     NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam());
     EventLoop::Options options;
     options.backend = GetParam();
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(options);
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+        EventLoop::Create(options);
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = std::move(*loop);
     absl::StatusOr<std::unique_ptr<EchoService>> service =
@@ -125,7 +126,8 @@ TEST_P(EchoServiceTest, WaitingDrainWithNoConnectionIsDoneAtOnce) {
   EXPECT_TRUE(done);
 }
 
-TEST_P(EchoServiceTest, CutCountsTheConnectionsAndWhatTheyHeldThenEndsTheDrain) {
+TEST_P(EchoServiceTest,
+       CutCountsTheConnectionsAndWhatTheyHeldThenEndsTheDrain) {
   Client a(service_->address());
   Client b(service_->address());
   ASSERT_TRUE(PumpUntil([&] { return service_->open_connections() == 2; }));
@@ -154,7 +156,8 @@ TEST_P(EchoServiceTest, ShutdownDrainHalfClosesAtOnce) {
   bool done = false;
   service_->Drain([&] { done = true; });
   // EOF comes without the peer ending first.
-  ASSERT_TRUE(PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.eof(); }, [&] { client.Receive(); }));
   EXPECT_FALSE(done);
   client.ShutdownWrite();
   ASSERT_TRUE(PumpUntil([&] { return done; }));

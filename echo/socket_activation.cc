@@ -62,9 +62,9 @@ absl::StatusOr<std::vector<ListenFd>> Take(int first_fd) {
     // we start must not keep our listeners open.
     const int flags = fcntl(fd, F_GETFD);
     if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) {
-      return ErrnoStatus(absl::StrCat("LISTEN_FDS=", count, ": fcntl(", fd,
-                                      ", FD_CLOEXEC)"),
-                         errno);
+      return ErrnoStatus(
+          absl::StrCat("LISTEN_FDS=", count, ": fcntl(", fd, ", FD_CLOEXEC)"),
+          errno);
     }
     fds.push_back({fd, std::move(names[i])});
   }

@@ -3,7 +3,8 @@
 //
 //   absl::StatusOr<std::vector<ListenFd>> fds = TakeListenFds();
 //   if (!fds.ok()) ...             // "LISTEN_FDS=x: not a number"
-//   for (const ListenFd& s : *fds) // s.fd is 3, 4, ...; s.name from LISTEN_FDNAMES
+//   for (const ListenFd& s : *fds) // s.fd is 3, 4, ...; s.name from
+//   LISTEN_FDNAMES
 //
 // The service manager (systemd, or anything that does the same) binds the
 // sockets, passes them as descriptors 3, 4, ... and sets LISTEN_FDS (how

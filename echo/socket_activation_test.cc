@@ -33,9 +33,10 @@ class SocketActivationTest : public ::testing::Test {
     close(kFirst + 1);
   }
   static void Set(const char* pid, const char* fds, const char* names) {
-    for (auto [name, value] : {std::pair<const char*, const char*>{"LISTEN_PID", pid},
-                               {"LISTEN_FDS", fds},
-                               {"LISTEN_FDNAMES", names}}) {
+    for (auto [name, value] :
+         {std::pair<const char*, const char*>{"LISTEN_PID", pid},
+          {"LISTEN_FDS", fds},
+          {"LISTEN_FDNAMES", names}}) {
       if (value == nullptr) {
         unsetenv(name);
       } else {
@@ -110,7 +111,8 @@ TEST_F(SocketActivationTest, MalformedVariablesAreErrors) {
       {"12x", "1", nullptr, "LISTEN_PID=12x: not a process id"},
       {self.c_str(), "one", nullptr, "LISTEN_FDS=one: not a descriptor count"},
       {self.c_str(), "-1", nullptr, "LISTEN_FDS=-1: not a descriptor count"},
-      {self.c_str(), "2", "echo", "LISTEN_FDNAMES=echo: 1 names for LISTEN_FDS=2"},
+      {self.c_str(), "2", "echo",
+       "LISTEN_FDNAMES=echo: 1 names for LISTEN_FDS=2"},
   };
   for (const Case& c : cases) {
     Set(c.pid, c.fds, c.names);

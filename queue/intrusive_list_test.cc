@@ -183,8 +183,7 @@ TEST(IntrusiveListTest, MatchesStdListModel) {
 
   for (int op = 0; op < kOps; ++op) {
     const int n = pick();
-    const bool linked =
-        std::find(model.begin(), model.end(), n) != model.end();
+    const bool linked = std::find(model.begin(), model.end(), n) != model.end();
     ASSERT_EQ(nodes[n].hook.is_linked(), linked) << "op " << op;
     switch (rng() % 7) {
       case 0:

@@ -341,8 +341,8 @@ class SpeedUpReporter : public bench::SummaryReporter {
         const std::optional<double> time = rows().Seconds(name);
         const std::optional<double> base = rows().Seconds(base_name);
         if (!time || !base) continue;
-        std::fprintf(out, "  %-55s %6.2fx vs %s\n", name.c_str(),
-                     *base / *time, base_name.c_str());
+        std::fprintf(out, "  %-55s %6.2fx vs %s\n", name.c_str(), *base / *time,
+                     base_name.c_str());
       }
     }
   }

@@ -250,15 +250,14 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(Options options) {
   absl::StatusOr<std::unique_ptr<Poller>> poller =
       CreatePoller(options.backend);
   if (!poller.ok()) return poller.status();
-  absl::StatusOr<std::unique_ptr<Wakeup>> wakeup =
-      Wakeup::Create(options.force_pipe_wakeup ? Wakeup::Kind::kPipe
-                                               : Wakeup::Kind::kEventFd);
+  absl::StatusOr<std::unique_ptr<Wakeup>> wakeup = Wakeup::Create(
+      options.force_pipe_wakeup ? Wakeup::Kind::kPipe : Wakeup::Kind::kEventFd);
   if (!wakeup.ok()) return wakeup.status();
   Clock* clock = options.clock != nullptr ? options.clock : DefaultClock();
   std::unique_ptr<EventLoop> loop(new EventLoop(
       std::move(options), std::move(*poller), std::move(*wakeup), clock));
-  absl::Status status = loop->poller_->Add(&loop->wakeup_entry_,
-                                           loop->wakeup_->fd(), kReadable);
+  absl::Status status =
+      loop->poller_->Add(&loop->wakeup_entry_, loop->wakeup_->fd(), kReadable);
   if (!status.ok()) return status;
   return loop;
 }
@@ -268,8 +267,7 @@ EventLoop::EventLoop(Options options, std::unique_ptr<Poller> poller,
     : options_(std::move(options)),
       clock_(clock),
       poller_(std::move(poller)),
-      wheel_(clock->NowNanos(),
-             TimerWheel::Options{options_.timer_resolution}),
+      wheel_(clock->NowNanos(), TimerWheel::Options{options_.timer_resolution}),
       now_nanos_(clock->NowNanos()),
       owner_thread_(pthread_self()),
       wakeup_(std::move(wakeup)) {
@@ -337,7 +335,8 @@ class EventLoop::RunningScope {
 
 int EventLoop::ActiveIo() const {
   int internal = wakeup_entry_.interest() != 0 ? 1 : 0;
-  if (signal_entry_.is_registered() && signal_entry_.interest() != 0) ++internal;
+  if (signal_entry_.is_registered() && signal_entry_.interest() != 0)
+    ++internal;
   return poller_->active() - internal;
 }
 
@@ -706,10 +705,10 @@ absl::Status EventLoop::UpdateSignalFd() {
 void EventLoop::OnSignalFd(PollerEntry* entry, uint32_t /*events*/) {
   EventLoop* loop = static_cast<SignalEntry*>(entry)->loop;
   signalfd_siginfo info;
-  while (loop->signal_fd_ >= 0 &&
-         RetryOnEintr([&] {
-           return read(loop->signal_fd_, &info, sizeof(info));
-         }) == static_cast<ssize_t>(sizeof(info))) {
+  while (loop->signal_fd_ >= 0 && RetryOnEintr([&] {
+                                    return read(loop->signal_fd_, &info,
+                                                sizeof(info));
+                                  }) == static_cast<ssize_t>(sizeof(info))) {
     const int signo = static_cast<int>(info.ssi_signo);
     auto it = loop->signal_handlers_.find(signo);
     if (it == loop->signal_handlers_.end()) continue;

@@ -87,8 +87,8 @@
 #include "absl/time/time.h"
 #include "queue/intrusive_list.h"
 #include "queue/mpsc_queue.h"
-#include "reactor/poller/poller.h"
 #include "queue/task_queue.h"
+#include "reactor/poller/poller.h"
 #include "reactor/sys/wakeup.h"
 #include "timers/clock.h"
 #include "timers/timer_wheel.h"
@@ -108,10 +108,10 @@ struct LoopCounters {
   uint64_t urgent_tasks_run = 0;  // PostUrgent()ed tasks run
   uint64_t cpu_slices = 0;        // CpuJob slices run
   uint64_t timers_fired = 0;
-  uint64_t remote_posts = 0;    // Post() calls through the MPSC queue (from
-                                // other threads, or made while the loop was
-                                // not running), drained
-  uint64_t wakeups_sent = 0;    // Signal()s on the wakeup fd (all threads)
+  uint64_t remote_posts = 0;  // Post() calls through the MPSC queue (from
+                              // other threads, or made while the loop was
+                              // not running), drained
+  uint64_t wakeups_sent = 0;  // Signal()s on the wakeup fd (all threads)
 };
 
 // A snapshot of what is waiting: the loop's ready, waiting and sleeping
@@ -156,7 +156,8 @@ class FdWatcher {
 
  private:
   struct Entry : PollerEntry {
-    explicit Entry(FdWatcher* w) : PollerEntry(&FdWatcher::OnEvents), owner(w) {}
+    explicit Entry(FdWatcher* w)
+        : PollerEntry(&FdWatcher::OnEvents), owner(w) {}
     FdWatcher* owner;
   };
   static void OnEvents(PollerEntry* entry, uint32_t events);
@@ -403,15 +404,16 @@ class EventLoop {
   // this iteration). Loop thread only.
   template <typename T>
   void DeleteLater(std::unique_ptr<T> object) {
-    deferred_.push_back(
-        DeferredDelete(object.release(), [](void* p) { delete static_cast<T*>(p); }));
+    deferred_.push_back(DeferredDelete(
+        object.release(), [](void* p) { delete static_cast<T*>(p); }));
   }
 
   // Keeps Run() going while the returned token lives, though nothing else is
   // pending (e.g. while waiting for posts from another thread).
   class KeepAlive {
    public:
-    KeepAlive(KeepAlive&& other) noexcept : loop_(std::exchange(other.loop_, nullptr)) {}
+    KeepAlive(KeepAlive&& other) noexcept
+        : loop_(std::exchange(other.loop_, nullptr)) {}
     KeepAlive& operator=(KeepAlive&&) = delete;
     ~KeepAlive();
 
@@ -510,11 +512,13 @@ class EventLoop {
     absl::AnyInvocable<void()> fn;
   };
   struct SignalEntry : PollerEntry {
-    explicit SignalEntry(EventLoop* l) : PollerEntry(&EventLoop::OnSignalFd), loop(l) {}
+    explicit SignalEntry(EventLoop* l)
+        : PollerEntry(&EventLoop::OnSignalFd), loop(l) {}
     EventLoop* loop;
   };
   struct WakeupEntry : PollerEntry {
-    explicit WakeupEntry(EventLoop* l) : PollerEntry(&EventLoop::OnWakeupFd), loop(l) {}
+    explicit WakeupEntry(EventLoop* l)
+        : PollerEntry(&EventLoop::OnWakeupFd), loop(l) {}
     EventLoop* loop;
   };
   using DeferredDelete = std::unique_ptr<void, void (*)(void*)>;

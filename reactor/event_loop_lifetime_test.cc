@@ -139,13 +139,13 @@ TEST_F(EventLoopLifetimeTest, HandlesOwnedThroughTheLoopAreDestroyedFirst) {
       Timer::After(loop_.get(), absl::Seconds(1), with_timer(&every_gone));
   loop_->Post(with_timer(&task_gone));
   loop_->PostUrgent(with_timer(&urgent_gone));
-  ASSERT_TRUE(loop_
-                  ->OnSignal(SIGUSR2,
-                             [job = std::make_shared<CpuJob>(
-                                  loop_.get(),
-                                  [] { return CpuSliceResult::kDone; }),
-                              flag = DestroyFlag(&signal_gone)](int) {})
-                  .ok());
+  ASSERT_TRUE(
+      loop_
+          ->OnSignal(SIGUSR2,
+                     [job = std::make_shared<CpuJob>(
+                          loop_.get(), [] { return CpuSliceResult::kDone; }),
+                      flag = DestroyFlag(&signal_gone)](int) {})
+          .ok());
   loop_.reset();  // no check fails
   EXPECT_FALSE(kept.is_pending());
   EXPECT_FALSE(kept.Cancel());

@@ -12,8 +12,8 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/event_loop.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -153,14 +153,13 @@ TEST_P(EventLoopPriorityTest, SlicesRunTheRestOfTheBudgetOrAsLongAsTheRest) {
   CpuJob job(loop.get(), Forever(absl::Microseconds(100), &log, "c"));
   job.Start();
   const struct {
-    int task_us;      // the rest of the iteration: one posted task
-    size_t slices;    // of 100 us
+    int task_us;    // the rest of the iteration: one posted task
+    size_t slices;  // of 100 us
   } cases[] = {
-      {0, 10},    // the budget
-      {200, 8},   // the rest of the budget: the iteration lasts 1 ms
-      {500, 5},
-      {700, 7},   // as long as the task: the iteration lasts 1.4 ms
-      {3000, 10}, // capped at one budget
+      {0, 10},               // the budget
+      {200, 8},              // the rest of the budget: the iteration lasts 1 ms
+      {500, 5},   {700, 7},  // as long as the task: the iteration lasts 1.4 ms
+      {3000, 10},            // capped at one budget
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.task_us);
@@ -186,8 +185,8 @@ TEST_P(EventLoopPriorityTest, JobKeepsHalfTheThreadUnderIoFlood) {
   for (int i = 0; i < 10; ++i) {
     pipes.push_back(std::make_unique<TestPipe>());
     ASSERT_EQ(write(pipes.back()->w, "x", 1), 1);
-    watchers.push_back(std::make_unique<FdWatcher>(
-        loop.get(), pipes.back()->r, [&](uint32_t) {
+    watchers.push_back(
+        std::make_unique<FdWatcher>(loop.get(), pipes.back()->r, [&](uint32_t) {
           ++io_callbacks;
           clock_.Advance(io_cost);
         }));
@@ -220,7 +219,9 @@ TEST_P(EventLoopPriorityTest, RoundRobinBetweenJobs) {
   a.Start();  // already pending: no-op
   RunNoWait(loop.get(), 2);
   // 400 us slices, 1 ms budget: three slices per iteration, taking turns.
-  EXPECT_EQ(log, "aba" "bab");
+  EXPECT_EQ(log,
+            "aba"
+            "bab");
   EXPECT_EQ(loop->Load().cpu_jobs_pending, 2u);
 }
 

@@ -50,13 +50,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "queue/testing/allocation_meter.h"
+#include "queue/testing/summary_reporter.h"
 #include "reactor/event_loop.h"
 #include "reactor/poller/poller.h"
 #include "reactor/poller/poller_registry.h"
 #include "reactor/sys/syscall.h"
 #include "timers/clock.h"
-#include "queue/testing/allocation_meter.h"
-#include "queue/testing/summary_reporter.h"
 
 namespace nbio {
 namespace {

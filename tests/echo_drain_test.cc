@@ -72,7 +72,9 @@ std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
 
 class EchoDrainTest : public ::testing::TestWithParam<Param> {
  protected:
-  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam().backend); }
+  void SetUp() override {
+    NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam().backend);
+  }
   std::vector<std::string> Argv(std::vector<std::string> flags) const {
     std::vector<std::string> argv = {
         Binary(), "--listen=127.0.0.1:0", "--backend=" + GetParam().backend,
@@ -169,8 +171,8 @@ TEST_P(EchoDrainTest, WaitDrainEchoesEveryByteAndExitsWhenTheLastPeerCloses) {
         }
       }
       if (pfds[c].revents & POLLOUT) {
-        const uint64_t n = std::min(limit - s.sent,
-                                    kMaxInFlight - (s.sent - s.received));
+        const uint64_t n =
+            std::min(limit - s.sent, kMaxInFlight - (s.sent - s.received));
         iovec iov[2];
         msghdr msg{};
         msg.msg_iov = iov;
@@ -226,7 +228,8 @@ TEST_P(EchoDrainTest, WaitDrainEchoesEveryByteAndExitsWhenTheLastPeerCloses) {
   shutdown(streams[kHeld].fd, SHUT_WR);
   streams[kHeld].shut = true;
   const absl::Time last_closed = absl::Now();
-  while (!streams[kHeld].eof && absl::Now() < deadline) step(kStreamBytes, true);
+  while (!streams[kHeld].eof && absl::Now() < deadline)
+    step(kStreamBytes, true);
   const std::optional<int> status = server_->WaitExit(kSoon);
   const absl::Time exited = absl::Now();
   EXPECT_EQ(status, 0) << server_->Stderr();
@@ -244,8 +247,9 @@ TEST_P(EchoDrainTest, WaitDrainEchoesEveryByteAndExitsWhenTheLastPeerCloses) {
       err, absl::StrCat("SIGTERM: draining ", kStreams, " connections")))
       << err;
   EXPECT_TRUE(absl::StrContains(
-      err, absl::StrCat(kStreams, " connections ended during the drain, 0 of "
-                                  "them cut at the deadline")))
+      err, absl::StrCat(kStreams,
+                        " connections ended during the drain, 0 of "
+                        "them cut at the deadline")))
       << err;
   std::fprintf(stderr,
                "[%s] busy drain: %d streams of %" PRIu64 " KiB, %" PRIu64
@@ -253,7 +257,8 @@ TEST_P(EchoDrainTest, WaitDrainEchoesEveryByteAndExitsWhenTheLastPeerCloses) {
                "finished their streams %.0f ms after the signal, the held one "
                "300 ms later; exit %.1f ms after the last peer closed\n",
                Label().c_str(), kStreams, kStreamBytes / 1024, in_flight / 1024,
-               kStreams - 1, absl::ToDoubleMilliseconds(others_done - signalled),
+               kStreams - 1,
+               absl::ToDoubleMilliseconds(others_done - signalled),
                absl::ToDoubleMilliseconds(exited - last_closed));
 }
 
@@ -285,7 +290,8 @@ TEST_P(EchoDrainTest, WaitDrainEndsWhenIdlePeersClose) {
                absl::ToDoubleMilliseconds(exited - signalled));
 }
 
-// --- the deadline --------------------------------------------------------------
+// --- the deadline
+// --------------------------------------------------------------
 
 // The numbers of "drain timeout after D: cut N connections holding B bytes
 // (Q queued to send, U received and unread)".
@@ -364,8 +370,7 @@ TEST_P(EchoDrainTest, PeersThatNeverCloseAreCutAtTheDeadlineAndCounted) {
   EXPECT_GT(cut.queued, 0u) << "the pusher's echo was queued: " << err;
   EXPECT_GT(cut.unread, 0u) << "the pusher's input was unread: " << err;
   EXPECT_LE(cut.bytes, pushed) << err;
-  EXPECT_TRUE(absl::StrContains(err, "SIGTERM: draining 4 connections"))
-      << err;
+  EXPECT_TRUE(absl::StrContains(err, "SIGTERM: draining 4 connections")) << err;
   EXPECT_TRUE(absl::StrContains(
       err, "4 connections ended during the drain, 3 of them cut"))
       << err;
@@ -376,16 +381,17 @@ TEST_P(EchoDrainTest, PeersThatNeverCloseAreCutAtTheDeadlineAndCounted) {
     close(fd);
   }
   close(pusher);
-  std::fprintf(stderr,
-               "[%s] cut at the deadline: %" PRIu64 " connections holding %" PRIu64
-               " bytes (%" PRIu64 " queued, %" PRIu64
-               " unread); exit %.0f ms after the signal (--drain_timeout=%s)\n",
-               Label().c_str(), cut.connections, cut.bytes, cut.queued,
-               cut.unread, absl::ToDoubleMilliseconds(took),
-               absl::FormatDuration(kTimeout).c_str());
+  std::fprintf(
+      stderr,
+      "[%s] cut at the deadline: %" PRIu64 " connections holding %" PRIu64
+      " bytes (%" PRIu64 " queued, %" PRIu64
+      " unread); exit %.0f ms after the signal (--drain_timeout=%s)\n",
+      Label().c_str(), cut.connections, cut.bytes, cut.queued, cut.unread,
+      absl::ToDoubleMilliseconds(took), absl::FormatDuration(kTimeout).c_str());
 }
 
-// --- socket activation -----------------------------------------------------------
+// --- socket activation
+// -----------------------------------------------------------
 
 // A listening socket on 127.0.0.1, port 0, close-on-exec in this process.
 int ListeningSocket(SocketAddress* bound) {
@@ -426,19 +432,18 @@ TEST_P(EchoDrainTest, ServesTheSocketPassedAsFd3) {
   ASSERT_GE(listener, 0);
   // What systemd does between fork and exec: the socket at fd 3 (dup2
   // clears close-on-exec), then the variables, LISTEN_PID being the child.
-  server_ = std::make_unique<ServerProcess>(
-      Argv({}), std::nullopt, [listener] {
-        if (listener == 3) {
-          fcntl(3, F_SETFD, 0);  // dup2 to itself would keep close-on-exec
-        } else {
-          dup2(listener, 3);
-        }
-        char pid[24];
-        snprintf(pid, sizeof(pid), "%d", static_cast<int>(getpid()));
-        setenv("LISTEN_PID", pid, 1);
-        setenv("LISTEN_FDS", "1", 1);
-        setenv("LISTEN_FDNAMES", "echo", 1);
-      });
+  server_ = std::make_unique<ServerProcess>(Argv({}), std::nullopt, [listener] {
+    if (listener == 3) {
+      fcntl(3, F_SETFD, 0);  // dup2 to itself would keep close-on-exec
+    } else {
+      dup2(listener, 3);
+    }
+    char pid[24];
+    snprintf(pid, sizeof(pid), "%d", static_cast<int>(getpid()));
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    setenv("LISTEN_FDNAMES", "echo", 1);
+  });
   ASSERT_TRUE(server_->WaitListening()) << server_->Stderr();
   EXPECT_EQ(server_->address().ToString(), bound.ToString())
       << "not the inherited socket";
@@ -513,14 +518,12 @@ TEST_P(EchoDrainTest, IgnoresSocketsMeantForAnotherProcess) {
   close(listener);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllBackends, EchoDrainTest,
-                         ::testing::Values(Param{"epoll", 1}, Param{"poll", 1},
-                                           Param{"select", 1},
-                                           Param{"io_uring", 1},
-                                           Param{"epoll", 2}, Param{"poll", 2},
-                                           Param{"select", 2},
-                                           Param{"io_uring", 2}),
-                         ParamName);
+INSTANTIATE_TEST_SUITE_P(
+    AllBackends, EchoDrainTest,
+    ::testing::Values(Param{"epoll", 1}, Param{"poll", 1}, Param{"select", 1},
+                      Param{"io_uring", 1}, Param{"epoll", 2}, Param{"poll", 2},
+                      Param{"select", 2}, Param{"io_uring", 2}),
+    ParamName);
 
 }  // namespace
 }  // namespace testing

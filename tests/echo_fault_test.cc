@@ -748,7 +748,8 @@ TEST_P(EchoFaultTest, SigtermUnderLoadEchoesEveryByteThenExits0) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoFaultTest,
-                         ::testing::Values("epoll", "poll", "select", "io_uring"),
+                         ::testing::Values("epoll", "poll", "select",
+                                           "io_uring"),
                          [](const auto& info) { return info.param; });
 
 // The same with two reactor threads: the signal reaches the main loop, and

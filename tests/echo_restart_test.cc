@@ -109,7 +109,8 @@ std::string EnableMigrateReq() {
   const bool wrote = write(fd, "1\n", 2) == 2;
   const int err = errno;
   close(fd);
-  if (!wrote) return absl::StrCat("SKIP write(", path, "): ", std::strerror(err));
+  if (!wrote)
+    return absl::StrCat("SKIP write(", path, "): ", std::strerror(err));
   return "";
 }
 
@@ -120,8 +121,8 @@ struct Load {
   std::atomic<uint64_t> next_id{0};
   std::atomic<uint64_t> connects{0};
   std::atomic<uint64_t> handover_connects{0};
-  std::atomic<uint64_t> refused{0};      // connect() failed
-  std::atomic<uint64_t> broken{0};       // reset, timeout or early EOF
+  std::atomic<uint64_t> refused{0};  // connect() failed
+  std::atomic<uint64_t> broken{0};   // reset, timeout or early EOF
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_echoed{0};  // came back, and right
   std::atomic<uint64_t> mismatches{0};
@@ -213,14 +214,17 @@ std::string RestartUnderLoad(const Param& param) {
   setup = EnableMigrateReq();
   if (!setup.empty()) return setup;
   auto argv = [&](const std::string& listen) {
-    return std::vector<std::string>{
-        Binary(), "--listen=" + listen, "--reuse_port",
-        "--backend=" + param.backend,
-        absl::StrCat("--reactors=", param.reactors), "--drain_timeout=30s",
-        "--stats_interval=50ms"};
+    return std::vector<std::string>{Binary(),
+                                    "--listen=" + listen,
+                                    "--reuse_port",
+                                    "--backend=" + param.backend,
+                                    absl::StrCat("--reactors=", param.reactors),
+                                    "--drain_timeout=30s",
+                                    "--stats_interval=50ms"};
   };
   ServerProcess old_server(argv("127.0.0.1:0"));
-  if (!old_server.WaitListening()) return "FAIL old server: " + old_server.Stderr();
+  if (!old_server.WaitListening())
+    return "FAIL old server: " + old_server.Stderr();
   const SocketAddress address = old_server.address();
   const load::BytePattern pattern;
   Load load;
@@ -260,19 +264,23 @@ std::string RestartUnderLoad(const Param& param) {
       " new_exit=", new_status.value_or(-1),
       " old_drain_ms=", absl::ToInt64Milliseconds(old_drain),
       " old_accepted=", old_accepted, " new_accepted=", new_accepted,
-      " migrate_warning=", absl::StrContains(old_err, "tcp_migrate_req is") ? 1 : 0,
-      " warned_when_off=", warned_when_off ? 1 : 0,
-      " drained=", absl::StrContains(old_err, "echo_server: drained in") ? 1 : 0);
+      " migrate_warning=",
+      absl::StrContains(old_err, "tcp_migrate_req is") ? 1 : 0,
+      " warned_when_off=", warned_when_off ? 1 : 0, " drained=",
+      absl::StrContains(old_err, "echo_server: drained in") ? 1 : 0);
 }
 
 // --- in the test process
 
 class EchoRestartTest : public ::testing::TestWithParam<Param> {
  protected:
-  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam().backend); }
+  void SetUp() override {
+    NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam().backend);
+  }
 };
 
-TEST_P(EchoRestartTest, NewServerTakesOverWhileTheOldDrainsNothingRefusedOrLost) {
+TEST_P(EchoRestartTest,
+       NewServerTakesOverWhileTheOldDrainsNothingRefusedOrLost) {
   int out[2];
   ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
   const pid_t child = fork();
@@ -330,28 +338,25 @@ TEST_P(EchoRestartTest, NewServerTakesOverWhileTheOldDrainsNothingRefusedOrLost)
   EXPECT_GT(v["handover_connects"], 0u) << result;
   EXPECT_GT(v["old_accepted"], 0u) << result;
   EXPECT_GT(v["new_accepted"], 0u) << result;
-  std::fprintf(stderr,
-               "[%s, %d reactor%s] restart under load: %" PRIu64
-               " connections (%" PRIu64 " during the hand-over), %" PRIu64
-               " refused, %" PRIu64 " broken, %" PRIu64 " of %" PRIu64
-               " bytes lost; old server drained in %" PRIu64
-               " ms; accepted: old %" PRIu64 " (by the signal), new %" PRIu64
-               "\n",
-               GetParam().backend.c_str(), GetParam().reactors,
-               GetParam().reactors == 1 ? "" : "s", v["connects"],
-               v["handover_connects"], v["refused"], v["broken"],
-               v["bytes_lost"], v["bytes_sent"], v["old_drain_ms"],
-               v["old_accepted"], v["new_accepted"]);
+  std::fprintf(
+      stderr,
+      "[%s, %d reactor%s] restart under load: %" PRIu64 " connections (%" PRIu64
+      " during the hand-over), %" PRIu64 " refused, %" PRIu64
+      " broken, %" PRIu64 " of %" PRIu64
+      " bytes lost; old server drained in %" PRIu64
+      " ms; accepted: old %" PRIu64 " (by the signal), new %" PRIu64 "\n",
+      GetParam().backend.c_str(), GetParam().reactors,
+      GetParam().reactors == 1 ? "" : "s", v["connects"],
+      v["handover_connects"], v["refused"], v["broken"], v["bytes_lost"],
+      v["bytes_sent"], v["old_drain_ms"], v["old_accepted"], v["new_accepted"]);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllBackends, EchoRestartTest,
-                         ::testing::Values(Param{"epoll", 1}, Param{"poll", 1},
-                                           Param{"select", 1},
-                                           Param{"io_uring", 1},
-                                           Param{"epoll", 2}, Param{"poll", 2},
-                                           Param{"select", 2},
-                                           Param{"io_uring", 2}),
-                         ParamName);
+INSTANTIATE_TEST_SUITE_P(
+    AllBackends, EchoRestartTest,
+    ::testing::Values(Param{"epoll", 1}, Param{"poll", 1}, Param{"select", 1},
+                      Param{"io_uring", 1}, Param{"epoll", 2}, Param{"poll", 2},
+                      Param{"select", 2}, Param{"io_uring", 2}),
+    ParamName);
 
 }  // namespace
 }  // namespace testing

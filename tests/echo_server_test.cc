@@ -61,10 +61,10 @@ TEST(EchoServerFlagsTest, HelpListsEveryFlagAndExits0) {
   const std::string out = help.ReadStdout();
   EXPECT_EQ(help.WaitExit(absl::Seconds(20)), 0) << help.Stderr();
   EXPECT_TRUE(absl::StartsWith(out, "echo_server: a TCP echo server")) << out;
-  for (const char* flag : {"--listen", "--backend", "--max_connections",
-                           "--idle_timeout", "--high_watermark", "--reactors",
-                           "--stats_interval", "--drain_timeout", "--drain",
-                           "--reuse_port"}) {
+  for (const char* flag :
+       {"--listen", "--backend", "--max_connections", "--idle_timeout",
+        "--high_watermark", "--reactors", "--stats_interval", "--drain_timeout",
+        "--drain", "--reuse_port"}) {
     EXPECT_TRUE(absl::StrContains(out, flag)) << flag << " missing from:\n"
                                               << out;
   }
@@ -150,7 +150,8 @@ TEST(EchoServerTest, SeveralReactorsShareThePortAndDrain) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoServerBackendTest,
-                         ::testing::Values("epoll", "poll", "select", "io_uring"),
+                         ::testing::Values("epoll", "poll", "select",
+                                           "io_uring"),
                          [](const auto& info) { return info.param; });
 
 // --- connection behaviours

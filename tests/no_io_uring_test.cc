@@ -45,8 +45,8 @@ bool DenyIoUringSetup() {
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
-  sock_fprog prog{static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])),
-                  filter};
+  sock_fprog prog{
+      static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
   return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 #else
@@ -96,8 +96,7 @@ TEST(NoIoUringTest, EchoServerExitsOneWithOneLine) {
       {"echo/echo_server", "--backend=io_uring", "--listen=127.0.0.1:0"});
   EXPECT_EQ(server.WaitExit(absl::Seconds(20)), 1);
   const std::string err = server.Stderr();
-  std::vector<std::string> lines =
-      absl::StrSplit(err, '\n', absl::SkipEmpty());
+  std::vector<std::string> lines = absl::StrSplit(err, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 1u) << err;
   EXPECT_NE(lines[0].find("io_uring"), std::string::npos) << err;
   EXPECT_NE(lines[0].find("seccomp"), std::string::npos) << err;
@@ -109,7 +108,8 @@ TEST(NoIoUringTest, EchoServerExitsOneWithOneLine) {
 int main(int argc, char** argv) {
   nbio::g_denied = nbio::DenyIoUringSetup();
   if (!nbio::g_denied) {
-    std::fprintf(stderr, "no_io_uring_test: cannot install a seccomp filter: %s\n",
+    std::fprintf(stderr,
+                 "no_io_uring_test: cannot install a seccomp filter: %s\n",
                  std::strerror(errno));
   }
   ::testing::InitGoogleTest(&argc, argv);

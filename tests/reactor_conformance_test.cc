@@ -41,7 +41,9 @@ using Param = std::tuple<std::string, bool>;  // backend, force_pipe_wakeup
 
 class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
  protected:
-  void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(std::get<0>(GetParam())); }
+  void SetUp() override {
+    NBIO_SKIP_IF_BACKEND_UNAVAILABLE(std::get<0>(GetParam()));
+  }
   std::unique_ptr<EventLoop> MakeLoop(Clock* clock = nullptr) {
     EventLoop::Options options;
     options.backend = std::get<0>(GetParam());
@@ -67,8 +69,7 @@ class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
       absl::StatusOr<std::unique_ptr<EventLoop>> loop =
           EventLoop::Create(options);
       if (loop.ok()) return std::move(*loop);
-      if (!absl::IsResourceExhausted(loop.status()) ||
-          absl::Now() >= give_up) {
+      if (!absl::IsResourceExhausted(loop.status()) || absl::Now() >= give_up) {
         ADD_FAILURE() << loop.status();
         return nullptr;
       }
@@ -176,8 +177,7 @@ TEST_P(ReactorConformanceTest, WatcherDeletesAnotherInSameBatch) {
 // callback goes through DeleteLater: it dies after the callback returns.
 struct Owner {
   Owner(EventLoop* loop, int fd, bool* destroyed)
-      : destroyed(destroyed),
-        watcher(loop, fd, [this, loop](uint32_t) {
+      : destroyed(destroyed), watcher(loop, fd, [this, loop](uint32_t) {
           ++calls;
           loop->DeleteLater(std::unique_ptr<Owner>(this));
           EXPECT_FALSE(*this->destroyed);  // still alive in the callback
@@ -780,13 +780,15 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
   auto loop = MakeLoop();
   int got = 0;
   const pthread_t loop_thread = pthread_self();
-  ASSERT_TRUE(loop->OnSignal(SIGUSR1, [&](int signo) {
-                    EXPECT_EQ(signo, SIGUSR1);
-                    EXPECT_TRUE(pthread_equal(pthread_self(), loop_thread));
-                    ++got;
-                    loop->RemoveSignal(SIGUSR1);  // from inside its handler
-                  })
-                  .ok());
+  ASSERT_TRUE(
+      loop->OnSignal(SIGUSR1,
+                     [&](int signo) {
+                       EXPECT_EQ(signo, SIGUSR1);
+                       EXPECT_TRUE(pthread_equal(pthread_self(), loop_thread));
+                       ++got;
+                       loop->RemoveSignal(SIGUSR1);  // from inside its handler
+                     })
+          .ok());
   ASSERT_EQ(kill(getpid(), SIGUSR1), 0);  // blocked: waits in the signalfd
   ASSERT_TRUE(loop->Run().ok());  // returns once the handler removed itself
   EXPECT_EQ(got, 1);
@@ -849,7 +851,8 @@ TEST_P(ReactorConformanceTest, WaitOnAWatchedFdIsAlreadyExists) {
   EXPECT_EQ(loop->Load().fds_waiting, 0);
 }
 
-// --- the select ceiling -------------------------------------------------------
+// --- the select ceiling
+// -------------------------------------------------------
 
 TEST_P(ReactorConformanceTest, FdAboveFdSetsize) {
   auto loop = MakeLoop();
@@ -876,13 +879,14 @@ TEST(ReactorTest, UnknownBackendIsAnError) {
   EXPECT_EQ(loop.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllBackends, ReactorConformanceTest,
-    ::testing::Combine(::testing::ValuesIn(PollerNames()), ::testing::Bool()),
-    [](const ::testing::TestParamInfo<Param>& info) {
-      return std::get<0>(info.param) +
-             (std::get<1>(info.param) ? "_pipe" : "_eventfd");
-    });
+INSTANTIATE_TEST_SUITE_P(AllBackends, ReactorConformanceTest,
+                         ::testing::Combine(::testing::ValuesIn(PollerNames()),
+                                            ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<Param>& info) {
+                           return std::get<0>(info.param) +
+                                  (std::get<1>(info.param) ? "_pipe"
+                                                           : "_eventfd");
+                         });
 
 }  // namespace
 }  // namespace nbio

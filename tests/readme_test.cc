@@ -76,7 +76,8 @@ bool PortIsFree(int port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool free = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  const bool free =
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   close(fd);
   return free;
 }
@@ -84,8 +85,10 @@ bool PortIsFree(int port) {
 TEST(ReadmeTest, TheExampleRunsAsTheReadmeSays) {
   const std::string netns_error = EnterOwnNetworkNamespace();
   if (!netns_error.empty()) {
-    std::fprintf(stderr, "readme_test: no network namespace of its own (%s); "
-                 "using the shared loopback\n", netns_error.c_str());
+    std::fprintf(stderr,
+                 "readme_test: no network namespace of its own (%s); "
+                 "using the shared loopback\n",
+                 netns_error.c_str());
     if (!PortIsFree(7008)) {
       GTEST_SKIP() << "cannot run the README example: no network namespace ("
                    << netns_error << ") and 127.0.0.1:7008 is in use";

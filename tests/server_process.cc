@@ -38,9 +38,11 @@ ServerProcess::ServerProcess(std::vector<std::string> argv,
   pid_ = fork();
   if (pid_ == 0) {
     dup2(out[1], 1);
-    const int err = open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err =
+        open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (err >= 0) dup2(err, 2);
-    if (err > 2) close(err);  // else it could sit at fd 3, where LISTEN_FDS start
+    if (err > 2)
+      close(err);  // else it could sit at fd 3, where LISTEN_FDS start
     if (rlimit_nofile.has_value()) {
       rlimit lim;
       lim.rlim_cur = lim.rlim_max = static_cast<rlim_t>(*rlimit_nofile);
@@ -84,8 +86,8 @@ bool ServerProcess::WaitListening(absl::Duration timeout) {
       continue;
     }
     pollfd p{stdout_fd_, POLLIN, 0};
-    const int ms = static_cast<int>(
-        absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+    const int ms =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
     if (poll(&p, 1, ms) <= 0) continue;
     char buf[512];
     const ssize_t n = read(stdout_fd_, buf, sizeof(buf));
@@ -101,8 +103,8 @@ std::string ServerProcess::ReadStdout(absl::Duration timeout) {
   stdout_buffer_.clear();
   while (absl::Now() < deadline) {
     pollfd p{stdout_fd_, POLLIN, 0};
-    const int ms = static_cast<int>(
-        absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+    const int ms =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
     if (poll(&p, 1, ms) <= 0) continue;
     char buf[4096];
     const ssize_t n = read(stdout_fd_, buf, sizeof(buf));
@@ -141,8 +143,8 @@ std::optional<int> ServerProcess::WaitExit(absl::Duration timeout) {
     int status = 0;
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
-      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status)
-                                       : 128 + WTERMSIG(status);
+      exit_status_ =
+          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       return exit_status_;
     }
     if (r < 0) return std::nullopt;
@@ -175,8 +177,8 @@ absl::Duration ServerProcess::CpuTime() const {
   if (paren == std::string::npos) return absl::ZeroDuration();
   std::vector<std::string> f = absl::StrSplit(all.substr(paren + 2), ' ');
   if (f.size() < 13) return absl::ZeroDuration();
-  const double ticks = std::strtod(f[11].c_str(), nullptr) +
-                       std::strtod(f[12].c_str(), nullptr);
+  const double ticks =
+      std::strtod(f[11].c_str(), nullptr) + std::strtod(f[12].c_str(), nullptr);
   return absl::Seconds(ticks / static_cast<double>(sysconf(_SC_CLK_TCK)));
 }
 
@@ -222,7 +224,8 @@ bool WaitFor(absl::Duration timeout, const std::function<bool()>& done) {
 bool WriteAll(int fd, const std::string& data) {
   size_t off = 0;
   while (off < data.size()) {
-    const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    const ssize_t n =
+        send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     off += n;

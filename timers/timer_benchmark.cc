@@ -39,11 +39,11 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "timers/timer_heaps.h"
-#include "timers/timer_wheel.h"
 #include "queue/testing/alloc_counter.h"
 #include "queue/testing/allocation_meter.h"
 #include "queue/testing/summary_reporter.h"
+#include "timers/timer_heaps.h"
+#include "timers/timer_wheel.h"
 
 namespace nbio {
 namespace {

@@ -17,8 +17,7 @@ uint64_t SplitMix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-uint64_t CountMismatchesIn(const uint8_t* want, const uint8_t* got,
-                           size_t n) {
+uint64_t CountMismatchesIn(const uint8_t* want, const uint8_t* got, size_t n) {
   // memcmp first: the common case is "all equal", and memcmp is vectorised.
   if (std::memcmp(want, got, n) == 0) return 0;
   uint64_t count = 0;

@@ -12,8 +12,7 @@ namespace {
 
 constexpr uint64_t kP = BytePattern::kPeriod;
 
-std::vector<uint8_t> Stream(const BytePattern& p, uint64_t position,
-                            size_t n) {
+std::vector<uint8_t> Stream(const BytePattern& p, uint64_t position, size_t n) {
   std::vector<uint8_t> out(n);
   for (size_t i = 0; i < n; ++i) out[i] = p.At(position + i);
   return out;

@@ -108,11 +108,13 @@ LoadOptions OptionsFromFlags() {
   LoadOptions o;
   absl::StatusOr<SocketAddress> target =
       SocketAddress::Parse(absl::GetFlag(FLAGS_target));
-  if (!target.ok()) UsageError(absl::StrCat("--target: ", target.status().message()));
+  if (!target.ok())
+    UsageError(absl::StrCat("--target: ", target.status().message()));
   o.target = *target;
   o.allow_remote = absl::GetFlag(FLAGS_allow_remote);
   o.connections = absl::GetFlag(FLAGS_connections);
-  if (absl::GetFlag(FLAGS_size) < 1) UsageError("--size must be at least 1 byte");
+  if (absl::GetFlag(FLAGS_size) < 1)
+    UsageError("--size must be at least 1 byte");
   o.size = static_cast<size_t>(absl::GetFlag(FLAGS_size));
   o.depth = absl::GetFlag(FLAGS_depth);
   o.duration = absl::GetFlag(FLAGS_duration);
@@ -185,17 +187,17 @@ void ShowHoldProgress(const LoadProgress& p, bool tty, HoldProgress* last) {
   auto rate = [dt](uint64_t now, uint64_t before) {
     return Grouped(dt > 0 ? static_cast<uint64_t>((now - before) / dt) : 0);
   };
-  std::fprintf(stderr,
-               "%s[%6.1fs] %-8s established %s (+%s/s), verified %s (+%s/s), "
-               "open %s, closed %s (+%s/s), failed %s, errors %s%s",
-               tty ? "\r" : "", p.elapsed_seconds, p.phase,
-               Grouped(p.established).c_str(),
-               rate(p.established, last->established).c_str(),
-               Grouped(p.verified).c_str(),
-               rate(p.verified, last->verified).c_str(), Grouped(p.open).c_str(),
-               Grouped(p.closed).c_str(), rate(p.closed, last->closed).c_str(),
-               Grouped(p.failed).c_str(), Grouped(p.errors + p.data_errors).c_str(),
-               tty ? "\033[K" : "\n");
+  std::fprintf(
+      stderr,
+      "%s[%6.1fs] %-8s established %s (+%s/s), verified %s (+%s/s), "
+      "open %s, closed %s (+%s/s), failed %s, errors %s%s",
+      tty ? "\r" : "", p.elapsed_seconds, p.phase,
+      Grouped(p.established).c_str(),
+      rate(p.established, last->established).c_str(),
+      Grouped(p.verified).c_str(), rate(p.verified, last->verified).c_str(),
+      Grouped(p.open).c_str(), Grouped(p.closed).c_str(),
+      rate(p.closed, last->closed).c_str(), Grouped(p.failed).c_str(),
+      Grouped(p.errors + p.data_errors).c_str(), tty ? "\033[K" : "\n");
   std::fflush(stderr);
   *last = {p.phase, p.elapsed_seconds, p.established, p.verified, p.closed};
 }
@@ -215,7 +217,8 @@ std::vector<std::string> ConnectionHints(const LoadResult& r,
     std::string why;
   } causes[] = {
       {r.refused, absl::StrCat("refused (ECONNREFUSED): is a server listening "
-                               "on ", o.target.ToString(), "?")},
+                               "on ",
+                               o.target.ToString(), "?")},
       {r.out_of_fds,
        "not opened: out of file descriptors (EMFILE/ENFILE). This process "
        "may hold RLIMIT_NOFILE descriptors (20000, a hard limit, on nbio's "
@@ -226,11 +229,13 @@ std::vector<std::string> ConnectionHints(const LoadResult& r,
       {r.timed_out,
        "not established before the ramp-up cap (the server's accept backlog "
        "full, or not accepting)"},
-      {r.connect_errors, absl::StrCat("failed to connect: ", r.first_connect_error)},
+      {r.connect_errors,
+       absl::StrCat("failed to connect: ", r.first_connect_error)},
       {r.rejected,
        "rejected: the server closed or reset them before echoing a byte "
        "(e.g. a select() server past FD_SETSIZE)"},
-      {r.unanswered, "unanswered: open to the end without a single byte echoed"},
+      {r.unanswered,
+       "unanswered: open to the end without a single byte echoed"},
       {r.closed_by_peer, "closed or reset by the server mid-run"},
   };
   std::vector<std::string> hints;
@@ -255,10 +260,10 @@ void PrintHoldReport(const LoadResult& r, const LoadOptions& o) {
               Grouped(r.verified).c_str(), r.round_trip_all_seconds);
   std::printf("  closed        %s cleanly in %.2fs after the hold\n",
               Grouped(r.connections_ok).c_str(), r.close_seconds);
-  std::printf("  connections   %s ok, %s failed (run %.2fs, echo_load CPU %.2fs)\n",
-              Grouped(r.connections_ok).c_str(),
-              Grouped(r.connections_failed()).c_str(), r.run_seconds,
-              r.cpu_seconds);
+  std::printf(
+      "  connections   %s ok, %s failed (run %.2fs, echo_load CPU %.2fs)\n",
+      Grouped(r.connections_ok).c_str(),
+      Grouped(r.connections_failed()).c_str(), r.run_seconds, r.cpu_seconds);
   for (const std::string& hint : ConnectionHints(r, o)) {
     std::printf("                  %s\n", hint.c_str());
   }
@@ -288,7 +293,8 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
               MegabytesPerSecond(r, o));
   const LatencyHistogram& h = r.latency_ns;
   if (h.count() == 0) {
-    std::printf("  round trip    no message completed in the measured window\n");
+    std::printf(
+        "  round trip    no message completed in the measured window\n");
   } else {
     std::printf(
         "  round trip    p50 %s  p99 %s  p99.9 %s  max %s  (%s samples)\n",
@@ -297,11 +303,12 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
         Latency(h.ValueAtPercentile(99.9)).c_str(), Latency(h.max()).c_str(),
         Grouped(h.count()).c_str());
   }
-  std::printf("  connections   %s ok, %s failed (ramp-up %.2fs, run %.2fs, "
-              "echo_load CPU %.2fs)\n",
-              Grouped(r.connections_ok).c_str(),
-              Grouped(r.connections_failed()).c_str(), r.ramp_up_seconds,
-              r.run_seconds, r.cpu_seconds);
+  std::printf(
+      "  connections   %s ok, %s failed (ramp-up %.2fs, run %.2fs, "
+      "echo_load CPU %.2fs)\n",
+      Grouped(r.connections_ok).c_str(),
+      Grouped(r.connections_failed()).c_str(), r.ramp_up_seconds, r.run_seconds,
+      r.cpu_seconds);
   for (const std::string& hint : ConnectionHints(r, o)) {
     std::printf("                  %s\n", hint.c_str());
   }
@@ -336,7 +343,8 @@ void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
       {"run_s", absl::StrFormat("%.3f", r.run_seconds)},
       {"established", absl::StrCat(r.established)},
       {"verified", absl::StrCat(r.verified)},
-      {"last_established_s", absl::StrFormat("%.3f", r.last_established_seconds)},
+      {"last_established_s",
+       absl::StrFormat("%.3f", r.last_established_seconds)},
       {"ramp_rate_per_s", absl::StrFormat("%.1f", r.ramp_rate())},
       {"round_trip_all_s", absl::StrFormat("%.3f", r.round_trip_all_seconds)},
       {"hold_s", absl::StrFormat("%.3f", r.hold_seconds)},
@@ -374,7 +382,8 @@ void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
   };
   std::string json = "{\n";
   for (const auto& [key, value] : fields) {
-    absl::StrAppend(&json, json.size() > 2 ? ",\n" : "", "  \"", key, "\": ", value);
+    absl::StrAppend(&json, json.size() > 2 ? ",\n" : "", "  \"", key,
+                    "\": ", value);
   }
   json += "\n}\n";
   std::fputs(json.c_str(), stdout);

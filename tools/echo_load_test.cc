@@ -58,8 +58,8 @@ struct Outcome {
 std::string EchoLoadPath() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");
-  return absl::StrCat(srcdir ? srcdir : ".", "/", workspace ? workspace : "nbio",
-                      "/tools/echo_load");
+  return absl::StrCat(srcdir ? srcdir : ".", "/",
+                      workspace ? workspace : "nbio", "/tools/echo_load");
 }
 
 // Runs echo_load with `args`; with nofile > 0 under that RLIMIT_NOFILE.
@@ -67,7 +67,8 @@ Outcome RunEchoLoad(const std::vector<std::string>& args, rlim_t nofile = 0) {
   const std::string path = EchoLoadPath();
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(path.c_str()));
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
 
   int out_pipe[2], err_pipe[2];
@@ -110,7 +111,8 @@ Outcome RunEchoLoad(const std::vector<std::string>& args, rlim_t nofile = 0) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  o.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  o.exit_status =
+      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return o;
 }
 
@@ -131,7 +133,8 @@ std::vector<std::string> ShortRun(uint16_t port,
   return args;
 }
 
-std::unique_ptr<FaultyEchoServer> StartServer(Fault fault, uint64_t offset = 0) {
+std::unique_ptr<FaultyEchoServer> StartServer(Fault fault,
+                                              uint64_t offset = 0) {
   absl::StatusOr<std::unique_ptr<FaultyEchoServer>> server =
       FaultyEchoServer::Start(fault, offset);
   EXPECT_TRUE(server.ok()) << server.status();
@@ -181,7 +184,8 @@ TEST(EchoLoadTest, HumanReportSaysAllVerified) {
   EXPECT_THAT(o.out, HasSubstr("msgs/s"));
   EXPECT_THAT(o.out, HasSubstr("p99.9"));
   EXPECT_THAT(o.out, HasSubstr("2 ok, 0 failed"));
-  EXPECT_THAT(o.out, HasSubstr("0 mismatched, 0 lost, 0 extra bytes (all verified)"));
+  EXPECT_THAT(o.out,
+              HasSubstr("0 mismatched, 0 lost, 0 extra bytes (all verified)"));
   // No progress line: stderr is not a terminal.
   EXPECT_THAT(o.err, Not(HasSubstr("\r")));
 }
@@ -316,7 +320,8 @@ INSTANTIATE_TEST_SUITE_P(
         // message waits, and the drain counts the missing byte as lost.
         FaultCase{"DroppedByteIsLost", Fault::kDrop, 127, 0, 2, 0},
         // Neighbours always differ in the stream, so a swap is exactly two.
-        FaultCase{"ReorderedBytesAreTwoMismatches", Fault::kReorder, 100, 4, 0, 0},
+        FaultCase{"ReorderedBytesAreTwoMismatches", Fault::kReorder, 100, 4, 0,
+                  0},
         FaultCase{"CorruptedByteIsOneMismatch", Fault::kCorrupt, 100, 2, 0, 0},
         // A byte too many after the second message arrives when nothing is
         // outstanding: extra, and the stream goes on unshifted.
@@ -399,7 +404,8 @@ TEST(EchoLoadTest, UsageErrorsAreOneLineAndExitTwo) {
   ExpectUsageError({"stray"}, "unexpected argument");
   ExpectUsageError({"--connections"}, "missing value for --connections");
   ExpectUsageError({"--processes=0"}, "--processes must be");
-  ExpectUsageError({"--connections=2", "--processes=3"}, "--processes must not");
+  ExpectUsageError({"--connections=2", "--processes=3"},
+                   "--processes must not");
   ExpectUsageError({"--sources=70000"}, "--sources must be");
   ExpectUsageError({"--max_connecting=-1"}, "--max_connecting");
 }

@@ -89,7 +89,8 @@ void FaultyEchoServer::Serve() {
     fds.push_back({listen_fd_, POLLIN, 0});
     for (const Conn& c : conns) {
       // Like the baselines: no reading while an echo is pending.
-      fds.push_back({c.fd, static_cast<short>(c.pending.empty() ? POLLIN : POLLOUT), 0});
+      fds.push_back(
+          {c.fd, static_cast<short>(c.pending.empty() ? POLLIN : POLLOUT), 0});
     }
     if (RetryOnEintr([&] { return poll(fds.data(), fds.size(), -1); }) < 0) {
       break;

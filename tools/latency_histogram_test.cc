@@ -1,9 +1,9 @@
 #include "tools/latency_histogram.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
-#include <algorithm>
 
 #include "gtest/gtest.h"
 

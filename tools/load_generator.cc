@@ -7,9 +7,9 @@
 #include "tools/load_generator.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -122,8 +122,8 @@ bool IsLoopback(const SocketAddress& a) {
 
 class Worker {
  public:
-  Worker(const LoadOptions& options, const BytePattern& pattern,
-         Shared& shared, int index)
+  Worker(const LoadOptions& options, const BytePattern& pattern, Shared& shared,
+         int index)
       : options_(options),
         pattern_(pattern),
         shared_(shared),
@@ -173,15 +173,15 @@ class Worker {
   struct Conn {
     int fd = -1;
     State state = State::kIdle;
-    bool echoed = false;     // any byte came back
-    bool want_out = false;   // EPOLLOUT in the interest set
-    bool corrupt = false;    // a mismatched or extra byte came back
+    bool echoed = false;        // any byte came back
+    bool want_out = false;      // EPOLLOUT in the interest set
+    bool corrupt = false;       // a mismatched or extra byte came back
     uint32_t local_index = 0;   // in this process
     uint32_t global_index = 0;  // in the run: picks the byte stream
-    uint64_t start = 0;      // stream start in the pattern
-    uint64_t issued = 0;     // bytes of the messages begun so far
-    uint64_t sent = 0;       // bytes written
-    uint64_t received = 0;   // bytes checked against the stream
+    uint64_t start = 0;         // stream start in the pattern
+    uint64_t issued = 0;        // bytes of the messages begun so far
+    uint64_t sent = 0;          // bytes written
+    uint64_t received = 0;      // bytes checked against the stream
   };
 
   size_t IndexOf(const Conn& c) const {
@@ -290,7 +290,8 @@ void Worker::Run(int64_t start) {
       const int64_t due = ramp_start_ + static_cast<int64_t>(next_to_connect_) *
                                             connect_interval_ns_;
       const int64_t wait_ms = (due - now + 999999) / 1000000;
-      timeout_ms = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(wait_ms, timeout_ms)));
+      timeout_ms = static_cast<int>(
+          std::max<int64_t>(0, std::min<int64_t>(wait_ms, timeout_ms)));
     } else if (phase == kRamp && next_to_connect_ < conns_.size() &&
                connecting_ < max_connecting_) {
       timeout_ms = 0;  // more to connect right away
@@ -316,7 +317,8 @@ void Worker::Run(int64_t start) {
   result_.round_trip_all_seconds = since_start(last_verified_);
   if (closing_started_) {
     result_.close_seconds =
-        static_cast<double>(std::max(last_closed_, close_start_) - close_start_) /
+        static_cast<double>(std::max(last_closed_, close_start_) -
+                            close_start_) /
         kNanosPerSecond;
   }
   progress_.finished.store(true, std::memory_order_release);
@@ -368,8 +370,8 @@ void Worker::NoteConnectError(int err) {
 
 void Worker::StartConnect(Conn& c) {
   const SocketAddress& target = options_.target;
-  const int fd = socket(target.family(),
-                        SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd =
+      socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     const int err = errno;
     if (err == EMFILE || err == ENFILE) out_of_fds_ = true;
@@ -389,7 +391,8 @@ void Worker::StartConnect(Conn& c) {
     src.sin_family = AF_INET;
     src.sin_addr.s_addr = htonl(SourceAddress(
         options_.source_offset +
-        static_cast<int>(c.local_index % static_cast<uint32_t>(options_.sources))));
+        static_cast<int>(c.local_index %
+                         static_cast<uint32_t>(options_.sources))));
     if (bind(fd, reinterpret_cast<const sockaddr*>(&src), sizeof(src)) != 0) {
       ConnectFailed(c, errno);
       return;
@@ -724,15 +727,18 @@ void Worker::Finish() {
 // plain bytes: parent and child are the same binary.
 
 // The counters of LoadResult, summed over threads and processes.
-#define NBIO_LOAD_RESULT_COUNTERS(X)                                       \
-  X(connections_ok) X(refused) X(timed_out) X(out_of_fds) X(no_ports)      \
-  X(connect_errors) X(rejected) X(unanswered) X(closed_by_peer) X(unclosed) \
-  X(resets) X(io_errors) X(messages) X(messages_total) X(bytes_sent)       \
-  X(bytes_received) X(established) X(verified) X(mismatches) X(lost) X(extra)
+#define NBIO_LOAD_RESULT_COUNTERS(X)                                     \
+  X(connections_ok)                                                      \
+  X(refused) X(timed_out) X(out_of_fds) X(no_ports) X(connect_errors)    \
+      X(rejected) X(unanswered) X(closed_by_peer) X(unclosed) X(resets)  \
+          X(io_errors) X(messages) X(messages_total) X(bytes_sent)       \
+              X(bytes_received) X(established) X(verified) X(mismatches) \
+                  X(lost) X(extra)
 // The times of LoadResult, of which the run's is the latest.
-#define NBIO_LOAD_RESULT_TIMES(X)                                   \
-  X(ramp_up_seconds) X(last_established_seconds)                    \
-  X(round_trip_all_seconds) X(hold_seconds) X(close_seconds)
+#define NBIO_LOAD_RESULT_TIMES(X)                                       \
+  X(ramp_up_seconds)                                                    \
+  X(last_established_seconds) X(round_trip_all_seconds) X(hold_seconds) \
+      X(close_seconds)
 
 void Accumulate(LoadResult& total, const LoadResult& r) {
 #define NBIO_ADD(field) total.field += r.field;
@@ -841,8 +847,8 @@ LoadResult FromWire(const WireResult& w) {
 // One worker process as the parent sees it.
 struct Child {
   pid_t pid = -1;
-  int progress_fd = -1;  // read end
-  int control_fd = -1;   // write end
+  int progress_fd = -1;        // read end
+  int control_fd = -1;         // write end
   std::vector<uint8_t> inbox;  // bytes of a record not yet complete
   WireProgress last;
   bool has_result = false;
@@ -885,8 +891,9 @@ absl::Status ValidateOptions(const LoadOptions& o) {
   if (o.depth < 1) return bad("--depth must be at least 1");
   if (static_cast<uint64_t>(o.size) * static_cast<uint64_t>(o.depth) >
       kMaxBytesInFlight) {
-    return bad("--size * --depth (bytes in flight per connection) must be at most ",
-               kMaxBytesInFlight);
+    return bad(
+        "--size * --depth (bytes in flight per connection) must be at most ",
+        kMaxBytesInFlight);
   }
   if (o.duration <= absl::ZeroDuration() || o.duration > absl::Hours(24)) {
     return bad("--duration must be more than 0 and at most 24h");
@@ -918,7 +925,8 @@ absl::Status ValidateOptions(const LoadOptions& o) {
   }
   // Each process's share, rounded up.
   const int per_process = (o.connections + o.processes - 1) / o.processes;
-  if (o.threads < 1 || o.threads > 64) return bad("--threads must be from 1 to 64");
+  if (o.threads < 1 || o.threads > 64)
+    return bad("--threads must be from 1 to 64");
   if (o.threads > per_process) {
     return bad("--threads must not exceed --connections / --processes");
   }
@@ -926,7 +934,8 @@ absl::Status ValidateOptions(const LoadOptions& o) {
     return bad("--sources must be from 1 to ", kMaxSources);
   }
   if (o.sources > 1 && o.target.family() != AF_INET) {
-    return bad("--sources > 1 binds to 127.0.x.y, so it needs an IPv4 --target");
+    return bad(
+        "--sources > 1 binds to 127.0.x.y, so it needs an IPv4 --target");
   }
 
   // One descriptor per connection, and a few more, in each process.
@@ -945,8 +954,8 @@ absl::Status ValidateOptions(const LoadOptions& o) {
           " file descriptors per process, but a process may open at most ",
           limit.rlim_max,
           " (RLIMIT_NOFILE hard limit; 20000 on nbio's machines, and not "
-          "raisable there): use at most ", most,
-          " connections per echo_load process (--processes=",
+          "raisable there): use at most ",
+          most, " connections per echo_load process (--processes=",
           most > 0 ? (o.connections + most - 1) / most : 0, " or more)"));
     }
     limit.rlim_cur = needed;
@@ -989,7 +998,8 @@ absl::StatusOr<LoadResult> LoadGenerator::RunHere(
   if (hold) ramp_cap += drain;
   // In hold mode "warmup" is empty and "measure" is the hold.
   const int64_t warmup = hold ? 0 : ToNs(options_.warmup);
-  const int64_t duration = hold ? ToNs(options_.hold_time) : ToNs(options_.duration);
+  const int64_t duration =
+      hold ? ToNs(options_.hold_time) : ToNs(options_.duration);
   const int64_t hard_cap =
       start + ramp_cap + warmup + duration + drain + kHardCapSlackNs;
 
@@ -1088,8 +1098,7 @@ absl::StatusOr<LoadResult> LoadGenerator::RunHere(
   LoadResult total;
   for (auto& w : workers) Accumulate(total, w->result());
   total.cpu_seconds = 0;
-  total.window_seconds =
-      hold ? 0 : absl::ToDoubleSeconds(options_.duration);
+  total.window_seconds = hold ? 0 : absl::ToDoubleSeconds(options_.duration);
   total.ramp_up_seconds =
       static_cast<double>((ramp_end != 0 ? ramp_end : NowNs()) - start) /
       kNanosPerSecond;
@@ -1113,7 +1122,8 @@ absl::StatusOr<LoadResult> LoadGenerator::RunProcesses(
     // and of the source addresses (a slice of them, or one shared by
     // several processes when there are fewer addresses than processes).
     LoadOptions o = options_;
-    o.connections = options_.connections / n + (i < options_.connections % n ? 1 : 0);
+    o.connections =
+        options_.connections / n + (i < options_.connections % n ? 1 : 0);
     o.index_offset = first_connection;
     first_connection += o.connections;
     if (options_.connect_rate > 0) o.connect_rate = options_.connect_rate / n;
@@ -1162,7 +1172,8 @@ absl::StatusOr<LoadResult> LoadGenerator::RunProcesses(
       }
       o.progress_fd = up[1];
       o.control_fd = down[0];
-      absl::StatusOr<LoadResult> r = LoadGenerator(o).RunHere([](const LoadProgress&) {});
+      absl::StatusOr<LoadResult> r =
+          LoadGenerator(o).RunHere([](const LoadProgress&) {});
       if (!r.ok()) {
         std::fprintf(stderr, "echo_load: worker process %d: %s\n", i,
                      r.status().ToString().c_str());
@@ -1189,7 +1200,8 @@ absl::StatusOr<LoadResult> LoadGenerator::RunProcesses(
   while (true) {
     fds.clear();
     for (const Child& c : children) {
-      if (c.progress_fd >= 0 && !c.eof) fds.push_back({c.progress_fd, POLLIN, 0});
+      if (c.progress_fd >= 0 && !c.eof)
+        fds.push_back({c.progress_fd, POLLIN, 0});
     }
     if (fds.empty()) break;
     if (poll(fds.data(), fds.size(), 50) < 0 && errno != EINTR) {

@@ -108,10 +108,10 @@ struct LoadOptions {
   // SYNs within the server's accept backlog, but a SYN that is dropped
   // anyway holds its slot until the retransmit (1 s, then 2 s, ...).
   int max_connecting = 0;
-  int sources = 1;           // source addresses, see the file comment
-  int threads = 1;           // per process
+  int sources = 1;  // source addresses, see the file comment
+  int threads = 1;  // per process
   int processes = 1;
-  bool hold = false;         // hold mode, see the file comment
+  bool hold = false;  // hold mode, see the file comment
   absl::Duration hold_time = absl::Seconds(10);
   absl::Duration drain_timeout = absl::Seconds(2);
   // Without it, only 127.0.0.0/8 and ::1 are accepted as targets.
@@ -138,12 +138,12 @@ absl::Status ValidateOptions(const LoadOptions& options);
 // What Run() reports every ~250 ms, for a progress display.
 struct LoadProgress {
   double elapsed_seconds = 0;
-  const char* phase = "";  // "ramp-up", "warmup", "measure", "drain";
-                           // hold mode: "ramp-up", "hold", "close"
-  uint64_t open = 0;       // connections established and not closed
-  uint64_t failed = 0;     // connections that failed so far
-  uint64_t messages = 0;   // messages echoed in full so far, all phases
-  uint64_t errors = 0;     // resets + other I/O errors so far
+  const char* phase = "";    // "ramp-up", "warmup", "measure", "drain";
+                             // hold mode: "ramp-up", "hold", "close"
+  uint64_t open = 0;         // connections established and not closed
+  uint64_t failed = 0;       // connections that failed so far
+  uint64_t messages = 0;     // messages echoed in full so far, all phases
+  uint64_t errors = 0;       // resets + other I/O errors so far
   uint64_t data_errors = 0;  // mismatched + extra bytes so far
   uint64_t established = 0;  // connections established so far (cumulative)
   uint64_t verified = 0;     // hold mode: round trips verified so far
@@ -173,18 +173,18 @@ struct LoadResult {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   // --- hold mode (also counted in the other modes where they apply)
-  uint64_t established = 0;  // connections that were established
-  uint64_t verified = 0;     // connections whose first message came back
-                             // in full and byte for byte
-  double window_seconds = 0;  // the measured window: `duration`
+  uint64_t established = 0;    // connections that were established
+  uint64_t verified = 0;       // connections whose first message came back
+                               // in full and byte for byte
+  double window_seconds = 0;   // the measured window: `duration`
   double ramp_up_seconds = 0;  // from start until ramp-up ended
   double last_established_seconds = 0;  // from start to the last connect
   double round_trip_all_seconds = 0;    // from start to the last verified
                                         // round trip (hold mode)
-  double hold_seconds = 0;     // hold mode: the hold phase
-  double close_seconds = 0;    // hold mode: from the end of the hold until
-                               // the last connection closed
-  double run_seconds = 0;      // from start until every connection closed
+  double hold_seconds = 0;              // hold mode: the hold phase
+  double close_seconds = 0;  // hold mode: from the end of the hold until
+                             // the last connection closed
+  double run_seconds = 0;    // from start until every connection closed
   // CPU time (user + system) the generator used over the run, all threads
   // and processes: near run_seconds * threads * processes means the
   // generator, not the server, set the pace.

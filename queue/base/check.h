@@ -22,12 +22,12 @@ namespace internal {
 }  // namespace internal
 }  // namespace nbio
 
-#define NBIO_CHECK_MSG(condition, message)                             \
-  do {                                                                 \
-    if (__builtin_expect(!(condition), 0)) {                           \
-      ::nbio::internal::CheckFailed(__FILE__, __LINE__, #condition,    \
-                                    (message));                        \
-    }                                                                  \
+#define NBIO_CHECK_MSG(condition, message)                          \
+  do {                                                              \
+    if (__builtin_expect(!(condition), 0)) {                        \
+      ::nbio::internal::CheckFailed(__FILE__, __LINE__, #condition, \
+                                    (message));                     \
+    }                                                               \
   } while (false)
 
 #define NBIO_CHECK(condition) NBIO_CHECK_MSG(condition, nullptr)

@@ -25,8 +25,10 @@ bool AbslParseFlag(absl::string_view text, ByteSize* size, std::string* error) {
     uint64_t factor;
   };
   static constexpr Unit kUnits[] = {
-      {"GiB", uint64_t{1} << 30}, {"MiB", uint64_t{1} << 20},
-      {"KiB", uint64_t{1} << 10}, {"B", 1},
+      {"GiB", uint64_t{1} << 30},
+      {"MiB", uint64_t{1} << 20},
+      {"KiB", uint64_t{1} << 10},
+      {"B", 1},
   };
   text = absl::StripAsciiWhitespace(text);
   uint64_t factor = 1;
@@ -53,9 +55,12 @@ bool AbslParseFlag(absl::string_view text, ByteSize* size, std::string* error) {
 
 std::string AbslUnparseFlag(ByteSize size) {
   const uint64_t b = size.bytes;
-  if (b != 0 && b % (uint64_t{1} << 30) == 0) return absl::StrCat(b >> 30, "GiB");
-  if (b != 0 && b % (uint64_t{1} << 20) == 0) return absl::StrCat(b >> 20, "MiB");
-  if (b != 0 && b % (uint64_t{1} << 10) == 0) return absl::StrCat(b >> 10, "KiB");
+  if (b != 0 && b % (uint64_t{1} << 30) == 0)
+    return absl::StrCat(b >> 30, "GiB");
+  if (b != 0 && b % (uint64_t{1} << 20) == 0)
+    return absl::StrCat(b >> 20, "MiB");
+  if (b != 0 && b % (uint64_t{1} << 10) == 0)
+    return absl::StrCat(b >> 10, "KiB");
   return absl::StrCat(b);
 }
 
@@ -63,8 +68,8 @@ namespace {
 
 // Flags of absl/flags/parse.cc and absl/flags/internal/usage.cc.
 constexpr absl::string_view kBuiltinSwitches[] = {
-    "help", "helpfull", "helpshort", "helppackage", "version",
-    "only_check_args"};
+    "help",        "helpfull", "helpshort",
+    "helppackage", "version",  "only_check_args"};
 constexpr absl::string_view kBuiltinWithValue[] = {
     "helpon", "helpmatch", "flagfile", "fromenv", "tryfromenv", "undefok"};
 
@@ -89,8 +94,8 @@ absl::Status CheckCommandLine(int argc, char** argv) {
     absl::string_view arg = argv[i];
     if (arg == "--") break;  // the rest are positional
     if (arg.size() < 2 || arg[0] != '-') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument \"", arg, "\" (flags look like --name=value)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected argument \"", arg, "\" (flags look like --name=value)"));
     }
     arg.remove_prefix(arg[1] == '-' ? 2 : 1);
     absl::string_view name = arg;
@@ -133,8 +138,9 @@ absl::Status CheckCommandLine(int argc, char** argv) {
     if (!flag->ParseFrom(value, &error)) {
       // Abseil prefixes its own "Illegal value '...' specified for flag
       // '...'; " to the parser's reason: keep the reason only.
-      if (const size_t semi = error.find("; "); semi != std::string::npos &&
-                                                 absl::StartsWith(error, "Illegal value")) {
+      if (const size_t semi = error.find("; ");
+          semi != std::string::npos &&
+          absl::StartsWith(error, "Illegal value")) {
         error.erase(0, semi + 2);
       }
       return absl::InvalidArgumentError(absl::StrCat(

@@ -69,7 +69,8 @@ bool State::Cancel(absl::Status reason) {
 
 void State::LinkTo(const CancellationToken& parent) {
   // A parent already cancelled runs this at once.
-  parent_link_ = parent.Register([this](const absl::Status& why) { Cancel(why); });
+  parent_link_ =
+      parent.Register([this](const absl::Status& why) { Cancel(why); });
 }
 
 }  // namespace cancellation_internal

@@ -65,7 +65,8 @@ class CancellationRegistration {
 
   CancellationRegistration() = default;
   CancellationRegistration(CancellationRegistration&& other) noexcept;
-  CancellationRegistration& operator=(CancellationRegistration&& other) noexcept;
+  CancellationRegistration& operator=(
+      CancellationRegistration&& other) noexcept;
   ~CancellationRegistration() { Unregister(); }
 
   // The callback will not run. A no-op when it already ran or was never

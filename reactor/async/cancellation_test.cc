@@ -52,8 +52,8 @@ TEST(CancellationTest, DoubleCancelIsANoOp) {
 TEST(CancellationTest, CallbackGetsTheReason) {
   CancellationSource source;
   absl::Status seen;
-  CancellationRegistration r = source.token().Register(
-      [&](const absl::Status& why) { seen = why; });
+  CancellationRegistration r =
+      source.token().Register([&](const absl::Status& why) { seen = why; });
   source.Cancel(absl::DeadlineExceededError("late"));
   EXPECT_EQ(seen, absl::DeadlineExceededError("late"));
 }
@@ -62,8 +62,8 @@ TEST(CancellationTest, RegisterOnCancelledTokenRunsAtOnce) {
   CancellationSource source;
   source.Cancel();
   bool ran = false;
-  CancellationRegistration r = source.token().Register(
-      [&](const absl::Status& why) {
+  CancellationRegistration r =
+      source.token().Register([&](const absl::Status& why) {
         EXPECT_TRUE(absl::IsCancelled(why));
         ran = true;
       });
@@ -92,9 +92,7 @@ TEST(CancellationTest, UnregisteredAndDestroyedHandlesDoNotRun) {
       source.token().Register([&](const absl::Status&) { log += "a"; });
   bool b_destroyed = false;
   auto b = std::make_unique<CancellationRegistration>(source.token().Register(
-      [&, f = DestroyFlag(&b_destroyed)](const absl::Status&) {
-        log += "b";
-      }));
+      [&, f = DestroyFlag(&b_destroyed)](const absl::Status&) { log += "b"; }));
   CancellationRegistration c =
       source.token().Register([&](const absl::Status&) { log += "c"; });
   a.Unregister();
@@ -109,11 +107,12 @@ TEST(CancellationTest, UnregisteredAndDestroyedHandlesDoNotRun) {
 TEST(CancellationTest, CancelFromInsideOwnCallback) {
   CancellationSource source;
   std::string log;
-  CancellationRegistration a = source.token().Register([&](const absl::Status&) {
-    log += "a";
-    EXPECT_FALSE(source.Cancel());  // already cancelled: no recursion
-    log += "A";
-  });
+  CancellationRegistration a =
+      source.token().Register([&](const absl::Status&) {
+        log += "a";
+        EXPECT_FALSE(source.Cancel());  // already cancelled: no recursion
+        log += "A";
+      });
   CancellationRegistration b =
       source.token().Register([&](const absl::Status&) { log += "b"; });
   EXPECT_TRUE(source.Cancel());
@@ -124,10 +123,11 @@ TEST(CancellationTest, CallbackUnregistersALaterOne) {
   CancellationSource source;
   std::string log;
   CancellationRegistration b;
-  CancellationRegistration a = source.token().Register([&](const absl::Status&) {
-    log += "a";
-    b.Unregister();
-  });
+  CancellationRegistration a =
+      source.token().Register([&](const absl::Status&) {
+        log += "a";
+        b.Unregister();
+      });
   b = source.token().Register([&](const absl::Status&) { log += "b"; });
   source.Cancel();
   EXPECT_EQ(log, "a");
@@ -155,11 +155,13 @@ TEST(CancellationTest, CallbackRegistersAnotherWhichRunsAtOnce) {
   CancellationSource source;
   std::string log;
   CancellationRegistration late;
-  CancellationRegistration a = source.token().Register([&](const absl::Status&) {
-    log += "a(";
-    late = source.token().Register([&](const absl::Status&) { log += "n"; });
-    log += ")";
-  });
+  CancellationRegistration a =
+      source.token().Register([&](const absl::Status&) {
+        log += "a(";
+        late =
+            source.token().Register([&](const absl::Status&) { log += "n"; });
+        log += ")";
+      });
   CancellationRegistration b =
       source.token().Register([&](const absl::Status&) { log += "b"; });
   source.Cancel();
@@ -173,17 +175,19 @@ TEST(CancellationTest, CancelAnotherSourceFromInsideACancelCallback) {
   std::string log;
   CancellationRegistration i1 =
       inner.token().Register([&](const absl::Status&) { log += "i1"; });
-  CancellationRegistration o1 = outer.token().Register([&](const absl::Status&) {
-    log += "o1(";
-    EXPECT_TRUE(inner.Cancel());
-    log += ")";
-  });
+  CancellationRegistration o1 =
+      outer.token().Register([&](const absl::Status&) {
+        log += "o1(";
+        EXPECT_TRUE(inner.Cancel());
+        log += ")";
+      });
   // And an inner callback that cancels the outer source, which is already
   // cancelling: a no-op.
-  CancellationRegistration i2 = inner.token().Register([&](const absl::Status&) {
-    log += "i2";
-    EXPECT_FALSE(outer.Cancel());
-  });
+  CancellationRegistration i2 =
+      inner.token().Register([&](const absl::Status&) {
+        log += "i2";
+        EXPECT_FALSE(outer.Cancel());
+      });
   CancellationRegistration o2 =
       outer.token().Register([&](const absl::Status&) { log += "o2"; });
   outer.Cancel();

@@ -11,12 +11,14 @@
 //    and its future fails with that status.
 //
 //      Future<void> ready = WaitReadable(loop, fd,
-//                                        DeadlineToken(loop, absl::Seconds(5)));
+//                                        DeadlineToken(loop,
+//                                        absl::Seconds(5)));
 //
 //    With a parent token the operation stops at the deadline or when the
 //    parent is cancelled, whichever comes first, with that one's reason:
 //
-//      CancellationToken t = DeadlineToken(loop, absl::Seconds(5), user.token());
+//      CancellationToken t = DeadlineToken(loop, absl::Seconds(5),
+//      user.token());
 //
 //    For the TCP layer: take a `const CancellationToken&` in every operation
 //    that can hang (connect, read, write-drain), register a callback that
@@ -39,9 +41,9 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "reactor/async/cancellation.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
 #include "reactor/async/operation.h"
+#include "reactor/event_loop.h"
 
 namespace nbio {
 

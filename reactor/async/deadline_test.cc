@@ -8,10 +8,10 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/async/cancellation.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/async/sleep.h"
+#include "reactor/event_loop.h"
+#include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -136,8 +136,8 @@ TEST_F(DeadlineTest, WithTimeoutTimesOut) {
 
 TEST_F(DeadlineTest, WithTimeoutPassesErrorsAndVoid) {
   Promise<void> promise(loop_.get());
-  auto out = Capture(WithDeadline(promise.GetFuture(),
-                                  loop_->NowNanos() + 1'000'000));
+  auto out =
+      Capture(WithDeadline(promise.GetFuture(), loop_->NowNanos() + 1'000'000));
   promise.Set(absl::UnavailableError("refused"));
   RunNoWait();
   ASSERT_TRUE(out->has_value());

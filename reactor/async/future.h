@@ -62,8 +62,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "queue/base/check.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/ref_ptr.h"
+#include "reactor/event_loop.h"
 
 namespace nbio {
 
@@ -74,8 +74,8 @@ class Promise;
 
 // What a Future<T> completes with.
 template <typename T>
-using FutureResult = std::conditional_t<std::is_void<T>::value, absl::Status,
-                                        absl::StatusOr<T>>;
+using FutureResult =
+    std::conditional_t<std::is_void<T>::value, absl::Status, absl::StatusOr<T>>;
 
 // The error of a future whose promise was destroyed without a result (or
 // whose FutureCallback was dropped uncalled): absl::CancelledError("broken
@@ -165,9 +165,8 @@ class StateBase : public RefCounted {
 
  private:
   void Schedule() {
-    loop_->PostUrgent([self = RefPtr<StateBase>::Adopt(this)] {
-      self->RunContinuation();
-    });
+    loop_->PostUrgent(
+        [self = RefPtr<StateBase>::Adopt(this)] { self->RunContinuation(); });
   }
 
   EventLoop* const loop_;
@@ -474,12 +473,11 @@ void CompleteWith(State<U>* state, Thunk&& thunk) {
     }
     NBIO_CHECK_MSG(inner.loop() == state->loop(),
                    "continuation returned a future of another loop");
-    std::move(inner).OnComplete(
-        [target = CompleterRef<State<U>>(state)](
-            FutureResult<U> result) mutable {
-          target->TrySetResult(std::move(result));
-          target.Done();
-        });
+    std::move(inner).OnComplete([target = CompleterRef<State<U>>(state)](
+                                    FutureResult<U> result) mutable {
+      target->TrySetResult(std::move(result));
+      target.Done();
+    });
   } else {
     state->TrySetResult(FutureResult<U>(thunk()));
   }
@@ -535,8 +533,8 @@ auto Future<T>::Then(F&& fn) && {
   using Child = future_internal::ThenState<T, Fn, U>;
   NBIO_CHECK_MSG(valid(), "Then on an invalid (moved-from) future");
   Child* child = new Child(loop(), std::forward<F>(fn));
-  Future<U> next =
-      future_internal::MakeFutureFromState<U>(RefPtr<future_internal::State<U>>(child));
+  Future<U> next = future_internal::MakeFutureFromState<U>(
+      RefPtr<future_internal::State<U>>(child));
   Consume([child = future_internal::CompleterRef<Child>(child)](
               Result result) mutable {
     child->Run(std::move(result));
@@ -585,11 +583,12 @@ Future<std::vector<FutureResult<T>>> WhenAll(EventLoop* loop,
   for (size_t i = 0; i < futures.size(); ++i) {
     NBIO_CHECK_MSG(futures[i].loop() == loop, "WhenAll across loops");
     std::move(futures[i])
-        .OnComplete([state = future_internal::CompleterRef<AllState>(state.get()),
-                     i](FutureResult<T> result) mutable {
-          state->Arrive(i, std::move(result));
-          state.Done();
-        });
+        .OnComplete(
+            [state = future_internal::CompleterRef<AllState>(state.get()),
+             i](FutureResult<T> result) mutable {
+              state->Arrive(i, std::move(result));
+              state.Done();
+            });
   }
   return future_internal::MakeFutureFromState<std::vector<FutureResult<T>>>(
       std::move(state));
@@ -609,11 +608,12 @@ Future<WhenAnyResult<T>> WhenAny(EventLoop* loop,
   for (size_t i = 0; i < futures.size(); ++i) {
     NBIO_CHECK_MSG(futures[i].loop() == loop, "WhenAny across loops");
     std::move(futures[i])
-        .OnComplete([state = future_internal::CompleterRef<AnyState>(state.get()),
-                     i](FutureResult<T> result) mutable {
-          state->TrySetResult(WhenAnyResult<T>{i, std::move(result)});
-          state.Done();
-        });
+        .OnComplete(
+            [state = future_internal::CompleterRef<AnyState>(state.get()),
+             i](FutureResult<T> result) mutable {
+              state->TrySetResult(WhenAnyResult<T>{i, std::move(result)});
+              state.Done();
+            });
   }
   return future_internal::MakeFutureFromState<WhenAnyResult<T>>(
       std::move(state));

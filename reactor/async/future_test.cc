@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "queue/testing/alloc_counter.h"
 #include "reactor/event_loop.h"
 #include "reactor/testing/loop_test_util.h"
-#include "queue/testing/alloc_counter.h"
 
 namespace nbio {
 namespace {
@@ -102,9 +102,8 @@ TEST_F(FutureTest, ThenReturnKinds) {
   Future<void> st = std::move(n).Then([](absl::StatusOr<size_t> v) {
     return *v == 3 ? absl::OkStatus() : absl::InternalError("size");
   });
-  Future<void> nothing = std::move(st).Then([](absl::Status s) {
-    EXPECT_TRUE(s.ok());
-  });
+  Future<void> nothing =
+      std::move(st).Then([](absl::Status s) { EXPECT_TRUE(s.ok()); });
   Promise<double> later(loop_.get());
   Future<double> inner = later.GetFuture();
   bool inner_returned = false;
@@ -126,9 +125,8 @@ TEST_F(FutureTest, ThenReturnKinds) {
 TEST_F(FutureTest, AndThenReturningAFuture) {
   Promise<void> first(loop_.get());
   Promise<int> second(loop_.get());
-  Future<int> f = std::move(first.GetFuture()).AndThen([&] {
-    return second.GetFuture();
-  });
+  Future<int> f =
+      std::move(first.GetFuture()).AndThen([&] { return second.GetFuture(); });
   auto out = Capture(std::move(f));
   first.Set(absl::OkStatus());
   RunNoWait();
@@ -189,8 +187,10 @@ TEST_F(FutureTest, BrokenPromise) {
 
 TEST_F(FutureTest, CancelledResultPropagates) {
   Promise<int> promise(loop_.get());
-  auto out = Capture(std::move(promise.GetFuture()).Then(
-      [](absl::StatusOr<int> v) { return v; }));
+  auto out =
+      Capture(std::move(promise.GetFuture()).Then([](absl::StatusOr<int> v) {
+        return v;
+      }));
   promise.Set(absl::CancelledError("user"));
   RunNoWait();
   ASSERT_TRUE(out->has_value());
@@ -243,9 +243,8 @@ TEST_F(FutureTest, MakeFutureAdaptsACallbackApi) {
   auto legacy = [&](absl::AnyInvocable<void(absl::StatusOr<int>)> done) {
     pending = std::move(done);
   };
-  Future<int> f = MakeFuture<int>(loop_.get(), [&](FutureCallback<int> done) {
-    legacy(std::move(done));
-  });
+  Future<int> f = MakeFuture<int>(
+      loop_.get(), [&](FutureCallback<int> done) { legacy(std::move(done)); });
   auto out = Capture(std::move(f));
   RunNoWait();
   EXPECT_FALSE(out->has_value());
@@ -256,7 +255,8 @@ TEST_F(FutureTest, MakeFutureAdaptsACallbackApi) {
   EXPECT_EQ(***out, 41);
 
   // A callback dropped uncalled is a broken promise.
-  auto out2 = Capture(MakeFuture<void>(loop_.get(), [](FutureCallback<void>) {}));
+  auto out2 =
+      Capture(MakeFuture<void>(loop_.get(), [](FutureCallback<void>) {}));
   RunNoWait();
   ASSERT_TRUE(out2->has_value());
   EXPECT_TRUE(IsBrokenPromise(**out2));
@@ -269,8 +269,7 @@ TEST_F(FutureTest, OnCompleteHandsTheResultToCallbackCode) {
   };
   std::move(MakeReadyFuture<std::string>(loop_.get(), std::string("a")))
       .OnComplete(callback_api);
-  std::move(MakeReadyFuture<std::string>(loop_.get(),
-                                         absl::InternalError("b")))
+  std::move(MakeReadyFuture<std::string>(loop_.get(), absl::InternalError("b")))
       .OnComplete(callback_api);
   EXPECT_TRUE(delivered.empty());
   RunNoWait();
@@ -349,7 +348,8 @@ TEST_F(FutureTest, WhenAnySuccessFirst) {
   Promise<std::string> slow(loop_.get());
   std::vector<Future<std::string>> futures;
   futures.push_back(slow.GetFuture());
-  futures.push_back(MakeReadyFuture<std::string>(loop_.get(), std::string("y")));
+  futures.push_back(
+      MakeReadyFuture<std::string>(loop_.get(), std::string("y")));
   auto out = Capture(WhenAny(loop_.get(), std::move(futures)));
   RunNoWait();
   ASSERT_TRUE(out->has_value());
@@ -361,7 +361,8 @@ TEST_F(FutureTest, PromiseSetFromAnotherThreadThroughPost) {
   Promise<int> promise(loop_.get());
   auto out = Capture(promise.GetFuture());
   EventLoop* loop = loop_.get();
-  auto keep_alive = std::make_unique<EventLoop::KeepAlive>(loop->KeepAliveToken());
+  auto keep_alive =
+      std::make_unique<EventLoop::KeepAlive>(loop->KeepAliveToken());
   std::thread producer([&] {
     loop->Post([&] {
       promise.Set(99);
@@ -376,8 +377,10 @@ TEST_F(FutureTest, PromiseSetFromAnotherThreadThroughPost) {
 
 TEST_F(FutureTest, LoopDestroyedWithPendingContinuations) {
   Promise<int> promise(loop_.get());
-  auto out = Capture(std::move(promise.GetFuture()).Then(
-      [](absl::StatusOr<int> v) { return v; }));
+  auto out =
+      Capture(std::move(promise.GetFuture()).Then([](absl::StatusOr<int> v) {
+        return v;
+      }));
   promise.Set(1);
   loop_.reset();  // the queued continuation is destroyed unrun, no leak
   EXPECT_FALSE(out->has_value());
@@ -391,12 +394,13 @@ TEST_F(FutureTest, LoopDestroyedWithChainsWaitingDownstream) {
     Promise<int> a(loop_.get());
     Promise<int> b(loop_.get());
     std::vector<Future<int>> inputs;
-    inputs.push_back(std::move(a.GetFuture()).Then([](absl::StatusOr<int> v) {
-      return v;
-    }));
+    inputs.push_back(
+        std::move(a.GetFuture()).Then([](absl::StatusOr<int> v) { return v; }));
     inputs.push_back(b.GetFuture());
-    Future<void> all = std::move(WhenAll(loop_.get(), std::move(inputs)))
-                           .Then([&](auto) { ran = true; });
+    Future<void> all =
+        std::move(WhenAll(loop_.get(), std::move(inputs))).Then([&](auto) {
+          ran = true;
+        });
     std::vector<Future<void>> any_inputs;
     any_inputs.push_back(std::move(all));
     std::move(WhenAny(loop_.get(), std::move(any_inputs)))

@@ -20,7 +20,8 @@
 //       if (absl::Status s = watcher_.SetInterest(kReadable); !s.ok()) {
 //         return Done(std::move(s));
 //       }
-//       on_cancel_ = token_.Register([this](const absl::Status& why) { Done(why); });
+//       on_cancel_ = token_.Register([this](const absl::Status& why) {
+//       Done(why); });
 //     }
 //
 //    private:

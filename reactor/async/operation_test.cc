@@ -36,8 +36,8 @@ class CounterOp final : public Operation<int> {
       Complete(token_.reason());
       return;
     }
-    on_cancel_ = token_.Register(
-        [this](const absl::Status& why) { Complete(why); });
+    on_cancel_ =
+        token_.Register([this](const absl::Status& why) { Complete(why); });
   }
 
  private:
@@ -93,9 +93,8 @@ class RacingOp final : public Operation<int> {
 
   void Start() {
     timer_.Start(absl::ZeroDuration());
-    on_cancel_ = token_.Register([this](const absl::Status& why) {
-      log_->push_back(Complete(why));
-    });
+    on_cancel_ = token_.Register(
+        [this](const absl::Status& why) { log_->push_back(Complete(why)); });
   }
 
  private:
@@ -157,7 +156,8 @@ TEST_F(OperationTest, DroppedFutureDestroysTheOperationAndItsTimer) {
 // An operation completed by a posted task, holding an OperationRef.
 class PostedOp final : public Operation<int> {
  public:
-  PostedOp(EventLoop* loop, Probe* probe) : Operation<int>(loop), probe_(probe) {}
+  PostedOp(EventLoop* loop, Probe* probe)
+      : Operation<int>(loop), probe_(probe) {}
   ~PostedOp() override { probe_->destroyed = true; }
   void Start() {
     ++probe_->starts;
@@ -199,9 +199,9 @@ TEST(OperationLoopTeardownTest, QueuedOperationRefIsAbandonedWithTheLoop) {
     std::unique_ptr<EventLoop> loop = CreateTestLoop(EventLoop::Options());
     ASSERT_NE(loop, nullptr);
     Launch<PostedOp>(loop.get(), &probe)
-        .OnComplete([&continuation_ran,
-                     flag = DestroyFlag(&continuation_destroyed)](
-                        absl::StatusOr<int>) { continuation_ran = true; });
+        .OnComplete(
+            [&continuation_ran, flag = DestroyFlag(&continuation_destroyed)](
+                absl::StatusOr<int>) { continuation_ran = true; });
   }
   EXPECT_FALSE(continuation_ran);
   EXPECT_TRUE(continuation_destroyed);

@@ -5,7 +5,8 @@
 //                         continuation run by the loop as an urgent task
 //   FutureSetThen         the same with Then(fn) (a new future per link)
 //
-//   tools/bazel run //reactor/async:sched_benchmark -- --benchmark_repetitions=3
+//   tools/bazel run //reactor/async:sched_benchmark --
+//   --benchmark_repetitions=3
 //       --benchmark_report_aggregates_only=true          (one command line)
 //
 // Work is done in batches of kBatch operations per loop iteration, as a
@@ -23,10 +24,10 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "reactor/event_loop.h"
-#include "reactor/async/future.h"
 #include "queue/testing/allocation_meter.h"
 #include "queue/testing/summary_reporter.h"
+#include "reactor/async/future.h"
+#include "reactor/event_loop.h"
 
 namespace nbio {
 namespace {
@@ -88,8 +89,10 @@ void BM_FutureSetOnComplete(benchmark::State& state) {
 void BM_FutureSetThen(benchmark::State& state) {
   RunBatched(state, [](EventLoop* loop, int64_t* sum) {
     Promise<int> promise(loop);
-    Future<void> next = std::move(promise.GetFuture())
-                            .Then([sum](absl::StatusOr<int> r) { *sum += *r; });
+    Future<void> next =
+        std::move(promise.GetFuture()).Then([sum](absl::StatusOr<int> r) {
+          *sum += *r;
+        });
     promise.Set(1);
   });
 }

@@ -23,9 +23,9 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "reactor/async/cancellation.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
 #include "reactor/async/operation.h"
+#include "reactor/event_loop.h"
 
 namespace nbio {
 
@@ -77,8 +77,8 @@ class SubmitOp final : public Operation<U> {
       Finish(token_.reason());
       return;
     }
-    on_cancel_ = token_.Register(
-        [this](const absl::Status& why) { Finish(why); });
+    on_cancel_ =
+        token_.Register([this](const absl::Status& why) { Finish(why); });
     auto task = [run = OperationRef<SubmitOp>(this)]() mutable {
       run->Run();
       run.Done();

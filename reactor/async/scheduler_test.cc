@@ -13,10 +13,10 @@
 #include "gtest/gtest.h"
 #include "reactor/async/cancellation.h"
 #include "reactor/async/deadline.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/async/wait_fd.h"
+#include "reactor/event_loop.h"
+#include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -31,7 +31,6 @@ class SchedulerTest : public LoopTest {
       return ++*done < slices ? CpuSliceResult::kMore : CpuSliceResult::kDone;
     };
   }
-
 };
 
 TEST_F(SchedulerTest, SubmitRunsAtItsPriority) {
@@ -53,10 +52,13 @@ TEST_F(SchedulerTest, SubmitRunsAtItsPriority) {
 TEST_F(SchedulerTest, SubmitResultKinds) {
   auto status = Capture(
       Submit(loop_.get(), [] { return absl::PermissionDeniedError("no"); }));
-  auto status_or = Capture(Submit(
-      loop_.get(), []() -> absl::StatusOr<std::string> { return std::string("s"); }));
+  auto status_or =
+      Capture(Submit(loop_.get(), []() -> absl::StatusOr<std::string> {
+        return std::string("s");
+      }));
   Promise<int> later(loop_.get());
-  auto chained = Capture(Submit(loop_.get(), [&] { return later.GetFuture(); }));
+  auto chained =
+      Capture(Submit(loop_.get(), [&] { return later.GetFuture(); }));
   RunNoWait();
   EXPECT_EQ(status->value(), absl::PermissionDeniedError("no"));
   EXPECT_EQ(***status_or, "s");
@@ -85,7 +87,8 @@ TEST_F(SchedulerTest, SubmitCancelledBeforeItRuns) {
   EXPECT_TRUE(absl::IsCancelled(out->value().status()));
 
   // Already cancelled: nothing is queued.
-  auto early = Capture(Submit(loop_.get(), [] { ADD_FAILURE(); }, source.token()));
+  auto early = Capture(Submit(
+      loop_.get(), [] { ADD_FAILURE(); }, source.token()));
   const LoopLoad load = loop_->Load();
   EXPECT_EQ(load.tasks_ready - load.urgent_tasks_ready, 0u);
   EXPECT_EQ(load.urgent_tasks_ready, 1u);  // only the continuation
@@ -170,8 +173,9 @@ TEST_F(SchedulerTest, CpuJobPastItsDeadline) {
   int done = 0;
   // 2 ms of deadline for 10 x 300 us of work with a 1 ms budget per
   // iteration: the deadline fires at the top of the third iteration.
-  auto out = Capture(RunCpuJob(loop_.get(), Work(1000, &done),
-                               DeadlineToken(loop_.get(), absl::Milliseconds(2))));
+  auto out =
+      Capture(RunCpuJob(loop_.get(), Work(1000, &done),
+                        DeadlineToken(loop_.get(), absl::Milliseconds(2))));
   RunNoWait(3);
   ASSERT_TRUE(out->has_value());
   EXPECT_TRUE(absl::IsDeadlineExceeded(out->value()));
@@ -217,9 +221,10 @@ TEST_F(SchedulerTest, ReadmeExample) {
   std::optional<absl::Status> outcome;
   // --- as in README.md
   nbio::CancellationSource stop;
-  nbio::WaitReadable(loop, fd, nbio::DeadlineToken(loop, absl::Seconds(5),
-                                                   stop.token()))
-      .AndThen([&] { return nbio::RunCpuJob(loop, ParseSomeMore, stop.token()); })
+  nbio::WaitReadable(loop, fd,
+                     nbio::DeadlineToken(loop, absl::Seconds(5), stop.token()))
+      .AndThen(
+          [&] { return nbio::RunCpuJob(loop, ParseSomeMore, stop.token()); })
       .OnComplete([&](absl::Status s) {
         // OK, or DeadlineExceeded after 5 s, or Cancelled by stop.Cancel().
         outcome = s;

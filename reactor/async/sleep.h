@@ -14,8 +14,8 @@
 
 #include "absl/time/time.h"
 #include "reactor/async/cancellation.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
+#include "reactor/event_loop.h"
 
 namespace nbio {
 

@@ -9,8 +9,8 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "reactor/async/cancellation.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
+#include "reactor/event_loop.h"
 #include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
@@ -34,8 +34,10 @@ TEST_F(SleepTest, CompletesAtTheDeadlineNotBefore) {
 
 TEST_F(SleepTest, SleepsCompleteInDeadlineOrder) {
   std::string log;
-  std::move(Sleep(loop_.get(), absl::Milliseconds(3))).OnComplete([&](absl::Status) { log += "3"; });
-  std::move(Sleep(loop_.get(), absl::Milliseconds(1))).OnComplete([&](absl::Status) { log += "1"; });
+  std::move(Sleep(loop_.get(), absl::Milliseconds(3)))
+      .OnComplete([&](absl::Status) { log += "3"; });
+  std::move(Sleep(loop_.get(), absl::Milliseconds(1)))
+      .OnComplete([&](absl::Status) { log += "1"; });
   std::move(SleepUntil(loop_.get(), loop_->NowNanos() + 2'000'000))
       .OnComplete([&](absl::Status) { log += "2"; });
   EXPECT_EQ(loop_->Load().timers_sleeping, 3u);

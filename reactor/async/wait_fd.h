@@ -15,8 +15,8 @@
 #include <cstdint>
 
 #include "reactor/async/cancellation.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
+#include "reactor/event_loop.h"
 
 namespace nbio {
 

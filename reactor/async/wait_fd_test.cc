@@ -13,10 +13,10 @@
 #include "gtest/gtest.h"
 #include "reactor/async/cancellation.h"
 #include "reactor/async/deadline.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
-#include "reactor/testing/loop_test_util.h"
+#include "reactor/event_loop.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -60,8 +60,8 @@ TEST_P(WaitFdTest, WritableAndEvents) {
 
 TEST_P(WaitFdTest, TimeoutThroughDeadlineTokenUnregistersTheFd) {
   TestPipe p;
-  auto out = Capture(WaitReadable(loop_.get(), p.r,
-                                  DeadlineToken(loop_.get(), absl::Milliseconds(10))));
+  auto out = Capture(WaitReadable(
+      loop_.get(), p.r, DeadlineToken(loop_.get(), absl::Milliseconds(10))));
   clock_.Advance(absl::Milliseconds(9));
   RunNoWait();
   EXPECT_FALSE(out->has_value());
@@ -80,8 +80,8 @@ TEST_P(WaitFdTest, TimeoutThroughDeadlineTokenUnregistersTheFd) {
 
 TEST_P(WaitFdTest, TimeoutThroughWithTimeoutOnlyStopsWaiting) {
   TestPipe p;
-  auto out = Capture(WithTimeout(WaitReadable(loop_.get(), p.r),
-                                 absl::Milliseconds(10)));
+  auto out = Capture(
+      WithTimeout(WaitReadable(loop_.get(), p.r), absl::Milliseconds(10)));
   clock_.Advance(absl::Milliseconds(10));
   RunNoWait();
   ASSERT_TRUE(out->has_value());

@@ -1,8 +1,6 @@
 // The client side of TcpContext: Connect() and the connect in progress.
 // A non-blocking connect() is watched for writability, SO_ERROR says how it
 // ended, and a connected socket is adopted like an accepted one.
-#include "reactor/net/tcp_connection.h"
-
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "reactor/net/tcp_connection.h"
 #include "reactor/sys/syscall.h"
 
 namespace nbio {

@@ -14,10 +14,10 @@
 #include "reactor/async/cancellation.h"
 #include "reactor/async/deadline.h"
 #include "reactor/event_loop.h"
-#include "reactor/testing/loop_test_util.h"
-#include "reactor/poller/poller_registry.h"
 #include "reactor/net/tcp_connection.h"
 #include "reactor/net/tcp_server.h"
+#include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 #include "reactor/testing/tcp_test_util.h"
 #include "timers/clock.h"
 
@@ -94,8 +94,9 @@ TEST_P(TcpClientTest, ConnectRefusedNamesAddressAndErrno) {
   auto result = Capture(client_->Connect(closed));
   ASSERT_TRUE(PumpUntil([&] { return result->has_value(); }));
   ASSERT_FALSE(result->value().ok());
-  EXPECT_EQ(result->value().status().message(),
-            "connect(" + closed.ToString() + "): Connection refused [ECONNREFUSED]");
+  EXPECT_EQ(
+      result->value().status().message(),
+      "connect(" + closed.ToString() + "): Connection refused [ECONNREFUSED]");
   EXPECT_EQ(client_handler_.accepted, 0);
 }
 
@@ -108,7 +109,8 @@ TEST_P(TcpClientTest, ConnectDeadlineEndsAHangingConnect) {
   ASSERT_EQ(listen(listener, 0), 0);
   SocketAddress addr = *SocketAddress::LocalOf(listener);
   // Fill the queue with one connection nobody accepts.
-  const int filler = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int filler =
+      socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   connect(filler, addr.sockaddr_ptr(), addr.sockaddr_len());
   pollfd p{filler, POLLOUT, 0};
   ASSERT_EQ(poll(&p, 1, 5000), 1);
@@ -122,7 +124,8 @@ TEST_P(TcpClientTest, ConnectDeadlineEndsAHangingConnect) {
   }
   clock_.Advance(absl::Seconds(1));
   ASSERT_TRUE(PumpUntil([&] { return result->has_value(); }));
-  EXPECT_EQ(result->value().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(result->value().status().code(),
+            absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(client_handler_.accepted, 0);
   EXPECT_EQ(loop_->Load().fds_waiting, 0) << "the half-open socket was left";
   close(filler);
@@ -159,9 +162,8 @@ TEST_P(TcpClientTest, DestroyingTheContextFailsPendingConnects) {
 TEST_P(TcpClientTest, ReconnectFromOnClosedDuringDestructionFailsCancelled) {
   StartServer();
   auto first = Capture(client_->Connect(server_->address()));
-  ASSERT_TRUE(PumpUntil([&] {
-    return first->has_value() && server_handler_.accepted == 1;
-  }));
+  ASSERT_TRUE(PumpUntil(
+      [&] { return first->has_value() && server_handler_.accepted == 1; }));
   ASSERT_TRUE(first->value().ok());
   std::shared_ptr<std::optional<FutureResult<TcpConnection*>>> reconnect;
   client_handler_.on_closed = [&](TcpConnection* conn, const absl::Status&) {
@@ -236,7 +238,8 @@ TEST_P(TcpClientTest, CancelOnDeadlineClosesQuietConnection) {
   EXPECT_TRUE(server_handler_.closed.empty()) << "closed early";
   clock_.Advance(absl::Milliseconds(1));
   ASSERT_TRUE(PumpUntil([&] { return server_handler_.closed.size() == 1; }));
-  EXPECT_EQ(server_handler_.closed[0].code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(server_handler_.closed[0].code(),
+            absl::StatusCode::kDeadlineExceeded);
   // The client sees the quiet connection end (peer closed, then our side).
   ASSERT_TRUE(PumpUntil([&] { return client_handler_.closed.size() == 1; }));
   EXPECT_EQ(client_->connection_count(), 1u);

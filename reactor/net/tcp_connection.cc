@@ -426,8 +426,7 @@ void TcpContext::ForEachOpen(Fn fn) {
   });
 }
 
-void TcpContext::ForEachConnection(
-    absl::FunctionRef<void(TcpConnection*)> fn) {
+void TcpContext::ForEachConnection(absl::FunctionRef<void(TcpConnection*)> fn) {
   ForEachOpen([&](TcpConnection* conn) { fn(conn); });
 }
 

@@ -24,11 +24,13 @@ absl::Status PrepareInheritedListener(int fd) {
     return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_TYPE)"), errno);
   }
   if (value != SOCK_STREAM) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " is not a stream socket"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is not a stream socket"));
   }
   len = sizeof(value);
   if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) != 0) {
-    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_DOMAIN)"), errno);
+    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_DOMAIN)"),
+                       errno);
   }
   if (value != AF_INET && value != AF_INET6) {
     return absl::InvalidArgumentError(
@@ -36,7 +38,8 @@ absl::Status PrepareInheritedListener(int fd) {
   }
   len = sizeof(value);
   if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) != 0) {
-    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_ACCEPTCONN)"), errno);
+    return ErrnoStatus(absl::StrCat("getsockopt(", what, ", SO_ACCEPTCONN)"),
+                       errno);
   }
   if (value == 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is not listening"));
@@ -98,8 +101,8 @@ absl::StatusOr<std::unique_ptr<TcpServer>> TcpServer::Create(
   }
   absl::StatusOr<SocketAddress> bound = SocketAddress::LocalOf(fd);
   if (!bound.ok()) return fail(bound.status());
-  std::unique_ptr<TcpServer> server(new TcpServer(
-      loop, handler, std::move(options), fd, *bound));
+  std::unique_ptr<TcpServer> server(
+      new TcpServer(loop, handler, std::move(options), fd, *bound));
   absl::Status status = server->listen_watcher_.SetInterest(kReadable);
   if (!status.ok()) return status;  // the server's destructor closes fd
   return server;
@@ -150,9 +153,7 @@ void TcpServer::Refuse(const absl::Status& reason) {
   if (options_.on_refused) options_.on_refused(reason);
 }
 
-void TcpServer::OnListenReady() {
-  AcceptSome(options_.max_accepts_per_wakeup);
-}
+void TcpServer::OnListenReady() { AcceptSome(options_.max_accepts_per_wakeup); }
 
 size_t TcpServer::AcceptSome(int max) {
   // Counts every accept() that took a connection off the queue, adopted or
@@ -193,9 +194,9 @@ size_t TcpServer::AcceptSome(int max) {
         context_.connection_count() >= options_.max_connections) {
       close(fd);
       ++stats_.refused_over_limit;
-      Refuse(absl::UnavailableError(absl::StrCat(
-          "connection refused: max_connections (", options_.max_connections,
-          ") reached")));
+      Refuse(absl::UnavailableError(
+          absl::StrCat("connection refused: max_connections (",
+                       options_.max_connections, ") reached")));
       continue;
     }
     absl::Status status = context_.Adopt(fd);  // closes fd on failure
@@ -218,9 +219,8 @@ void TcpServer::OnFdExhaustion(int err) {
     close(reserve_fd_);
     reserve_fd_ = -1;
     for (int i = 0; i < options_.max_accepts_per_wakeup; ++i) {
-      const int fd = RetryOnEintr([&] {
-        return accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      });
+      const int fd = RetryOnEintr(
+          [&] { return accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC); });
       if (fd < 0) break;
       close(fd);
       ++stats_.refused_no_fds;

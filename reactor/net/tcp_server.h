@@ -44,8 +44,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "reactor/event_loop.h"
-#include "reactor/sys/socket_address.h"
 #include "reactor/net/tcp_connection.h"
+#include "reactor/sys/socket_address.h"
 
 namespace nbio {
 
@@ -81,11 +81,12 @@ struct TcpServerOptions {
 
 struct TcpServerStats {
   uint64_t accepted = 0;
-  uint64_t refused_over_limit = 0;   // max_connections
-  uint64_t refused_no_fds = 0;       // EMFILE/ENFILE: accepted with the reserve, closed
+  uint64_t refused_over_limit = 0;  // max_connections
+  uint64_t refused_no_fds =
+      0;  // EMFILE/ENFILE: accepted with the reserve, closed
   uint64_t refused_unwatchable = 0;  // the poller cannot watch the fd (select)
   uint64_t fd_exhaustion_events = 0;
-  uint64_t accept_errors = 0;        // anything else
+  uint64_t accept_errors = 0;  // anything else
 };
 
 class TcpServer {

@@ -20,11 +20,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/event_loop.h"
-#include "reactor/poller/poller_registry.h"
 #include "reactor/net/tcp_connection.h"
 #include "reactor/net/tcp_server.h"
+#include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 #include "reactor/testing/tcp_test_util.h"
 #include "timers/clock.h"
 
@@ -468,11 +468,10 @@ TEST_P(TcpTest, DrainHalfClosesWhenInputTakesExactlyTheReadBudget) {
   }
   bool drained = false;
   server_->Drain([&] { drained = true; });
-  ASSERT_TRUE(PumpUntil(
-      [&] { return clients[0]->eof() && clients[1]->eof(); },
-      [&] {
-        for (auto& c : clients) c->Receive();
-      }))
+  ASSERT_TRUE(PumpUntil([&] { return clients[0]->eof() && clients[1]->eof(); },
+                        [&] {
+                          for (auto& c : clients) c->Receive();
+                        }))
       << "not half-closed: " << clients[0]->eof() << clients[1]->eof();
   for (size_t i = 0; i < sizes.size(); ++i) {
     EXPECT_TRUE(clients[i]->received() == sent[i]) << i;
@@ -717,8 +716,8 @@ TEST_P(TcpTest, StopAcceptingKeepQueuedServesWhatWasQueued) {
   for (int i = 0; i < 3; ++i) {
     Client* c = clients[i].get();
     const std::string want = absl::StrCat("queued ", i);
-    ASSERT_TRUE(PumpUntil([&] { return c->received() == want; },
-                          [&] { c->Receive(); }))
+    ASSERT_TRUE(
+        PumpUntil([&] { return c->received() == want; }, [&] { c->Receive(); }))
         << i << ": " << c->received();
   }
   // The listener is gone: a new connect is refused.

@@ -59,9 +59,9 @@ absl::Status EpollPoller::Control(PollerEntry* entry, int fd,
   ev.data.ptr = entry;
   const int op = in_kernel ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
   if (epoll_ctl(epfd_, op, fd, &ev) != 0) {
-    return ErrnoStatus(absl::StrCat("epoll_ctl(", in_kernel ? "MOD" : "ADD",
-                                    ", fd ", fd, ")"),
-                       errno);
+    return ErrnoStatus(
+        absl::StrCat("epoll_ctl(", in_kernel ? "MOD" : "ADD", ", fd ", fd, ")"),
+        errno);
   }
   BackendFlags(entry) |= kInKernel;
   return absl::OkStatus();
@@ -92,9 +92,9 @@ void EpollPoller::RemoveFd(PollerEntry* entry) {
 }
 
 absl::StatusOr<int> EpollPoller::Wait(int64_t timeout_nanos) {
-  const int n = epoll_wait(epfd_, events_.data(),
-                           static_cast<int>(events_.size()),
-                           TimeoutMillis(timeout_nanos));
+  const int n =
+      epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()),
+                 TimeoutMillis(timeout_nanos));
   if (n < 0) {
     if (errno == EINTR) return 0;
     return ErrnoStatus("epoll_wait", errno);

@@ -83,8 +83,8 @@ void PollPoller::Compact() {
 
 absl::StatusOr<int> PollPoller::Wait(int64_t timeout_nanos) {
   if (holes_ > 0) Compact();
-  const int n = poll(pollfds_.data(), pollfds_.size(),
-                     TimeoutMillis(timeout_nanos));
+  const int n =
+      poll(pollfds_.data(), pollfds_.size(), TimeoutMillis(timeout_nanos));
   if (n < 0) {
     if (errno == EINTR) return 0;
     return ErrnoStatus("poll", errno);

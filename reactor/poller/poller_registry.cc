@@ -57,9 +57,9 @@ absl::StatusOr<std::unique_ptr<Poller>> CreatePoller(absl::string_view name) {
   for (const Backend& b : kBackends) {
     if (name == b.name) return b.create();
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown poller backend \"", name, "\"; expected one of: ",
-                   absl::StrJoin(PollerNames(), ", ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown poller backend \"", name,
+      "\"; expected one of: ", absl::StrJoin(PollerNames(), ", ")));
 }
 
 std::vector<std::string> PollerNames() {

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "reactor/testing/loop_test_util.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/testing/loop_test_util.h"
 
 namespace nbio {
 namespace {
@@ -310,7 +310,8 @@ TEST(PollerRegistryTest, KnowsEveryBackendAndRejectsOthers) {
   EXPECT_EQ(DefaultPollerName(), "epoll");
   absl::StatusOr<std::unique_ptr<Poller>> p = CreatePoller("kqueue");
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(p.status().message().find("epoll, poll, select, io_uring"), std::string::npos)
+  EXPECT_NE(p.status().message().find("epoll, poll, select, io_uring"),
+            std::string::npos)
       << p.status();
 }
 

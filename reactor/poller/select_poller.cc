@@ -30,9 +30,11 @@ void SelectPoller::SetInterestBits(int fd, uint32_t interest) {
 absl::Status SelectPoller::AddFd(PollerEntry* entry, int fd,
                                  uint32_t interest) {
   if (fd >= FD_SETSIZE) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "select backend cannot watch fd ", fd, ": select() handles fds below "
-        "FD_SETSIZE (", FD_SETSIZE, "); use the poll or epoll backend"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("select backend cannot watch fd ", fd,
+                     ": select() handles fds below "
+                     "FD_SETSIZE (",
+                     FD_SETSIZE, "); use the poll or epoll backend"));
   }
   SetInterestBits(fd, interest);
   if (fd > max_fd_) max_fd_ = fd;

@@ -45,8 +45,9 @@ absl::Status SetupError(int err) {
       why = "this kernel has no io_uring";
       break;
     case EPERM:
-      why = "io_uring refused: sysctl kernel.io_uring_disabled, or a "
-            "seccomp profile (containers)";
+      why =
+          "io_uring refused: sysctl kernel.io_uring_disabled, or a "
+          "seccomp profile (containers)";
       break;
     case ENOMEM:
       why = "not enough locked memory for the ring (RLIMIT_MEMLOCK)";
@@ -63,7 +64,8 @@ absl::Status SetupError(int err) {
 absl::StatusOr<std::unique_ptr<UringPoller>> UringPoller::Create() {
   std::unique_ptr<UringPoller> poller(new UringPoller());
   const unsigned preferred[] = {
-      IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+      IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN |
+          IORING_SETUP_TASKRUN_FLAG,
       IORING_SETUP_CQSIZE,
   };
   int ret = -EINVAL;
@@ -96,8 +98,7 @@ io_uring_sqe* UringPoller::GetSqe() {
     // completion side needs reaping first; our CQ is sized to hold every
     // armed request, so only a burst of cancels can get here.
     int ret = io_uring_submit(&ring_);
-    NBIO_CHECK_MSG(ret >= 0 || ret == -EBUSY || ret == -EINTR ||
-                       ret == -EAGAIN,
+    NBIO_CHECK_MSG(ret >= 0 || ret == -EBUSY || ret == -EINTR || ret == -EAGAIN,
                    "io_uring_submit failed");
     sqe = io_uring_get_sqe(&ring_);
   }

@@ -79,7 +79,7 @@ class UringPoller final : public Poller {
   void Disarm(int fd, Slot& slot);
   Slot* SlotOf(int fd) {
     return fd >= 0 && static_cast<size_t>(fd) < slots_.size() ? &slots_[fd]
-                                                               : nullptr;
+                                                              : nullptr;
   }
 
   io_uring ring_{};

@@ -129,7 +129,8 @@ class PyLoop {
       options.clock = manual_clock_.get();
     }
     if (cpu_budget > 0) options.cpu_budget = absl::Seconds(cpu_budget);
-    absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(options);
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+        EventLoop::Create(options);
     if (!loop.ok()) throw py::value_error(std::string(loop.status().message()));
     loop_ = std::move(*loop);
   }
@@ -147,9 +148,10 @@ class PyLoop {
   void CheckLoopThread(const char* what) const {
     CheckOpen();
     if (!loop_->IsInLoopThread()) {
-      throw std::runtime_error(absl::StrCat(
-          what, " called from a thread that is not the loop's: use "
-                "call_soon_threadsafe()"));
+      throw std::runtime_error(
+          absl::StrCat(what,
+                       " called from a thread that is not the loop's: use "
+                       "call_soon_threadsafe()"));
     }
   }
 
@@ -296,8 +298,8 @@ class PyLoop {
     py::object v = py::reinterpret_steal<py::object>(value);
     py::object tb = trace != nullptr ? py::reinterpret_steal<py::object>(trace)
                                      : py::none();
-    const bool fatal =
-        stop_on_error_ || !PyErr_GivenExceptionMatches(t.ptr(), PyExc_Exception);
+    const bool fatal = stop_on_error_ ||
+                       !PyErr_GivenExceptionMatches(t.ptr(), PyExc_Exception);
     if (fatal) {
       if (!pending_type_) {
         pending_type_ = t;
@@ -312,7 +314,8 @@ class PyLoop {
       context["message"] = py::str(absl::StrCat("exception in ", where));
       context["exception"] = v;
       PyObject* arg = context.ptr();
-      PyObject* r = PyObject_Vectorcall(exception_handler_.ptr(), &arg, 1, nullptr);
+      PyObject* r =
+          PyObject_Vectorcall(exception_handler_.ptr(), &arg, 1, nullptr);
       if (r == nullptr) PyErr_WriteUnraisable(exception_handler_.ptr());
       Py_XDECREF(r);
       return;
@@ -356,11 +359,12 @@ class PyLoop {
   // Future callbacks: before the next poll, never inline.
   void CallUrgent(py::object fn, py::object arg) {
     CheckLoopThread("a future callback");
-    loop_->PostUrgent([this, fn = Ref(std::move(fn)), arg = Ref(std::move(arg))] {
-      py::gil_scoped_acquire gil;
-      PyObject* a = arg.get();
-      CallAndForget(fn.get(), &a, 1, "a future's done callback");
-    });
+    loop_->PostUrgent(
+        [this, fn = Ref(std::move(fn)), arg = Ref(std::move(arg))] {
+          py::gil_scoped_acquire gil;
+          PyObject* a = arg.get();
+          CallAndForget(fn.get(), &a, 1, "a future's done callback");
+        });
   }
 
   void AddSignalHandler(int signo, py::object fn, py::tuple args) {
@@ -374,7 +378,8 @@ class PyLoop {
       if (it == signal_handlers_.end()) return;
       // Keep them alive across the call: the handler may remove itself.
       py::object fn = py::reinterpret_borrow<py::object>(it->second.fn.get());
-      py::object args = py::reinterpret_borrow<py::object>(it->second.args.get());
+      py::object args =
+          py::reinterpret_borrow<py::object>(it->second.args.get());
       CallWithTuple(fn.ptr(), args.ptr(), "a signal handler");
     });
     if (!status.ok()) {
@@ -399,8 +404,9 @@ class PyLoop {
     CheckOpen();
     if (running_) {
       throw std::runtime_error(absl::StrCat(
-          what, " called while the loop is already running (from inside a "
-                "callback, or from another thread)"));
+          what,
+          " called while the loop is already running (from inside a "
+          "callback, or from another thread)"));
     }
     if (!loop_->IsInLoopThread() && ran_once_) {
       // The C++ loop moves to the thread that runs it; allow that, but
@@ -459,7 +465,9 @@ struct PyHandle {
 class TimerState : public Resource {
  public:
   TimerState(PyLoop* loop, py::object fn, py::tuple args, double period)
-      : Resource(loop), fn_(std::move(fn)), args_(std::move(args)),
+      : Resource(loop),
+        fn_(std::move(fn)),
+        args_(std::move(args)),
         periodic_(period > 0),
         timer_(std::make_unique<Timer>(loop->loop(), [this] { Fire(); })) {}
 
@@ -509,8 +517,11 @@ struct PyTimerHandle {
 class CpuJobState : public Resource {
  public:
   CpuJobState(PyLoop* loop, py::object fn, py::object on_done)
-      : Resource(loop), fn_(std::move(fn)), on_done_(std::move(on_done)),
-        job_(std::make_unique<CpuJob>(loop->loop(), [this] { return Slice(); })) {}
+      : Resource(loop),
+        fn_(std::move(fn)),
+        on_done_(std::move(on_done)),
+        job_(std::make_unique<CpuJob>(loop->loop(),
+                                      [this] { return Slice(); })) {}
 
   void Close() override {
     job_.reset();
@@ -547,7 +558,8 @@ class CpuJobState : public Resource {
     py::object exc = py::reinterpret_steal<py::object>(value);
     if (!PyErr_GivenExceptionMatches(exc.ptr(), PyExc_Exception)) {
       // KeyboardInterrupt and friends stop the loop, as from any callback.
-      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())),
+                      exc.ptr());
       loop_->ReportError("a CPU job");
     }
     Finish(exc);
@@ -596,8 +608,9 @@ struct PyConnection {
       throw py::type_error("write() takes bytes, not str (encode it first)");
     }
     py::buffer_info info = py::reinterpret_borrow<py::buffer>(data).request();
-    return conn->Write(absl::string_view(static_cast<const char*>(info.ptr),
-                                         static_cast<size_t>(info.size * info.itemsize)));
+    return conn->Write(
+        absl::string_view(static_cast<const char*>(info.ptr),
+                          static_cast<size_t>(info.size * info.itemsize)));
   }
   void Shutdown() {
     if (conn != nullptr) conn->Shutdown();
@@ -618,10 +631,13 @@ struct PyConnection {
     std::string text = a->ToString();
     size_t colon = text.rfind(':');
     std::string host = text.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    if (host.size() >= 2 && host.front() == '[')
+      host = host.substr(1, host.size() - 2);
     return py::make_tuple(host, static_cast<int>(a->port()));
   }
-  size_t queued_bytes() const { return conn == nullptr ? 0 : conn->queued_bytes(); }
+  size_t queued_bytes() const {
+    return conn == nullptr ? 0 : conn->queued_bytes();
+  }
   bool closed() const { return conn == nullptr || conn->is_closing(); }
   bool reading() const { return conn != nullptr && conn->is_reading(); }
   int fileno() const { return conn == nullptr ? -1 : conn->fd(); }
@@ -636,7 +652,8 @@ struct PyConnection {
 PyTypeObject* connection_type = nullptr;
 
 PyObject* ConnectionWriteFast(PyObject* self, PyObject* data) {
-  if (connection_type == nullptr || !PyObject_TypeCheck(self, connection_type)) {
+  if (connection_type == nullptr ||
+      !PyObject_TypeCheck(self, connection_type)) {
     PyErr_SetString(PyExc_TypeError, "write() needs a Connection");
     return nullptr;
   }
@@ -677,11 +694,14 @@ class PyTcpHandler : public ConnectionHandler {
     on_drained_ = method("on_drained");
     on_peer_closed_ = method("on_peer_closed");
     on_closed_ = method("on_closed");
-    if (!on_data_) throw py::type_error("the handler has no on_data(conn, data) method");
+    if (!on_data_)
+      throw py::type_error("the handler has no on_data(conn, data) method");
   }
 
   // Called after each on_closed (the client contexts retire themselves).
-  void set_after_closed(std::function<void()> fn) { after_closed_ = std::move(fn); }
+  void set_after_closed(std::function<void()> fn) {
+    after_closed_ = std::move(fn);
+  }
 
   void OnAccept(TcpConnection* c) override {
     py::gil_scoped_acquire gil;
@@ -697,8 +717,8 @@ class PyTcpHandler : public ConnectionHandler {
 
   void OnData(TcpConnection* c, absl::string_view bytes) override {
     py::gil_scoped_acquire gil;
-    PyObject* data = PyBytes_FromStringAndSize(bytes.data(),
-                                               static_cast<Py_ssize_t>(bytes.size()));
+    PyObject* data = PyBytes_FromStringAndSize(
+        bytes.data(), static_cast<Py_ssize_t>(bytes.size()));
     if (data == nullptr) {
       loop_->ReportError("on_data");
       return;
@@ -754,7 +774,8 @@ SocketAddress ParseAddress(py::handle address) {
   std::string text;
   if (py::isinstance<py::tuple>(address)) {
     py::tuple t = py::reinterpret_borrow<py::tuple>(address);
-    if (t.size() != 2) throw py::value_error("an address tuple is (host, port)");
+    if (t.size() != 2)
+      throw py::value_error("an address tuple is (host, port)");
     std::string host = py::cast<std::string>(t[0]);
     if (host.find(':') != std::string::npos) host = "[" + host + "]";
     text = absl::StrCat(host, ":", py::cast<int>(t[1]));
@@ -762,7 +783,8 @@ SocketAddress ParseAddress(py::handle address) {
     text = py::cast<std::string>(address);
   }
   absl::StatusOr<SocketAddress> parsed = SocketAddress::Parse(text);
-  if (!parsed.ok()) throw py::value_error(std::string(parsed.status().message()));
+  if (!parsed.ok())
+    throw py::value_error(std::string(parsed.status().message()));
   return *parsed;
 }
 
@@ -787,7 +809,8 @@ struct TcpSettings {
 class ServerState : public Resource {
  public:
   ServerState(PyLoop* loop, py::object handler)
-      : Resource(loop), handler_(std::make_unique<PyTcpHandler>(loop, handler)) {}
+      : Resource(loop),
+        handler_(std::make_unique<PyTcpHandler>(loop, handler)) {}
 
   void Listen(TcpServerOptions options) {
     absl::StatusOr<std::unique_ptr<TcpServer>> server =
@@ -816,14 +839,16 @@ class ServerState : public Resource {
   }
 
   void Drain(py::object done) {
-    if (!is_open() || !server_) throw std::runtime_error("the server is closed");
+    if (!is_open() || !server_)
+      throw std::runtime_error("the server is closed");
     drain_done_ = Ref(std::move(done));
     server_->Drain([this] {
       py::gil_scoped_acquire gil;
       if (!drain_done_) return;
       py::object fn = py::reinterpret_borrow<py::object>(drain_done_.get());
       drain_done_.reset();
-      if (!fn.is_none()) loop_->CallAndForget(fn.ptr(), nullptr, 0, "a drain callback");
+      if (!fn.is_none())
+        loop_->CallAndForget(fn.ptr(), nullptr, 0, "a drain callback");
     });
   }
 
@@ -889,7 +914,8 @@ class ClientState : public Resource,
   ClientState(PyLoop* loop, py::object handler, const TcpOptions& options)
       : Resource(loop),
         handler_(std::make_unique<PyTcpHandler>(loop, handler)),
-        context_(std::make_unique<TcpContext>(loop->loop(), handler_.get(), options)) {
+        context_(std::make_unique<TcpContext>(loop->loop(), handler_.get(),
+                                              options)) {
     handler_->set_after_closed([this] {
       if (context_ && context_->connection_count() <= 1) loop_->Discard(this);
     });
@@ -908,9 +934,11 @@ class ClientState : public Resource,
     // the context, which fails the connect with CANCELLED. So the
     // continuation holds a weak reference.
     std::weak_ptr<ClientState> weak = shared_from_this();
-    context_->Connect(to, cancel_.token()).OnComplete([weak](absl::StatusOr<TcpConnection*> result) {
-      if (std::shared_ptr<ClientState> self = weak.lock()) self->Done(std::move(result));
-    });
+    context_->Connect(to, cancel_.token())
+        .OnComplete([weak](absl::StatusOr<TcpConnection*> result) {
+          if (std::shared_ptr<ClientState> self = weak.lock())
+            self->Done(std::move(result));
+        });
   }
 
   // Abandons the connect if it is still in progress: the socket is closed
@@ -1009,34 +1037,46 @@ cpu_budget: seconds of CPU-job slices per iteration (run_cpu_job).
 Loop thread only, except stop() and call_soon_threadsafe(). Close it with
 close() (or let it be collected): that closes every timer, job, server and
 connection it made, which then become no-ops.)doc")
-      .def(py::init<const std::string&, bool, bool, double>(), py::arg("backend") = "",
-           py::arg("manual_clock") = false, py::arg("stop_on_error") = false,
-           py::arg("cpu_budget") = 0.001)
-      .def("run", &PyLoop::Run,
-           "Runs until stop() is called or nothing is left to do (no callback,\n"
-           "timer, job, server, connection or signal handler). Raises the\n"
-           "callback's exception when stop_on_error is set, and always for\n"
-           "KeyboardInterrupt/SystemExit. RuntimeError if called from a callback.")
+      .def(py::init<const std::string&, bool, bool, double>(),
+           py::arg("backend") = "", py::arg("manual_clock") = false,
+           py::arg("stop_on_error") = false, py::arg("cpu_budget") = 0.001)
+      .def(
+          "run", &PyLoop::Run,
+          "Runs until stop() is called or nothing is left to do (no callback,\n"
+          "timer, job, server, connection or signal handler). Raises the\n"
+          "callback's exception when stop_on_error is set, and always for\n"
+          "KeyboardInterrupt/SystemExit. RuntimeError if called from a "
+          "callback.")
       .def("run_once", &PyLoop::RunOnce, py::arg("wait") = py::none(),
-           "Runs one iteration: due timers, queued callbacks, one poll (blocking\n"
+           "Runs one iteration: due timers, queued callbacks, one poll "
+           "(blocking\n"
            "until the next timer when wait is true; default: true unless the\n"
-           "clock is manual), CPU slices. RuntimeError if called from a callback.")
+           "clock is manual), CPU slices. RuntimeError if called from a "
+           "callback.")
       .def("stop", &PyLoop::Stop,
-           "Makes run() return after the current iteration. Safe from any thread\n"
+           "Makes run() return after the current iteration. Safe from any "
+           "thread\n"
            "and from callbacks; wakes the loop if it is waiting.")
       .def("close", &PyLoop::Close,
-           "Closes every handle the loop made (timers, jobs, servers with their\n"
+           "Closes every handle the loop made (timers, jobs, servers with "
+           "their\n"
            "connections, client connections, signal handlers), then the loop.\n"
            "Idempotent. RuntimeError while running.")
-      .def_property_readonly("closed", &PyLoop::closed, "True once close() has run.")
+      .def_property_readonly("closed", &PyLoop::closed,
+                             "True once close() has run.")
       .def_property_readonly("running", &PyLoop::running,
                              "True while run() or run_once() is running.")
       .def_property_readonly(
-          "backend", [](PyLoop& l) { l.CheckOpen(); return std::string(l.loop()->backend_name()); },
+          "backend",
+          [](PyLoop& l) {
+            l.CheckOpen();
+            return std::string(l.loop()->backend_name());
+          },
           "The poller backend in use (a name from nbio.backends()).")
-      .def("time", &PyLoop::Time,
-           "The loop's time in seconds (monotonic; arbitrary epoch), read once\n"
-           "per iteration, as timers see it.")
+      .def(
+          "time", &PyLoop::Time,
+          "The loop's time in seconds (monotonic; arbitrary epoch), read once\n"
+          "per iteration, as timers see it.")
       .def("advance", &PyLoop::Advance, py::arg("seconds"),
            "Moves the manual clock forward (Loop(manual_clock=True) only).")
       .def(
@@ -1051,7 +1091,8 @@ connection it made, which then become no-ops.)doc")
             return PyHandle{self, state};
           },
           py::arg("callback"),
-          "Calls callback(*args) in the next iteration, FIFO. Returns a Handle\n"
+          "Calls callback(*args) in the next iteration, FIFO. Returns a "
+          "Handle\n"
           "(cancel()). Loop thread only.")
       .def(
           "call_soon_threadsafe",
@@ -1071,29 +1112,38 @@ connection it made, which then become no-ops.)doc")
           [](py::object self, double delay, py::object fn, py::args args) {
             PyLoop& l = LoopOf(self);
             l.CheckLoopThread("call_later()");
-            auto state = l.Register(std::make_shared<TimerState>(&l, fn, args, 0));
+            auto state =
+                l.Register(std::make_shared<TimerState>(&l, fn, args, 0));
             state->timer()->Start(SecondsToDuration(delay));
-            return PyTimerHandle{self, state,
-                                 static_cast<double>(state->timer()->deadline_nanos()) / 1e9};
+            return PyTimerHandle{
+                self, state,
+                static_cast<double>(state->timer()->deadline_nanos()) / 1e9};
           },
           py::arg("delay"), py::arg("callback"),
-          "Calls callback(*args) once, `delay` seconds from loop.time() (never\n"
-          "earlier; equal deadlines fire in the order they were set). Returns a\n"
+          "Calls callback(*args) once, `delay` seconds from loop.time() "
+          "(never\n"
+          "earlier; equal deadlines fire in the order they were set). Returns "
+          "a\n"
           "TimerHandle (cancel()).")
       .def(
           "call_every",
           [](py::object self, double period, py::object fn, py::args args) {
             PyLoop& l = LoopOf(self);
             l.CheckLoopThread("call_every()");
-            if (!(period > 0)) throw py::value_error("call_every() needs a period > 0");
-            auto state = l.Register(std::make_shared<TimerState>(&l, fn, args, period));
+            if (!(period > 0))
+              throw py::value_error("call_every() needs a period > 0");
+            auto state =
+                l.Register(std::make_shared<TimerState>(&l, fn, args, period));
             state->timer()->StartPeriodic(absl::Seconds(period));
-            return PyTimerHandle{self, state,
-                                 static_cast<double>(state->timer()->deadline_nanos()) / 1e9};
+            return PyTimerHandle{
+                self, state,
+                static_cast<double>(state->timer()->deadline_nanos()) / 1e9};
           },
           py::arg("period"), py::arg("callback"),
-          "Calls callback(*args) every `period` seconds, without drift (periods\n"
-          "missed while the loop was busy are skipped). Returns a TimerHandle;\n"
+          "Calls callback(*args) every `period` seconds, without drift "
+          "(periods\n"
+          "missed while the loop was busy are skipped). Returns a "
+          "TimerHandle;\n"
           "cancel() stops it, also from inside the callback.")
       .def("_call_urgent", &PyLoop::CallUrgent,
            "fn(arg) before the next poll (future callbacks). Internal.")
@@ -1105,13 +1155,18 @@ connection it made, which then become no-ops.)doc")
           py::arg("signum"), py::arg("callback"),
           "Calls callback(*args) on the loop when signal `signum` arrives\n"
           "(signalfd: not in signal context). Replaces an earlier handler for\n"
-          "the same signal. A handler keeps run() going; remove it to let run()\n"
+          "the same signal. A handler keeps run() going; remove it to let "
+          "run()\n"
           "end. Install handlers before starting other threads.")
-      .def("remove_signal_handler", &PyLoop::RemoveSignalHandler, py::arg("signum"),
+      .def("remove_signal_handler", &PyLoop::RemoveSignalHandler,
+           py::arg("signum"),
            "Removes the handler of `signum`; False if there was none.")
-      .def("set_exception_handler", &PyLoop::SetExceptionHandler, py::arg("handler"),
-           "handler(context) receives exceptions raised by callbacks; context is\n"
-           "a dict with \"message\" and \"exception\". None restores the default\n"
+      .def("set_exception_handler", &PyLoop::SetExceptionHandler,
+           py::arg("handler"),
+           "handler(context) receives exceptions raised by callbacks; context "
+           "is\n"
+           "a dict with \"message\" and \"exception\". None restores the "
+           "default\n"
            "(print with the traceback to stderr).")
       .def(
           "counters",
@@ -1121,7 +1176,8 @@ connection it made, which then become no-ops.)doc")
             py::dict d;
             d["iterations"] = c.iterations;
             d["poll_calls"] = c.poll_calls;
-            d["poll_blocked_seconds"] = static_cast<double>(c.poll_blocked_nanos) / 1e9;
+            d["poll_blocked_seconds"] =
+                static_cast<double>(c.poll_blocked_nanos) / 1e9;
             d["events_dispatched"] = c.events_dispatched;
             d["tasks_run"] = c.tasks_run;
             d["urgent_tasks_run"] = c.urgent_tasks_run;
@@ -1132,7 +1188,8 @@ connection it made, which then become no-ops.)doc")
             return d;
           },
           "What the loop has done so far: iterations, poll_calls,\n"
-          "poll_blocked_seconds, events_dispatched, tasks_run, urgent_tasks_run,\n"
+          "poll_blocked_seconds, events_dispatched, tasks_run, "
+          "urgent_tasks_run,\n"
           "cpu_slices, timers_fired, remote_posts, wakeups_sent.")
       .def(
           "load",
@@ -1155,17 +1212,19 @@ connection it made, which then become no-ops.)doc")
           [](py::object self, py::object fn, py::object on_done) {
             PyLoop& l = LoopOf(self);
             l.CheckLoopThread("run_cpu_job()");
-            auto state = l.Register(std::make_shared<CpuJobState>(&l, fn, on_done));
+            auto state =
+                l.Register(std::make_shared<CpuJobState>(&l, fn, on_done));
             state->Start();
             return PyCpuJobHandle{self, state};
           },
           "Starts a CPU job: fn() per slice until it returns a false value;\n"
-          "then on_done(None), or on_done(exception). Internal: see run_cpu_job.")
+          "then on_done(None), or on_done(exception). Internal: see "
+          "run_cpu_job.")
       .def(
           "listen_tcp",
-          [](py::object self, py::object address, py::object handler, int backlog,
-             bool reuse_port, size_t max_connections, int max_accepts_per_wakeup,
-             size_t high_watermark,
+          [](py::object self, py::object address, py::object handler,
+             int backlog, bool reuse_port, size_t max_connections,
+             int max_accepts_per_wakeup, size_t high_watermark,
              size_t low_watermark, double idle_timeout, bool no_delay,
              size_t read_buffer_size) {
             PyLoop& l = LoopOf(self);
@@ -1178,8 +1237,8 @@ connection it made, which then become no-ops.)doc")
             if (max_accepts_per_wakeup > 0) {
               options.max_accepts_per_wakeup = max_accepts_per_wakeup;
             }
-            options.tcp = TcpSettings{high_watermark, low_watermark, idle_timeout,
-                                      no_delay, read_buffer_size}
+            options.tcp = TcpSettings{high_watermark, low_watermark,
+                                      idle_timeout, no_delay, read_buffer_size}
                               .ToOptions();
             auto state = std::make_shared<ServerState>(&l, handler);
             state->Listen(std::move(options));
@@ -1188,7 +1247,8 @@ connection it made, which then become no-ops.)doc")
           },
           py::arg("address"), py::arg("handler"), py::kw_only(),
           py::arg("backlog") = 1024, py::arg("reuse_port") = false,
-          py::arg("max_connections") = 0, py::arg("max_accepts_per_wakeup") = 64,
+          py::arg("max_connections") = 0,
+          py::arg("max_accepts_per_wakeup") = 64,
           py::arg("high_watermark") = size_t{1} << 20,
           py::arg("low_watermark") = 0, py::arg("idle_timeout") = 0.0,
           py::arg("no_delay") = true, py::arg("read_buffer_size") = 64 * 1024,
@@ -1216,67 +1276,80 @@ event before the established connections get their turn). Returns a Server. Runt
 reason (e.g. address in use) if it cannot listen.)doc")
       .def(
           "_connect_tcp",
-          [](py::object self, py::object address, py::object handler, py::object on_done,
-             size_t high_watermark, size_t low_watermark, double idle_timeout,
-             bool no_delay, size_t read_buffer_size) {
+          [](py::object self, py::object address, py::object handler,
+             py::object on_done, size_t high_watermark, size_t low_watermark,
+             double idle_timeout, bool no_delay, size_t read_buffer_size) {
             PyLoop& l = LoopOf(self);
             l.CheckLoopThread("connect_tcp()");
             SocketAddress to = ParseAddress(address);
-            TcpOptions options = TcpSettings{high_watermark, low_watermark, idle_timeout,
-                                             no_delay, read_buffer_size}
-                                     .ToOptions();
-            auto state = l.Register(std::make_shared<ClientState>(&l, handler, options));
+            TcpOptions options =
+                TcpSettings{high_watermark, low_watermark, idle_timeout,
+                            no_delay, read_buffer_size}
+                    .ToOptions();
+            auto state =
+                l.Register(std::make_shared<ClientState>(&l, handler, options));
             state->Connect(to, std::move(on_done));
             return PyConnectAttempt{self, state};
           },
-          py::arg("address"), py::arg("handler"), py::arg("on_done"), py::kw_only(),
-          py::arg("high_watermark") = size_t{1} << 20, py::arg("low_watermark") = 0,
-          py::arg("idle_timeout") = 0.0, py::arg("no_delay") = true,
-          py::arg("read_buffer_size") = 16 * 1024,
+          py::arg("address"), py::arg("handler"), py::arg("on_done"),
+          py::kw_only(), py::arg("high_watermark") = size_t{1} << 20,
+          py::arg("low_watermark") = 0, py::arg("idle_timeout") = 0.0,
+          py::arg("no_delay") = true, py::arg("read_buffer_size") = 16 * 1024,
           "Internal: see connect_tcp.")
-      .def_property_readonly("_resource_count", &PyLoop::resource_count,
-                             "How many C++ handles the loop holds (for tests).");
+      .def_property_readonly(
+          "_resource_count", &PyLoop::resource_count,
+          "How many C++ handles the loop holds (for tests).");
 
-  py::class_<PyHandle>(m, "Handle", "A callback queued by call_soon(): cancel() it.")
-      .def("cancel", &PyHandle::Cancel, "The callback will not run (a no-op once it ran).")
+  py::class_<PyHandle>(m, "Handle",
+                       "A callback queued by call_soon(): cancel() it.")
+      .def("cancel", &PyHandle::Cancel,
+           "The callback will not run (a no-op once it ran).")
       .def_property_readonly(
           "cancelled", [](const PyHandle& h) { return h.state->cancelled; },
           "True once cancelled or run.");
 
-  py::class_<PyTimerHandle>(m, "TimerHandle",
-                            "A timer from call_later() or call_every(): cancel() it.")
+  py::class_<PyTimerHandle>(
+      m, "TimerHandle",
+      "A timer from call_later() or call_every(): cancel() it.")
       .def("cancel", &PyTimerHandle::Cancel,
            "Stops the timer (a no-op once a one-shot timer has fired, or the\n"
            "loop is closed). Safe inside its own callback.")
       .def_property_readonly("pending", &PyTimerHandle::pending,
                              "True while the timer is scheduled.")
-      .def_readonly("when", &PyTimerHandle::when,
-                    "When it was (first) due, on the loop's clock (loop.time()).");
+      .def_readonly(
+          "when", &PyTimerHandle::when,
+          "When it was (first) due, on the loop's clock (loop.time()).");
 
-  py::class_<PyCpuJobHandle>(m, "CpuJobHandle", "A CPU job (internal to run_cpu_job).")
-      .def("cancel", &PyCpuJobHandle::Cancel, "Stops the job before its next slice.");
+  py::class_<PyCpuJobHandle>(m, "CpuJobHandle",
+                             "A CPU job (internal to run_cpu_job).")
+      .def("cancel", &PyCpuJobHandle::Cancel,
+           "Stops the job before its next slice.");
 
   py::class_<PyConnectAttempt>(m, "ConnectAttempt", "Internal to connect_tcp.")
-      .def("cancel", &PyConnectAttempt::Cancel, "Abandons a connect still in progress.");
+      .def("cancel", &PyConnectAttempt::Cancel,
+           "Abandons a connect still in progress.");
 
   py::class_<PyServer>(m, "Server", "A listening TCP server (Loop.listen_tcp).")
       .def("close", &PyServer::Close,
            "Stops listening and closes every connection (on_closed with\n"
            "\"CANCELLED: ...\"). Idempotent.")
       .def("drain", &PyServer::Drain, py::arg("callback") = py::none(),
-           "Stops accepting, lets every connection finish what the kernel holds\n"
+           "Stops accepting, lets every connection finish what the kernel "
+           "holds\n"
            "now, half-closes each once its output is written, and calls\n"
            "callback() once none is left (at once if there is none).")
       .def("stop_accepting", &PyServer::StopAccepting,
            "Closes the listening socket; connections are unaffected.")
-      .def_property_readonly("address", &PyServer::Address,
-                             "The bound address, \"host:port\" (None once closed).")
+      .def_property_readonly(
+          "address", &PyServer::Address,
+          "The bound address, \"host:port\" (None once closed).")
       .def_property_readonly("port", &PyServer::Port, "The bound port.")
       .def_property_readonly("connections", &PyServer::Connections,
                              "Connections open now.")
       .def("stats", &PyServer::Stats, "The server's counters, as a dict.");
 
-  py::class_<PyConnection> connection(m, "Connection", py::dynamic_attr(), R"doc(
+  py::class_<PyConnection> connection(m, "Connection", py::dynamic_attr(),
+                                      R"doc(
 One TCP stream, handed to the handler's methods. Open from on_accept until
 on_closed has returned; after that every method is a no-op (write returns
 False). Attributes may be set on it for per-connection state (conn.buffer =
@@ -1287,7 +1360,8 @@ False). Attributes may be set on it for per-connection state (conn.buffer =
       .def("close", &PyConnection::Close,
            "Closes now, dropping queued output; on_closed follows (not inside\n"
            "this call).")
-      .def("start_reading", &PyConnection::StartReading, "Starts delivering on_data.")
+      .def("start_reading", &PyConnection::StartReading,
+           "Starts delivering on_data.")
       .def("stop_reading", &PyConnection::StopReading,
            "Stops delivering on_data (backpressure pauses are separate and\n"
            "automatic).")
@@ -1299,7 +1373,8 @@ False). Attributes may be set on it for per-connection state (conn.buffer =
                              "True once closing or closed.")
       .def_property_readonly("reading", &PyConnection::reading,
                              "True while on_data is wanted.")
-      .def("fileno", &PyConnection::fileno, "The socket's fd (-1 once closed).");
+      .def("fileno", &PyConnection::fileno,
+           "The socket's fd (-1 once closed).");
 
   connection_type = reinterpret_cast<PyTypeObject*>(connection.ptr());
   {

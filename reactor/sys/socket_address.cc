@@ -27,18 +27,19 @@ SocketAddress SocketAddress::Loopback4(uint16_t port) {
 absl::StatusOr<SocketAddress> SocketAddress::Parse(absl::string_view text) {
   const size_t colon = text.rfind(':');
   if (colon == absl::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "address \"", text, "\" has no port: expected host:port, e.g. "
-        "127.0.0.1:7007 or [::1]:7007"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("address \"", text,
+                     "\" has no port: expected host:port, e.g. "
+                     "127.0.0.1:7007 or [::1]:7007"));
   }
   absl::string_view host = text.substr(0, colon);
   absl::string_view port_text = text.substr(colon + 1);
   uint32_t port = 0;
   if (port_text.empty() || !absl::SimpleAtoi(port_text, &port) ||
       port > 65535 || port_text[0] == '+' || port_text[0] == '-') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "address \"", text, "\": port \"", port_text,
-        "\" is not a number from 0 to 65535"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("address \"", text, "\": port \"", port_text,
+                     "\" is not a number from 0 to 65535"));
   }
   SocketAddress a;
   if (!host.empty() && host.front() == '[') {
@@ -55,8 +56,9 @@ absl::StatusOr<SocketAddress> SocketAddress::Parse(absl::string_view text) {
     }
   } else {
     if (host.find(':') != absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "address \"", text, "\": put an IPv6 host in brackets, e.g. [::1]:7007"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("address \"", text,
+                       "\": put an IPv6 host in brackets, e.g. [::1]:7007"));
     }
     auto* sin = reinterpret_cast<sockaddr_in*>(&a.storage_);
     sin->sin_family = AF_INET;

@@ -62,8 +62,9 @@ absl::Status ErrnoStatus(absl::string_view call, int err) {
   // absl::ErrnoToStatusCode gives the canonical code (EMFILE ->
   // RESOURCE_EXHAUSTED, EADDRINUSE -> FAILED_PRECONDITION, EAGAIN ->
   // UNAVAILABLE, ...).
-  return absl::Status(absl::ErrnoToStatusCode(err),
-                      absl::StrCat(call, ": ", std::strerror(err), " [", name, "]"));
+  return absl::Status(
+      absl::ErrnoToStatusCode(err),
+      absl::StrCat(call, ": ", std::strerror(err), " [", name, "]"));
 }
 
 }  // namespace nbio

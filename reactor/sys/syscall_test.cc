@@ -18,7 +18,8 @@ TEST(ErrnoStatusTest, NamesCallErrorAndErrno) {
             "bind(127.0.0.1:7007): Address already in use [EADDRINUSE]");
   EXPECT_EQ(ErrnoStatus("accept4", EMFILE).code(),
             absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(ErrnoStatus("x", 4095).message(), "x: Unknown error 4095 [errno 4095]");
+  EXPECT_EQ(ErrnoStatus("x", 4095).message(),
+            "x: Unknown error 4095 [errno 4095]");
 }
 
 TEST(RetryOnEintrTest, RetriesOnlyEintr) {

@@ -22,9 +22,9 @@ TestPipe::~TestPipe() {
 
 TestSocketPair::TestSocketPair() {
   int fds[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                       fds),
-            0);
+  EXPECT_EQ(
+      socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds),
+      0);
   a = fds[0];
   b = fds[1];
 }

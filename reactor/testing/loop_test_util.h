@@ -19,8 +19,8 @@
 #include <utility>
 
 #include "gtest/gtest.h"
-#include "reactor/event_loop.h"
 #include "reactor/async/future.h"
+#include "reactor/event_loop.h"
 #include "timers/clock.h"
 
 namespace nbio {
@@ -50,7 +50,8 @@ struct TestSocketPair {
 // to see when the callback's captures go.
 struct DestroyFlag {
   explicit DestroyFlag(bool* f) : flag(f) {}
-  DestroyFlag(DestroyFlag&& o) noexcept : flag(std::exchange(o.flag, nullptr)) {}
+  DestroyFlag(DestroyFlag&& o) noexcept
+      : flag(std::exchange(o.flag, nullptr)) {}
   ~DestroyFlag() {
     if (flag != nullptr) *flag = true;
   }
@@ -65,12 +66,12 @@ std::string BackendUnavailableReason(const std::string& name);
 
 // In a SetUp() or test body: skips the test, visibly and with the reason,
 // when `name` cannot run here (see above).
-#define NBIO_SKIP_IF_BACKEND_UNAVAILABLE(name)                            \
-  do {                                                                    \
-    const std::string nbio_why = ::nbio::BackendUnavailableReason(name);  \
-    if (!nbio_why.empty()) {                                              \
+#define NBIO_SKIP_IF_BACKEND_UNAVAILABLE(name)                              \
+  do {                                                                      \
+    const std::string nbio_why = ::nbio::BackendUnavailableReason(name);    \
+    if (!nbio_why.empty()) {                                                \
       GTEST_SKIP() << "backend " << (name) << " unavailable: " << nbio_why; \
-    }                                                                     \
+    }                                                                       \
   } while (0)
 
 // EventLoop::Create, with a gtest failure (and nullptr) when it fails.
@@ -105,7 +106,9 @@ class LoopTestBase : public Base {
     ASSERT_NE(loop_, nullptr);
   }
 
-  void RunNoWait(int iterations = 1) { nbio::RunNoWait(loop_.get(), iterations); }
+  void RunNoWait(int iterations = 1) {
+    nbio::RunNoWait(loop_.get(), iterations);
+  }
 
   ManualClock clock_{1'000'000'000};
   std::unique_ptr<EventLoop> loop_;

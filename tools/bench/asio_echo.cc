@@ -2,14 +2,14 @@
 // own async_tcp_echo_server example: async_read_some into the session's
 // buffer, async_write of what was read (a composed operation that finishes
 // partial writes), then read again. Accepting drains the accept queue on
-// each completion (see Accept), as a server facing connection bursts must. One io_context on one thread (concurrency
-// hint 1), sessions kept alive by the handlers that hold a shared_ptr.
+// each completion (see Accept), as a server facing connection bursts must. One
+// io_context on one thread (concurrency hint 1), sessions kept alive by the
+// handlers that hold a shared_ptr.
+#include <boost/asio.hpp>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <utility>
-
-#include <boost/asio.hpp>
 
 #include "tools/bench/echo_baseline.h"
 

@@ -3,7 +3,8 @@
 //
 //   cpu_echo_server --listen=127.0.0.1:0 --job_bytes=1GiB --cpu_budget=1ms
 //   cpu_echo_server --job_bytes=0          # echo only, no job
-//   cpu_echo_server --run_for=2s           # the job unloaded for 2 s, then exit
+//   cpu_echo_server --run_for=2s           # the job unloaded for 2 s, then
+//   exit
 //
 // One thread and one EventLoop (the default backend, epoll on Linux;
 // EventLoop::Options::cpu_budget from --cpu_budget) running nbio's
@@ -129,16 +130,16 @@ class CpuEchoServer {
   size_t window_connections_ = 0;
   bool finished_ = false;
 
-  int64_t started_ns_ = 0;      // the process, once the loop exists
+  int64_t started_ns_ = 0;  // the process, once the loop exists
   int64_t job_started_ns_ = 0;
-  int64_t job_ended_ns_ = -1;   // -1: still running
+  int64_t job_ended_ns_ = -1;  // -1: still running
   int64_t in_slices_ns_ = 0;
   int64_t max_slice_ns_ = 0;
 
   bool in_window_ = false;
   int64_t window_opened_ns_ = 0;
   uint64_t window_opened_bytes_ = 0;
-  int64_t window_ns_ = 0;       // closed windows, summed
+  int64_t window_ns_ = 0;  // closed windows, summed
   uint64_t window_bytes_ = 0;
 
   uint64_t period_iteration_ = 0;  // the loop iteration of the last slice
@@ -151,10 +152,12 @@ class CpuEchoServer {
 absl::Status CpuEchoServer::Start() {
   absl::StatusOr<SocketAddress> address =
       SocketAddress::Parse(absl::GetFlag(FLAGS_listen));
-  if (!address.ok()) UsageError(absl::StrCat("--listen: ", address.status().message()));
+  if (!address.ok())
+    UsageError(absl::StrCat("--listen: ", address.status().message()));
   EventLoop::Options loop_options;
   loop_options.cpu_budget = absl::GetFlag(FLAGS_cpu_budget);
-  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(loop_options);
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop =
+      EventLoop::Create(loop_options);
   if (!loop.ok()) return loop.status();
   loop_ = std::move(*loop);
   started_ns_ = loop_->clock()->NowNanos();
@@ -166,7 +169,8 @@ absl::Status CpuEchoServer::Start() {
   if (!service.ok()) return service.status();
   service_ = std::move(*service);
 
-  window_connections_ = static_cast<size_t>(absl::GetFlag(FLAGS_window_connections));
+  window_connections_ =
+      static_cast<size_t>(absl::GetFlag(FLAGS_window_connections));
   const uint64_t job_bytes = absl::GetFlag(FLAGS_job_bytes).bytes;
   if (job_bytes > 0) {
     bench::HashJob::Options job_options;
@@ -185,7 +189,8 @@ int CpuEchoServer::Run() {
       Finish(signo == SIGTERM ? "SIGTERM" : "SIGINT");
     });
     if (!s.ok()) {
-      std::fprintf(stderr, "cpu_echo_server: %s\n", std::string(s.message()).c_str());
+      std::fprintf(stderr, "cpu_echo_server: %s\n",
+                   std::string(s.message()).c_str());
       return 1;
     }
   }
@@ -199,22 +204,24 @@ int CpuEchoServer::Run() {
   }
   std::printf("listening on %s\n", service_->address().ToString().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr,
-               "cpu_echo_server: %s backend, cpu_budget %s, job %s, pid %d\n",
-               loop_->backend_name(),
-               absl::FormatDuration(absl::GetFlag(FLAGS_cpu_budget)).c_str(),
-               job_ == nullptr
-                   ? "none"
-                   : absl::StrCat(AbslUnparseFlag(absl::GetFlag(FLAGS_job_bytes)),
-                                  absl::GetFlag(FLAGS_job_repeat) ? " per pass, repeated"
-                                                                  : " once",
-                                  ", ", AbslUnparseFlag(absl::GetFlag(FLAGS_slice_bytes)),
-                                  " slices")
-                         .c_str(),
-               static_cast<int>(getpid()));
+  std::fprintf(
+      stderr, "cpu_echo_server: %s backend, cpu_budget %s, job %s, pid %d\n",
+      loop_->backend_name(),
+      absl::FormatDuration(absl::GetFlag(FLAGS_cpu_budget)).c_str(),
+      job_ == nullptr
+          ? "none"
+          : absl::StrCat(AbslUnparseFlag(absl::GetFlag(FLAGS_job_bytes)),
+                         absl::GetFlag(FLAGS_job_repeat) ? " per pass, repeated"
+                                                         : " once",
+                         ", ",
+                         AbslUnparseFlag(absl::GetFlag(FLAGS_slice_bytes)),
+                         " slices")
+                .c_str(),
+      static_cast<int>(getpid()));
   absl::Status status = loop_->Run();
   if (!status.ok()) {
-    std::fprintf(stderr, "cpu_echo_server: %s\n", std::string(status.message()).c_str());
+    std::fprintf(stderr, "cpu_echo_server: %s\n",
+                 std::string(status.message()).c_str());
     return 1;
   }
   job_.reset();
@@ -244,7 +251,8 @@ void CpuEchoServer::RecordPeriod(int64_t now) {
   // One thread-CPU clock read per iteration (a system call), none per slice.
   const int64_t cpu = ThreadCpuNanos();
   const bool measured = window_connections_ == 0 || in_window_;
-  if (measured && period_iteration_ != 0 && iteration == period_iteration_ + 1) {
+  if (measured && period_iteration_ != 0 &&
+      iteration == period_iteration_ + 1) {
     period_wall_.Record(static_cast<uint64_t>(now - period_start_wall_));
     period_cpu_.Record(static_cast<uint64_t>(cpu - period_start_cpu_));
   }
@@ -291,13 +299,18 @@ std::string CpuEchoServer::Json(int64_t now) const {
   const LoopCounters loop = loop_->counters();
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  auto Micros = [](uint64_t nanos) { return absl::StrFormat("%.1f", nanos / 1e3); };
+  auto Micros = [](uint64_t nanos) {
+    return absl::StrFormat("%.1f", nanos / 1e3);
+  };
   const std::pair<const char*, std::string> fields[] = {
       {"backend", absl::StrCat("\"", loop_->backend_name(), "\"")},
       {"cpu_budget_us",
-       absl::StrFormat("%.3f", absl::ToDoubleMicroseconds(absl::GetFlag(FLAGS_cpu_budget)))},
-      {"job_bytes_per_pass", absl::StrCat(hash_ != nullptr ? hash_->options().bytes_per_pass : 0)},
-      {"slice_bytes", absl::StrCat(hash_ != nullptr ? hash_->options().slice_bytes : 0)},
+       absl::StrFormat("%.3f", absl::ToDoubleMicroseconds(
+                                   absl::GetFlag(FLAGS_cpu_budget)))},
+      {"job_bytes_per_pass",
+       absl::StrCat(hash_ != nullptr ? hash_->options().bytes_per_pass : 0)},
+      {"slice_bytes",
+       absl::StrCat(hash_ != nullptr ? hash_->options().slice_bytes : 0)},
       {"job_bytes_hashed", absl::StrCat(bytes)},
       {"job_passes", absl::StrCat(hash_ != nullptr ? hash_->passes_done() : 0)},
       {"job_slices", absl::StrCat(hash_ != nullptr ? hash_->slices() : 0)},
@@ -305,11 +318,13 @@ std::string CpuEchoServer::Json(int64_t now) const {
       {"job_mib_per_s", absl::StrFormat("%.1f", MibPerSecond(bytes, job_ns))},
       {"job_slice_s", absl::StrFormat("%.6f", Seconds(in_slices_ns_))},
       {"job_max_slice_us", absl::StrFormat("%.1f", max_slice_ns_ / 1e3)},
-      {"job_digest", absl::StrFormat("\"%016x\"", hash_ != nullptr ? hash_->digest() : 0)},
+      {"job_digest",
+       absl::StrFormat("\"%016x\"", hash_ != nullptr ? hash_->digest() : 0)},
       {"window_connections", absl::StrCat(window_connections_)},
       {"window_s", absl::StrFormat("%.6f", Seconds(window_ns_))},
       {"window_bytes", absl::StrCat(window_bytes_)},
-      {"window_mib_per_s", absl::StrFormat("%.1f", MibPerSecond(window_bytes_, window_ns_))},
+      {"window_mib_per_s",
+       absl::StrFormat("%.1f", MibPerSecond(window_bytes_, window_ns_))},
       {"period_count", absl::StrCat(period_wall_.count())},
       {"period_wall_p50_us", Micros(period_wall_.ValueAtPercentile(50))},
       {"period_wall_p99_us", Micros(period_wall_.ValueAtPercentile(99))},
@@ -322,7 +337,8 @@ std::string CpuEchoServer::Json(int64_t now) const {
       {"echo_bytes_written", absl::StrCat(echo.tcp.bytes_written)},
       {"loop_iterations", absl::StrCat(loop.iterations)},
       {"loop_poll_calls", absl::StrCat(loop.poll_calls)},
-      {"loop_poll_blocked_s", absl::StrFormat("%.6f", Seconds(loop.poll_blocked_nanos))},
+      {"loop_poll_blocked_s",
+       absl::StrFormat("%.6f", Seconds(loop.poll_blocked_nanos))},
       {"loop_events", absl::StrCat(loop.events_dispatched)},
       {"loop_tasks_run", absl::StrCat(loop.tasks_run)},
       {"loop_urgent_tasks_run", absl::StrCat(loop.urgent_tasks_run)},
@@ -334,7 +350,8 @@ std::string CpuEchoServer::Json(int64_t now) const {
   };
   std::string json = "{";
   for (const auto& [key, value] : fields) {
-    absl::StrAppend(&json, json.size() > 1 ? ", " : "", "\"", key, "\": ", value);
+    absl::StrAppend(&json, json.size() > 1 ? ", " : "", "\"", key,
+                    "\": ", value);
   }
   return json + "}";
 }
@@ -356,7 +373,8 @@ void CheckFlagValues() {
     job.bytes_per_pass = absl::GetFlag(FLAGS_job_bytes).bytes;
     job.slice_bytes = absl::GetFlag(FLAGS_slice_bytes).bytes;
     absl::Status s = bench::HashJob::Validate(job);
-    if (!s.ok()) UsageError(absl::StrCat("--job_bytes/--slice_bytes: ", s.message()));
+    if (!s.ok())
+      UsageError(absl::StrCat("--job_bytes/--slice_bytes: ", s.message()));
   }
   // --listen is checked by CpuEchoServer::Start().
 }
@@ -371,7 +389,8 @@ int main(int argc, char** argv) {
   nbio::CpuEchoServer server;
   absl::Status status = server.Start();
   if (!status.ok()) {
-    std::fprintf(stderr, "cpu_echo_server: %s\n", std::string(status.message()).c_str());
+    std::fprintf(stderr, "cpu_echo_server: %s\n",
+                 std::string(status.message()).c_str());
     return 1;
   }
   return server.Run();

@@ -99,9 +99,9 @@ class Server {
 
 // Skips the test, visibly and with the server's reason, when the baseline
 // needs a kernel feature this machine lacks (io_uring).
-#define SKIP_IF_UNAVAILABLE(server)                                   \
-  if (!(server).unavailable().empty()) {                              \
-    GTEST_SKIP() << (server).unavailable();                           \
+#define SKIP_IF_UNAVAILABLE(server)         \
+  if (!(server).unavailable().empty()) {    \
+    GTEST_SKIP() << (server).unavailable(); \
   }
 
 int Connect(uint16_t port) {
@@ -115,7 +115,9 @@ int Connect(uint16_t port) {
   return fd;
 }
 
-uint8_t ByteAt(size_t i) { return static_cast<uint8_t>((i * 131 + i / 251) & 0xFF); }
+uint8_t ByteAt(size_t i) {
+  return static_cast<uint8_t>((i * 131 + i / 251) & 0xFF);
+}
 
 class EchoBaselineTest : public ::testing::TestWithParam<const char*> {};
 
@@ -128,7 +130,8 @@ TEST_P(EchoBaselineTest, PingPong) {
   fcntl(fd, F_SETFL, 0);  // blocking for this one
   for (int round = 0; round < 100; ++round) {
     const std::string msg = absl::StrCat("message ", round);
-    ASSERT_EQ(write(fd, msg.data(), msg.size()), static_cast<ssize_t>(msg.size()));
+    ASSERT_EQ(write(fd, msg.data(), msg.size()),
+              static_cast<ssize_t>(msg.size()));
     std::string got(msg.size(), '\0');
     size_t have = 0;
     while (have < got.size()) {
@@ -155,7 +158,8 @@ TEST_P(EchoBaselineTest, EchoesEverythingToASlowReader) {
   size_t wrong = 0;
   std::vector<uint8_t> out(64 * 1024);
   std::vector<uint8_t> in(16 * 1024);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (received < kTotal && std::chrono::steady_clock::now() < deadline) {
     if (sent < kTotal) {
       const size_t n = std::min(out.size(), kTotal - sent);
@@ -175,7 +179,8 @@ TEST_P(EchoBaselineTest, EchoesEverythingToASlowReader) {
       pollfd p{fd, POLLIN, 0};
       poll(&p, 1, 1);
     }
-    if (sent < kTotal) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (sent < kTotal)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   EXPECT_EQ(sent, kTotal);
   EXPECT_EQ(received, kTotal);
@@ -194,7 +199,8 @@ TEST_P(EchoBaselineTest, ServesManyConnectionsAtOnce) {
   }
   for (size_t i = 0; i < fds.size(); ++i) {
     const std::string msg = absl::StrCat("conn ", i);
-    ASSERT_EQ(write(fds[i], msg.data(), msg.size()), static_cast<ssize_t>(msg.size()));
+    ASSERT_EQ(write(fds[i], msg.data(), msg.size()),
+              static_cast<ssize_t>(msg.size()));
   }
   for (size_t i = 0; i < fds.size(); ++i) {
     const std::string msg = absl::StrCat("conn ", i);
@@ -216,7 +222,9 @@ INSTANTIATE_TEST_SUITE_P(Baselines, EchoBaselineTest,
                          ::testing::Values("raw_epoll_echo", "raw_uring_echo",
                                            "libuv_echo", "libev_echo",
                                            "asio_echo"),
-                         [](const auto& info) { return std::string(info.param); });
+                         [](const auto& info) {
+                           return std::string(info.param);
+                         });
 
 }  // namespace
 }  // namespace nbio

@@ -17,7 +17,9 @@ constexpr uint64_t kPrime2 = 0xC2B2AE3D27D4EB4FULL;
 constexpr uint64_t kPrime3 = 0x165667B19E3779F9ULL;
 constexpr uint64_t kPrime5 = 0x27D4EB2F165667C5ULL;
 
-inline uint64_t RotateLeft(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+inline uint64_t RotateLeft(uint64_t x, int r) {
+  return (x << r) | (x >> (64 - r));
+}
 
 inline uint64_t Load64(const unsigned char* p) {
   uint64_t v;
@@ -44,14 +46,14 @@ absl::Status HashJob::Validate(const Options& options) {
     return absl::InvalidArgumentError("bytes per pass must be positive");
   }
   if (options.slice_bytes == 0 || options.slice_bytes % kStripeBytes != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "slice bytes must be a positive multiple of ", kStripeBytes, ", not ",
-        options.slice_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("slice bytes must be a positive multiple of ",
+                     kStripeBytes, ", not ", options.slice_bytes));
   }
   if (options.buffer_bytes == 0 || options.buffer_bytes % kStripeBytes != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "buffer bytes must be a positive multiple of ", kStripeBytes, ", not ",
-        options.buffer_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("buffer bytes must be a positive multiple of ",
+                     kStripeBytes, ", not ", options.buffer_bytes));
   }
   return absl::OkStatus();
 }

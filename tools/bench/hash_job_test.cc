@@ -34,7 +34,8 @@ TEST(HashJobTest, DigestDoesNotDependOnSliceSize) {
   // Not a multiple of the stripe (a tail) nor of the buffer (a wrap inside a
   // slice for most slice sizes).
   const uint64_t bytes = 100003;
-  const uint64_t reference = DigestOf(Small(bytes, bytes + 31 - (bytes + 31) % 32));
+  const uint64_t reference =
+      DigestOf(Small(bytes, bytes + 31 - (bytes + 31) % 32));
   for (uint64_t slice : {32u, 96u, 4096u, 4128u, 65536u}) {
     SCOPED_TRACE(slice);
     EXPECT_EQ(DigestOf(Small(bytes, slice)), reference);

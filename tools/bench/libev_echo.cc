@@ -59,8 +59,8 @@ void OnConnection(struct ev_loop* loop, ev_io* w, int /*revents*/) {
 
 void OnAccept(struct ev_loop* loop, ev_io* w, int /*revents*/) {
   int fd;
-  while ((fd = accept4(w->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >=
-         0) {
+  while ((fd = accept4(w->fd, nullptr, nullptr,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
     nbio::bench::SetNoDelay(fd);
     Conn* c = new Conn;
     ev_io_init(&c->io, OnConnection, fd, EV_READ);

@@ -100,12 +100,12 @@ struct Chunk {
 
 struct Conn {
   int fd;
-  bool recv_armed = false;    // a multishot receive is live
+  bool recv_armed = false;  // a multishot receive is live
   bool send_in_flight = false;
-  bool cancel_sent = false;   // the live receive is being cancelled
-  bool closing = false;       // EOF or error: no more receives
+  bool cancel_sent = false;          // the live receive is being cancelled
+  bool closing = false;              // EOF or error: no more receives
   bool waiting_for_buffers = false;  // in Server::starved_
-  size_t backlog = 0;         // bytes received and not yet sent
+  size_t backlog = 0;                // bytes received and not yet sent
   // Chunks to send, oldest first; pending[head, head + sending) are in the
   // send in flight (when send_in_flight). Reset to empty whenever it drains.
   std::vector<Chunk> pending;
@@ -138,7 +138,9 @@ class Server {
   void OnSend(Conn* c, int res);
   void RearmStarved();
 
-  uint8_t* Buffer(uint16_t bid) { return buffers_ + size_t{bid} * kBufferBytes; }
+  uint8_t* Buffer(uint16_t bid) {
+    return buffers_ + size_t{bid} * kBufferBytes;
+  }
 
   const int listener_;
   io_uring ring_{};
@@ -175,7 +177,8 @@ void Server::Init() {
   }
   if (ret < 0) Unavailable("io_uring_setup", -ret);
   // On stderr, so the benchmark's server log says which mode was measured.
-  std::fprintf(stderr, "raw_uring_echo: io_uring with %s, %u SQ / %u CQ entries\n",
+  std::fprintf(stderr,
+               "raw_uring_echo: io_uring with %s, %u SQ / %u CQ entries\n",
                names[chosen], params.sq_entries, params.cq_entries);
   if (!(params.features & IORING_FEAT_NODROP)) {
     Unavailable("io_uring_setup", ENOTSUP);  // pre-5.5: completions may drop
@@ -202,7 +205,8 @@ void Server::Init() {
   for (unsigned i = 0; i < kBuffers; ++i) {
     io_uring_buf_ring_add(buf_ring_, Buffer(static_cast<uint16_t>(i)),
                           kBufferBytes, static_cast<uint16_t>(i),
-                          io_uring_buf_ring_mask(kBuffers), static_cast<int>(i));
+                          io_uring_buf_ring_mask(kBuffers),
+                          static_cast<int>(i));
   }
   io_uring_buf_ring_advance(buf_ring_, kBuffers);
   ArmAccept();
@@ -249,8 +253,8 @@ void Server::Cancel(Conn* c) {
 
 void Server::StartSend(Conn* c) {
   if (c->send_in_flight || c->head == c->pending.size()) return;
-  const int n = static_cast<int>(
-      std::min<size_t>(kMaxIov, c->pending.size() - c->head));
+  const int n =
+      static_cast<int>(std::min<size_t>(kMaxIov, c->pending.size() - c->head));
   io_uring_sqe* sqe = Sqe();
   if (n == 1) {
     const Chunk& k = c->pending[c->head];
@@ -328,7 +332,8 @@ void Server::OnRecv(Conn* c, const io_uring_cqe* cqe) {
   if (!more) c->recv_armed = false;
   if (cqe->res > 0) {
     // A buffer with data comes with every positive result.
-    const auto bid = static_cast<uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    const auto bid =
+        static_cast<uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     ++buffers_out_;
     if (c->closing) {
       ReturnBuffer(bid);  // reset or send failed: nobody to echo to
@@ -449,7 +454,8 @@ void Server::Run() {
     }
     io_uring_cq_advance(&ring_, seen);
     if (buffers_to_publish_ > 0) {
-      io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffers_to_publish_));
+      io_uring_buf_ring_advance(buf_ring_,
+                                static_cast<int>(buffers_to_publish_));
       buffers_to_publish_ = 0;
       RearmStarved();
     }

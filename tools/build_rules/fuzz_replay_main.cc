@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
     g_random_run = static_cast<sig_atomic_t>(run);
     LLVMFuzzerTestOneInput(input.data(), input.size());
   }
-  std::printf("fuzz_replay: %d corpus files and %ld random inputs (seed %u) passed\n",
-              files, runs, seed);
+  std::printf(
+      "fuzz_replay: %d corpus files and %ld random inputs (seed %u) passed\n",
+      files, runs, seed);
   return 0;
 }
