@@ -53,22 +53,12 @@ namespace nbio {
 namespace testing {
 namespace {
 
-std::string Binary() { return RunfilePath("echo/echo_server"); }
-
 // For anything the server should do "soon": generous, a hang still fails.
 constexpr absl::Duration kSoon = absl::Seconds(20);
 // A deadline the drain must not reach: the exit is to come from the peers.
 constexpr absl::Duration kLongDrain = absl::Seconds(60);
 
-struct Param {
-  std::string backend;
-  int reactors;
-};
-
-std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
-  return absl::StrCat(info.param.backend, "_", info.param.reactors,
-                      info.param.reactors == 1 ? "reactor" : "reactors");
-}
+using Param = BackendReactors;
 
 class EchoDrainTest : public ::testing::TestWithParam<Param> {
  protected:
@@ -77,7 +67,8 @@ class EchoDrainTest : public ::testing::TestWithParam<Param> {
   }
   std::vector<std::string> Argv(std::vector<std::string> flags) const {
     std::vector<std::string> argv = {
-        Binary(), "--listen=127.0.0.1:0", "--backend=" + GetParam().backend,
+        EchoServerBinary(), "--listen=127.0.0.1:0",
+        "--backend=" + GetParam().backend,
         absl::StrCat("--reactors=", GetParam().reactors)};
     argv.insert(argv.end(), flags.begin(), flags.end());
     return argv;
@@ -520,10 +511,8 @@ TEST_P(EchoDrainTest, IgnoresSocketsMeantForAnotherProcess) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllBackends, EchoDrainTest,
-    ::testing::Values(Param{"epoll", 1}, Param{"poll", 1}, Param{"select", 1},
-                      Param{"io_uring", 1}, Param{"epoll", 2}, Param{"poll", 2},
-                      Param{"select", 2}, Param{"io_uring", 2}),
-    ParamName);
+    ::testing::ValuesIn(EveryBackendWithOneAndTwoReactors()),
+    [](const auto& info) { return TestNameSuffix(info.param); });
 
 }  // namespace
 }  // namespace testing

@@ -51,50 +51,11 @@ namespace nbio {
 namespace testing {
 namespace {
 
-std::string Binary() { return RunfilePath("echo/echo_server"); }
-
 constexpr absl::Duration kSoon = absl::Seconds(20);
 
-struct Param {
-  std::string backend;
-  int reactors;
-};
-
-std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
-  return absl::StrCat(info.param.backend, "_", info.param.reactors,
-                      info.param.reactors == 1 ? "reactor" : "reactors");
-}
+using Param = BackendReactors;
 
 // --- in the child, in its own network namespace
-
-// Enters a network namespace of our own with lo up. Why it cannot, as
-// "SKIP reason" (not allowed here) or "FAIL reason" (allowed, but broken);
-// empty when it is ready.
-std::string EnterOwnNetworkNamespace() {
-  if (unshare(CLONE_NEWNET) != 0) {
-    return absl::StrCat("SKIP unshare(CLONE_NEWNET): ", std::strerror(errno),
-                        " (needs CAP_SYS_ADMIN); the restart test needs its "
-                        "own network namespace to set tcp_migrate_req");
-  }
-  // A new namespace has lo, down.
-  const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return absl::StrCat("FAIL socket: ", std::strerror(errno));
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-  if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
-    close(s);
-    return absl::StrCat("FAIL SIOCGIFFLAGS(lo): ", std::strerror(errno));
-  }
-  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-  if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) {
-    const int err = errno;
-    close(s);
-    return absl::StrCat(err == EPERM ? "SKIP" : "FAIL",
-                        " SIOCSIFFLAGS(lo, up): ", std::strerror(err));
-  }
-  close(s);
-  return "";
-}
 
 // Sets net.ipv4.tcp_migrate_req=1 in our namespace: "" or "SKIP reason".
 std::string EnableMigrateReq() {
@@ -200,8 +161,8 @@ std::string RestartUnderLoad(const Param& param) {
   // --reuse_port must say so at start and when it drains.
   bool warned_when_off = false;
   {
-    ServerProcess off({Binary(), "--listen=127.0.0.1:0", "--reuse_port",
-                       "--backend=" + param.backend});
+    ServerProcess off({EchoServerBinary(), "--listen=127.0.0.1:0",
+                       "--reuse_port", "--backend=" + param.backend});
     if (!off.WaitListening()) return "FAIL server: " + off.Stderr();
     off.Signal(SIGTERM);
     const std::optional<int> status = off.WaitExit(kSoon);
@@ -214,7 +175,7 @@ std::string RestartUnderLoad(const Param& param) {
   setup = EnableMigrateReq();
   if (!setup.empty()) return setup;
   auto argv = [&](const std::string& listen) {
-    return std::vector<std::string>{Binary(),
+    return std::vector<std::string>{EchoServerBinary(),
                                     "--listen=" + listen,
                                     "--reuse_port",
                                     "--backend=" + param.backend,
@@ -353,10 +314,8 @@ TEST_P(EchoRestartTest,
 
 INSTANTIATE_TEST_SUITE_P(
     AllBackends, EchoRestartTest,
-    ::testing::Values(Param{"epoll", 1}, Param{"poll", 1}, Param{"select", 1},
-                      Param{"io_uring", 1}, Param{"epoll", 2}, Param{"poll", 2},
-                      Param{"select", 2}, Param{"io_uring", 2}),
-    ParamName);
+    ::testing::ValuesIn(EveryBackendWithOneAndTwoReactors()),
+    [](const auto& info) { return TestNameSuffix(info.param); });
 
 }  // namespace
 }  // namespace testing

@@ -8,21 +8,16 @@
 // (a fresh loopback where 7008 is free); where namespaces are refused, it
 // runs on the shared loopback if 7008 is free there, and otherwise says so
 // and skips.
-#include <fcntl.h>
-#include <net/if.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "tests/server_process.h"
 
@@ -45,29 +40,6 @@ TEST(ReadmeTest, QuotesTheCompiledExampleVerbatim) {
       << "README.md's example differs from echo/example_server.cc";
 }
 
-// Moves this process into a new network namespace with its loopback up.
-// Empty on success, else why not.
-std::string EnterOwnNetworkNamespace() {
-  if (unshare(CLONE_NEWNET) != 0) {
-    return std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-  }
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return std::string("socket: ") + std::strerror(errno);
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-  std::string error;
-  if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0) {
-    error = std::string("SIOCGIFFLAGS lo: ") + std::strerror(errno);
-  } else {
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0) {
-      error = std::string("SIOCSIFFLAGS lo: ") + std::strerror(errno);
-    }
-  }
-  close(fd);
-  return error;
-}
-
 // Whether 127.0.0.1:`port` can be bound here now.
 bool PortIsFree(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -83,7 +55,8 @@ bool PortIsFree(int port) {
 }
 
 TEST(ReadmeTest, TheExampleRunsAsTheReadmeSays) {
-  const std::string netns_error = EnterOwnNetworkNamespace();
+  const std::string netns_error = testing::EnterOwnNetworkNamespace();
+  ASSERT_FALSE(absl::StartsWith(netns_error, "FAIL")) << netns_error;
   if (!netns_error.empty()) {
     std::fprintf(stderr,
                  "readme_test: no network namespace of its own (%s); "

@@ -2,8 +2,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -13,6 +16,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -271,6 +275,46 @@ std::string RunfilePath(const std::string& path) {
   const char* ws = std::getenv("TEST_WORKSPACE");
   if (dir == nullptr) return path;
   return absl::StrCat(dir, "/", ws != nullptr ? ws : "nbio", "/", path);
+}
+
+std::vector<BackendReactors> EveryBackendWithOneAndTwoReactors() {
+  std::vector<BackendReactors> params;
+  for (int reactors : {1, 2}) {
+    for (const char* backend : {"epoll", "poll", "select", "io_uring"}) {
+      params.push_back({backend, reactors});
+    }
+  }
+  return params;
+}
+
+std::string TestNameSuffix(const BackendReactors& param) {
+  return absl::StrCat(param.backend, "_", param.reactors,
+                      param.reactors == 1 ? "reactor" : "reactors");
+}
+
+std::string EnterOwnNetworkNamespace() {
+  if (unshare(CLONE_NEWNET) != 0) {
+    return absl::StrCat("SKIP unshare(CLONE_NEWNET): ", std::strerror(errno),
+                        " (needs CAP_SYS_ADMIN)");
+  }
+  // A new namespace has lo, down.
+  const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return absl::StrCat("FAIL socket: ", std::strerror(errno));
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+    close(s);
+    return absl::StrCat("FAIL SIOCGIFFLAGS(lo): ", std::strerror(errno));
+  }
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) {
+    const int err = errno;
+    close(s);
+    return absl::StrCat(err == EPERM ? "SKIP" : "FAIL",
+                        " SIOCSIFFLAGS(lo, up): ", std::strerror(err));
+  }
+  close(s);
+  return "";
 }
 
 }  // namespace testing

@@ -92,6 +92,27 @@ std::string RandomBytes(size_t n, uint32_t seed);
 bool WaitFor(absl::Duration timeout, const std::function<bool()>& done);
 // Where Bazel put the data dependency `path` (e.g. "echo/echo_server").
 std::string RunfilePath(const std::string& path);
+// The echo_server binary (a data dependency of the test).
+inline std::string EchoServerBinary() {
+  return RunfilePath("echo/echo_server");
+}
+
+// The parameter of the end-to-end suites that run the real echo_server:
+// every backend, with one reactor and with two.
+struct BackendReactors {
+  std::string backend;
+  int reactors;
+};
+std::vector<BackendReactors> EveryBackendWithOneAndTwoReactors();
+// "epoll_1reactor", "io_uring_2reactors": a test-name suffix.
+std::string TestNameSuffix(const BackendReactors& param);
+
+// Moves the calling process into a network namespace of its own with its
+// loopback up (a fresh 127.0.0.0/8 where every port is free, and sysctls
+// such as tcp_migrate_req of its own). "" when done; else "SKIP reason"
+// where it is not allowed (no CAP_SYS_ADMIN), or "FAIL reason" where it is
+// allowed but did not work.
+std::string EnterOwnNetworkNamespace();
 
 }  // namespace testing
 }  // namespace nbio
