@@ -13,28 +13,15 @@ would drown real reports; leaks of Python objects are nbio_test's business
 In a build without ASan this says so on stdout and runs the suite
 uninstrumented; where the ASan runtime cannot be found it fails, saying why.
 """
-import glob
 import os
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from sanitizers import asan_runtime  # noqa: E402
 MODULE = os.path.join(HERE, "nbio.so")
 SUITE = os.path.join(HERE, "nbio_test.py")
-
-
-def asan_runtime():
-    try:
-        path = subprocess.run(
-            ["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
-            capture_output=True, text=True, check=True).stdout.strip()
-        if os.path.isabs(path) and os.path.exists(path):
-            return path
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    found = sorted(glob.glob(
-        "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.asan-x86_64.so"))
-    return found[-1] if found else None
 
 
 def main():
