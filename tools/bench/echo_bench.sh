@@ -29,7 +29,7 @@ Usage: tools/bench/echo_bench.sh [flags]
                       bulk16k  10 connections, 16 KiB messages, 4 in flight each
                       c10k     10,000 connections, 64 B ping-pong
   --servers=LIST    comma-separated subset of: raw_epoll raw_uring libuv
-                    libev asio nbio-epoll nbio-poll nbio-select (default all;
+                    libev asio nbio-epoll nbio-poll nbio-select nbio-io_uring (default all;
                     the nbio ones are skipped while //echo:echo_server does
                     not exist; raw_uring shows "did not start" where
                     io_uring is unavailable, with the reason in its log)
@@ -82,7 +82,7 @@ for s in "${scenario_list[@]}"; do
 done
 for s in "${server_list[@]}"; do
   case "$s" in
-    raw_epoll | raw_uring | libuv | libev | asio | nbio-epoll | nbio-poll | nbio-select) ;;
+    raw_epoll | raw_uring | libuv | libev | asio | nbio-epoll | nbio-poll | nbio-select | nbio-io_uring) ;;
     *) echo "echo_bench.sh: unknown server '$s' (see --help)" >&2; exit 2 ;;
   esac
 done
