@@ -11,7 +11,7 @@ absl::Status Poller::Add(PollerEntry* entry, int fd, uint32_t interest) {
   NBIO_CHECK(!entry->is_registered());
   NBIO_CHECK(fd >= 0);
   NBIO_CHECK((interest & ~(kReadable | kWritable)) == 0);
-  if (EntryForFd(fd) != nullptr) {
+  if (IsRegistered(fd)) {
     return absl::AlreadyExistsError(absl::StrCat(
         name(), " poller: fd ", fd,
         " is already registered (one watcher, wait or connection per fd)"));
@@ -20,8 +20,9 @@ absl::Status Poller::Add(PollerEntry* entry, int fd, uint32_t interest) {
   entry->backend_index_ = -1;
   absl::Status status = AddFd(entry, fd, interest);
   if (!status.ok()) return status;
-  if (static_cast<size_t>(fd) >= by_fd_.size()) by_fd_.resize(fd + 1);
-  by_fd_[fd] = entry;
+  const size_t word = static_cast<size_t>(fd) / 64;
+  if (word >= registered_.size()) registered_.resize(word + 1);
+  registered_[word] |= uint64_t{1} << (fd % 64);
   entry->fd_ = fd;
   entry->interest_ = static_cast<uint8_t>(interest);
   ++size_;
@@ -42,7 +43,8 @@ absl::Status Poller::Modify(PollerEntry* entry, uint32_t interest) {
 
 void Poller::Remove(PollerEntry* entry) {
   if (!entry->is_registered()) return;
-  by_fd_[entry->fd_] = nullptr;
+  registered_[static_cast<size_t>(entry->fd_) / 64] &=
+      ~(uint64_t{1} << (entry->fd_ % 64));
   RemoveFd(entry);
   if (entry->interest_ != 0) --active_;
   --size_;

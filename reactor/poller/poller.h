@@ -145,14 +145,16 @@ class Poller {
   // which the caller updates on success.
   virtual absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) = 0;
   // The backend's half of Remove: `entry` is registered (fd(), interest()
-  // and the backend fields still hold) but no longer EntryForFd(its fd);
-  // the caller clears it afterwards.
+  // and the backend fields still hold), though IsRegistered(its fd) is
+  // false already; the caller clears it afterwards.
   virtual void RemoveFd(PollerEntry* entry) = 0;
 
-  // The entry registered for `fd`, or nullptr. O(1).
-  PollerEntry* EntryForFd(int fd) const {
-    return fd >= 0 && static_cast<size_t>(fd) < by_fd_.size() ? by_fd_[fd]
-                                                              : nullptr;
+  // Whether an entry has `fd`. O(1). A backend that needs the entry of an
+  // fd keeps its own table (select's is bounded by FD_SETSIZE).
+  bool IsRegistered(int fd) const {
+    const size_t word = static_cast<size_t>(fd) / 64;
+    return fd >= 0 && word < registered_.size() &&
+           (registered_[word] >> (fd % 64) & 1) != 0;
   }
 
   // Backend-private state kept in the entry, so backends need no per-fd map.
@@ -177,10 +179,11 @@ class Poller {
  private:
   int size_ = 0;
   int active_ = 0;
-  // Indexed by fd: the registered entry, or nullptr. fds are small and
-  // dense (the kernel hands out the lowest free one), so this is smaller
-  // and faster than a hash map.
-  std::vector<PollerEntry*> by_fd_;
+  // One bit per fd: whether an entry has it (the one-entry-per-fd rule).
+  // fds are small and dense (the kernel hands out the lowest free one). A
+  // bit, not a pointer: at 10,000 idle connections a pointer table cost
+  // each connection 8 of its 128-byte budget.
+  std::vector<uint64_t> registered_;
 };
 
 }  // namespace nbio

@@ -37,6 +37,7 @@ absl::Status SelectPoller::AddFd(PollerEntry* entry, int fd,
                      FD_SETSIZE, "); use the poll or epoll backend"));
   }
   SetInterestBits(fd, interest);
+  by_fd_[fd] = entry;
   if (fd > max_fd_) max_fd_ = fd;
   return absl::OkStatus();
 }
@@ -52,8 +53,8 @@ void SelectPoller::RemoveFd(PollerEntry* entry) {
   // Drop anything this Wait collected for the fd (harmless when idle).
   FD_CLR(fd, &read_ready_);
   FD_CLR(fd, &write_ready_);
-  // EntryForFd(fd) is already nullptr.
-  while (max_fd_ >= 0 && EntryForFd(max_fd_) == nullptr) --max_fd_;
+  by_fd_[fd] = nullptr;
+  while (max_fd_ >= 0 && by_fd_[max_fd_] == nullptr) --max_fd_;
 }
 
 absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
@@ -89,7 +90,7 @@ absl::StatusOr<int> SelectPoller::Wait(int64_t timeout_nanos) {
     bits_left -= ((raw & kReadable) ? 1 : 0) + ((raw & kWritable) ? 1 : 0);
     FD_CLR(fd, &read_ready_);
     FD_CLR(fd, &write_ready_);
-    PollerEntry* entry = EntryForFd(fd);
+    PollerEntry* entry = by_fd_[fd];
     if (entry != nullptr && Dispatch(entry, raw)) ++dispatched;
   }
   return dispatched;

@@ -36,6 +36,8 @@ class SelectPoller final : public Poller {
   fd_set read_ready_;
   fd_set write_ready_;
   int max_fd_ = -1;
+  // The entry of each fd (select() watches fds below FD_SETSIZE only).
+  PollerEntry* by_fd_[FD_SETSIZE] = {};
 };
 
 }  // namespace nbio

@@ -129,6 +129,7 @@ absl::Status UringPoller::AddFd(PollerEntry* entry, int fd, uint32_t interest) {
     slots_.resize(std::max<size_t>(fd + 1, slots_.size() * 2));
   }
   Slot& slot = slots_[fd];
+  slot.entry = entry;
   slot.armed_mask = 0;
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
   if (interest != 0) Arm(fd, slot, interest);
@@ -153,6 +154,7 @@ void UringPoller::RemoveFd(PollerEntry* entry) {
   Slot& slot = slots_[fd];
   const bool had_request = slot.armed_mask != 0;
   Disarm(fd, slot);
+  slot.entry = nullptr;
   slot.seq = slot.seq + 1 == 0 ? 1 : slot.seq + 1;
   // The poll request holds a reference to the file: cancel it now, so that
   // the owner's close() really closes (the peer sees FIN now, not at the
@@ -198,7 +200,7 @@ absl::StatusOr<int> UringPoller::Wait(int64_t timeout_nanos) {
     const int fd = static_cast<int>(c.user_data >> 32);
     const uint32_t seq = static_cast<uint32_t>(c.user_data);
     Slot* slot = SlotOf(fd);
-    PollerEntry* entry = EntryForFd(fd);
+    PollerEntry* entry = slot != nullptr ? slot->entry : nullptr;
     // Removed, re-added or re-armed since: not this entry's event.
     if (slot == nullptr || entry == nullptr || slot->seq != seq ||
         slot->armed_mask == 0) {
@@ -214,7 +216,7 @@ absl::StatusOr<int> UringPoller::Wait(int64_t timeout_nanos) {
   // Level-triggered: what fired and still wants events is asked again.
   for (int fd : fired_) {
     Slot& slot = slots_[fd];
-    const PollerEntry* entry = EntryForFd(fd);
+    const PollerEntry* entry = slot.entry;
     if (entry != nullptr && slot.armed_mask == 0 && entry->interest() != 0) {
       Arm(fd, slot, entry->interest());
     }

@@ -61,10 +61,11 @@ class UringPoller final : public Poller {
   static constexpr unsigned kMinSqEntries = 32;
 
  private:
-  // The ring's state for one fd (the entry is EntryForFd(fd)).
+  // The ring's state for one fd.
   struct Slot {
-    uint32_t seq = 0;         // tag of the request in the ring, if armed
-    uint32_t armed_mask = 0;  // poll mask of that request; 0: none
+    PollerEntry* entry = nullptr;  // registered for this fd, or nullptr
+    uint32_t seq = 0;              // tag of the request in the ring, if armed
+    uint32_t armed_mask = 0;       // poll mask of that request; 0: none
   };
 
   UringPoller() = default;
