@@ -247,6 +247,22 @@ std::vector<std::string> ConnectionHints(const LoadResult& r,
   return hints;
 }
 
+// The lines both reports end with: why connections failed, I/O errors, and
+// what verification found.
+void PrintReportTail(const LoadResult& r, const LoadOptions& o) {
+  for (const std::string& hint : ConnectionHints(r, o)) {
+    std::printf("                  %s\n", hint.c_str());
+  }
+  std::printf("  errors        %s resets, %s other I/O errors\n",
+              Grouped(r.resets).c_str(), Grouped(r.io_errors).c_str());
+  std::printf("  verification  %s mismatched, %s lost, %s extra bytes%s\n",
+              Grouped(r.mismatches).c_str(), Grouped(r.lost).c_str(),
+              Grouped(r.extra).c_str(),
+              r.mismatches + r.lost + r.extra == 0 && r.bytes_received > 0
+                  ? " (all verified)"
+                  : "");
+}
+
 void PrintHoldReport(const LoadResult& r, const LoadOptions& o) {
   std::printf(
       "echo_load --hold: %s, %d connections (%d processes, %d source "
@@ -264,17 +280,7 @@ void PrintHoldReport(const LoadResult& r, const LoadOptions& o) {
       "  connections   %s ok, %s failed (run %.2fs, echo_load CPU %.2fs)\n",
       Grouped(r.connections_ok).c_str(),
       Grouped(r.connections_failed()).c_str(), r.run_seconds, r.cpu_seconds);
-  for (const std::string& hint : ConnectionHints(r, o)) {
-    std::printf("                  %s\n", hint.c_str());
-  }
-  std::printf("  errors        %s resets, %s other I/O errors\n",
-              Grouped(r.resets).c_str(), Grouped(r.io_errors).c_str());
-  std::printf("  verification  %s mismatched, %s lost, %s extra bytes%s\n",
-              Grouped(r.mismatches).c_str(), Grouped(r.lost).c_str(),
-              Grouped(r.extra).c_str(),
-              r.mismatches + r.lost + r.extra == 0 && r.bytes_received > 0
-                  ? " (all verified)"
-                  : "");
+  PrintReportTail(r, o);
 }
 
 void PrintReport(const LoadResult& r, const LoadOptions& o) {
@@ -309,17 +315,7 @@ void PrintReport(const LoadResult& r, const LoadOptions& o) {
       Grouped(r.connections_ok).c_str(),
       Grouped(r.connections_failed()).c_str(), r.ramp_up_seconds, r.run_seconds,
       r.cpu_seconds);
-  for (const std::string& hint : ConnectionHints(r, o)) {
-    std::printf("                  %s\n", hint.c_str());
-  }
-  std::printf("  errors        %s resets, %s other I/O errors\n",
-              Grouped(r.resets).c_str(), Grouped(r.io_errors).c_str());
-  std::printf("  verification  %s mismatched, %s lost, %s extra bytes%s\n",
-              Grouped(r.mismatches).c_str(), Grouped(r.lost).c_str(),
-              Grouped(r.extra).c_str(),
-              r.mismatches + r.lost + r.extra == 0 && r.bytes_received > 0
-                  ? " (all verified)"
-                  : "");
+  PrintReportTail(r, o);
 }
 
 void PrintJson(const LoadResult& r, const LoadOptions& o, int exit_status) {
