@@ -16,49 +16,10 @@
 #include "reactor/event_loop.h"
 #include "reactor/poller/poller_registry.h"
 #include "reactor/testing/loop_test_util.h"
+#include "reactor/testing/tcp_test_util.h"
 
 namespace nbio {
 namespace {
-
-// A non-blocking loopback client.
-class Client {
- public:
-  explicit Client(const SocketAddress& to) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    EXPECT_GE(fd_, 0);
-    const int r = connect(fd_, to.sockaddr_ptr(), to.sockaddr_len());
-    EXPECT_TRUE(r == 0 || errno == EINPROGRESS) << errno;
-  }
-  ~Client() { close(fd_); }
-  void Send(const std::string& data) {
-    ASSERT_EQ(send(fd_, data.data(), data.size(), MSG_NOSIGNAL),
-              static_cast<ssize_t>(data.size()));
-  }
-  // Reads what is there; false once EOF or an error was seen.
-  bool Receive() {
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n > 0) {
-        received_.append(buf, n);
-        continue;
-      }
-      if (n == 0) eof_ = true;
-      if (n < 0 && errno != EAGAIN) error_ = errno;
-      return !(eof_ || error_ != 0);
-    }
-  }
-  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
-  const std::string& received() const { return received_; }
-  bool eof() const { return eof_; }
-  int error() const { return error_; }
-
- private:
-  int fd_ = -1;
-  std::string received_;
-  bool eof_ = false;
-  int error_ = 0;
-};
 
 class EchoServiceTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -92,25 +53,28 @@ class EchoServiceTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(EchoServiceTest, WaitingDrainServesUntilThePeerCloses) {
-  Client client(service_->address());
+  TestClient client(service_->address());
   client.Send("before");
+  ASSERT_TRUE(client.all_sent());
   ASSERT_TRUE(PumpUntil([&] { return client.received() == "before"; },
                         [&] { client.Receive(); }));
   bool done = false;
   service_->DrainWaitingForPeers([&] { done = true; });
   // Still served: the peer has not ended, so neither does the connection.
   client.Send("during");
+  ASSERT_TRUE(client.all_sent());
   ASSERT_TRUE(PumpUntil([&] { return client.received() == "beforeduring"; },
                         [&] { client.Receive(); }));
   EXPECT_FALSE(client.eof());
   EXPECT_FALSE(done);
   EXPECT_EQ(service_->open_connections(), 1u);
   // No longer accepting.
-  Client late(service_->address());
+  TestClient late(service_->address());
   ASSERT_TRUE(PumpUntil([&] { return !late.Receive(); }));
   EXPECT_EQ(late.error(), ECONNREFUSED);
   // The peer sends its last bytes and ends: echoed, then EOF, then done.
   client.Send("after");
+  ASSERT_TRUE(client.all_sent());
   client.ShutdownWrite();
   ASSERT_TRUE(PumpUntil([&] { return done && client.eof(); },
                         [&] { client.Receive(); }));
@@ -128,13 +92,14 @@ TEST_P(EchoServiceTest, WaitingDrainWithNoConnectionIsDoneAtOnce) {
 
 TEST_P(EchoServiceTest,
        CutCountsTheConnectionsAndWhatTheyHeldThenEndsTheDrain) {
-  Client a(service_->address());
-  Client b(service_->address());
+  TestClient a(service_->address());
+  TestClient b(service_->address());
   ASSERT_TRUE(PumpUntil([&] { return service_->open_connections() == 2; }));
   bool done = false;
   service_->DrainWaitingForPeers([&] { done = true; });
   // Arrives in the server's kernel buffer; the loop does not run to read it.
   b.Send(std::string(1000, 'x'));
+  ASSERT_TRUE(b.all_sent());
   const EchoService::CutReport cut = service_->CutRemaining();
   EXPECT_EQ(cut.connections, 2u);
   EXPECT_EQ(cut.queued_bytes, 0u);
@@ -149,8 +114,9 @@ TEST_P(EchoServiceTest,
 }
 
 TEST_P(EchoServiceTest, ShutdownDrainHalfClosesAtOnce) {
-  Client client(service_->address());
+  TestClient client(service_->address());
   client.Send("hello");
+  ASSERT_TRUE(client.all_sent());
   ASSERT_TRUE(PumpUntil([&] { return client.received() == "hello"; },
                         [&] { client.Receive(); }));
   bool done = false;

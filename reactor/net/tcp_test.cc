@@ -31,70 +31,6 @@
 namespace nbio {
 namespace {
 
-// A non-blocking client socket with what it received so far.
-class Client {
- public:
-  explicit Client(const SocketAddress& to) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    EXPECT_GE(fd_, 0);
-    const int r = connect(fd_, to.sockaddr_ptr(), to.sockaddr_len());
-    EXPECT_TRUE(r == 0 || errno == EINPROGRESS) << errno;
-  }
-  ~Client() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int fd() const { return fd_; }
-
-  // Sends as much of `pending_` + `data` as the socket takes now.
-  void Send(absl::string_view data) {
-    pending_.append(data.data(), data.size());
-    Flush();
-  }
-  void Flush() {
-    while (!pending_.empty()) {
-      const ssize_t n =
-          send(fd_, pending_.data(), pending_.size(), MSG_NOSIGNAL);
-      if (n <= 0) break;
-      pending_.erase(0, n);
-    }
-  }
-  bool all_sent() const { return pending_.empty(); }
-
-  // Reads what is available. Returns false once EOF or an error was seen.
-  bool Receive() {
-    char buf[65536];
-    for (;;) {
-      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n > 0) {
-        received_.append(buf, n);
-        continue;
-      }
-      if (n == 0) eof_ = true;
-      if (n < 0 && errno != EAGAIN) error_ = errno;
-      return !(eof_ || error_ != 0);
-    }
-  }
-  const std::string& received() const { return received_; }
-  bool eof() const { return eof_; }
-  int error() const { return error_; }
-
-  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
-  // Close with RST instead of FIN.
-  void Reset() {
-    linger l{1, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-    close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-  std::string pending_;
-  std::string received_;
-  bool eof_ = false;
-  int error_ = 0;
-};
-
 std::string RandomBytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::string s(n, '\0');
@@ -153,10 +89,10 @@ class TcpTest : public ::testing::TestWithParam<std::string> {
 TEST_P(TcpTest, ManyConnectionsEchoRandomDataByteForByte) {
   Start();
   constexpr int kClients = 40;  // below FD_SETSIZE for select
-  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<TestClient>> clients;
   std::vector<std::string> sent(kClients);
   for (int i = 0; i < kClients; ++i) {
-    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
   }
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
   std::mt19937 rng(42);
@@ -194,7 +130,7 @@ TEST_P(TcpTest, SlowReaderBoundsServerMemory) {
   TcpServerOptions options;
   options.tcp.high_watermark = 64 * 1024;
   Start(std::move(options));
-  Client client(server_->address());
+  TestClient client(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
   // More than the kernel's socket buffers on both paths can hold (a few MiB
   // each with autotuning), so the peer ends up blocked.
@@ -222,8 +158,8 @@ TEST_P(TcpTest, SlowReaderBoundsServerMemory) {
 
 TEST_P(TcpTest, PeerResetMidStreamEndsOnlyThatConnection) {
   Start();
-  Client victim(server_->address());
-  Client bystander(server_->address());
+  TestClient victim(server_->address());
+  TestClient bystander(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 2; }));
   // The server's echo to `victim` stalls, then victim resets.
   handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
@@ -247,7 +183,7 @@ TEST_P(TcpTest, PeerResetMidStreamEndsOnlyThatConnection) {
 // the server closes, and reports an orderly end.
 TEST_P(TcpTest, HalfCloseEchoesEverythingThenCloses) {
   Start();
-  Client client(server_->address());
+  TestClient client(server_->address());
   const std::string payload = RandomBytes(300000, 11);
   client.Send(payload);
   ASSERT_TRUE(PumpUntil([&] { return client.all_sent(); },
@@ -269,8 +205,8 @@ TEST_P(TcpTest, IdleTimeoutClosesQuietConnectionsOnly) {
   TcpServerOptions options;
   options.tcp.idle_timeout = absl::Seconds(10);
   Start(std::move(options), &clock);
-  Client quiet(server_->address());
-  Client chatty(server_->address());
+  TestClient quiet(server_->address());
+  TestClient chatty(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 2; }));
   for (int s = 1; s <= 20; ++s) {
     clock.Advance(absl::Seconds(1));
@@ -294,7 +230,8 @@ TEST_P(TcpTest, MaxConnectionsRefusesTheRest) {
   TcpServerOptions options;
   options.max_connections = 2;
   Start(std::move(options));
-  Client a(server_->address()), b(server_->address()), c(server_->address());
+  TestClient a(server_->address()), b(server_->address()),
+      c(server_->address());
   ASSERT_TRUE(
       PumpUntil([&] { return server_->stats().refused_over_limit == 1; }));
   ASSERT_TRUE(PumpUntil([&] { return c.eof() || c.error() != 0; },
@@ -314,7 +251,7 @@ TEST_P(TcpTest, CloseFromOnDataReportsAfterTheCall) {
     EXPECT_FALSE(conn->Write("late"));
     in_on_data = false;
   };
-  Client client(server_->address());
+  TestClient client(server_->address());
   client.Send("hello");
   ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
   EXPECT_EQ(handler_.closed[0].code(), absl::StatusCode::kAborted);
@@ -328,7 +265,7 @@ TEST_P(TcpTest, QueuedWriteReportsDrainedAndLargeBufferIsAdopted) {
   handler_.on_accept = [&](TcpConnection* conn) {
     EXPECT_TRUE(conn->Write(std::string(big)));
   };
-  Client client(server_->address());
+  TestClient client(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return client.received().size() == big.size(); },
                         [&] { client.Receive(); }));
   EXPECT_TRUE(client.received() == big);
@@ -351,7 +288,7 @@ TEST_P(TcpTest, MovedWriteAdoptsWhatTheKernelDidNotTake) {
     queued = conn->queued_bytes();
     blocks_taken = server_->context()->pool().blocks_in_use() - before;
   };
-  Client client(server_->address());
+  TestClient client(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
   ASSERT_TRUE(write_ok);
   ASSERT_GT(queued, 0u) << "the kernel took everything: nothing to adopt";
@@ -369,9 +306,9 @@ TEST_P(TcpTest, MovedWriteAdoptsWhatTheKernelDidNotTake) {
 // half-closed and the done callback runs once the peers have closed.
 TEST_P(TcpTest, DrainAnswersWhatArrivedThenCloses) {
   Start();
-  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<TestClient>> clients;
   for (int i = 0; i < 5; ++i) {
-    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
   }
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 5; }));
   // The input is still in the kernel (the loop has not run) when the drain
@@ -417,7 +354,7 @@ TEST_P(TcpTest, DrainHalfClosesAConnectionPausedByBackpressure) {
     conn = c;
     EXPECT_TRUE(c->Write(absl::string_view(big)));
   };
-  Client client(server_->address());
+  TestClient client(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
   Pump(5);
   ASSERT_GE(conn->queued_bytes(), size_t{64 * 1024});
@@ -451,11 +388,11 @@ TEST_P(TcpTest, DrainHalfClosesWhenInputTakesExactlyTheReadBudget) {
   Start(std::move(options));
   // Three full reads and a short one; four full reads.
   const std::vector<size_t> sizes = {3500, 4000};
-  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<TestClient>> clients;
   std::vector<TcpConnection*> conns;
   handler_.on_accept = [&](TcpConnection* c) { conns.push_back(c); };
   for (size_t i = 0; i < sizes.size(); ++i) {
-    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
     ASSERT_TRUE(PumpUntil([&] { return conns.size() == i + 1; }));
   }
   std::vector<std::string> sent;
@@ -505,7 +442,7 @@ TEST_P(TcpTest, DrainFromOnDataNeverReentersOnData) {
     EXPECT_TRUE(conn->Write(bytes));
     --depth;
   };
-  Client client(server_->address());
+  TestClient client(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
   const std::string sent = "shutdown" + RandomBytes(500, 29);
   client.Send(sent);
@@ -523,7 +460,7 @@ TEST_P(TcpTest, DrainFromOnDataNeverReentersOnData) {
 // the drain completes; a drain with nothing to drain completes at once.
 TEST_P(TcpTest, EveryDrainDoneRunsExactlyOnce) {
   Start();
-  Client client(server_->address());
+  TestClient client(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
   int first = 0;
   int second = 0;
@@ -551,9 +488,9 @@ TEST_P(TcpTest, EveryDrainDoneRunsExactlyOnce) {
 TEST_P(TcpTest, DrainAndCloseAllReachEveryConnectionAcrossSlabChunks) {
   Start();
   constexpr int kClients = 200;  // 400 fds with the server's: below FD_SETSIZE
-  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<TestClient>> clients;
   for (int i = 0; i < kClients; ++i) {
-    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
   }
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
   // Resets in the first, second and fourth chunks: freed before the drain.
@@ -610,7 +547,7 @@ TEST_P(TcpTest, ConnectionsAboveFdSetsize) {
     filler.push_back(fd);
     if (fd >= FD_SETSIZE + 2) break;
   }
-  Client client(server_->address());
+  TestClient client(server_->address());
   if (GetParam() == "select") {
     ASSERT_TRUE(
         PumpUntil([&] { return server_->stats().refused_unwatchable == 1; }));
@@ -636,7 +573,7 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
   TcpServerOptions options;
   options.accept_backoff = absl::Milliseconds(20);
   Start(std::move(options));
-  Client existing(server_->address());
+  TestClient existing(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
 
   rlimit old_limit;
@@ -656,9 +593,9 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
     close(filler.back());
     filler.pop_back();
   }
-  std::vector<std::unique_ptr<Client>> refused;
+  std::vector<std::unique_ptr<TestClient>> refused;
   for (int i = 0; i < 3; ++i) {
-    refused.push_back(std::make_unique<Client>(server_->address()));
+    refused.push_back(std::make_unique<TestClient>(server_->address()));
   }
   ASSERT_TRUE(
       PumpUntil([&] { return server_->stats().fd_exhaustion_events >= 1; }));
@@ -688,7 +625,7 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
   for (int f : filler) close(f);
   filler.clear();
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_limit), 0);
-  Client later(server_->address());
+  TestClient later(server_->address());
   const int accepted_before = handler_.accepted;
   for (int i = 0; i < 100 && handler_.accepted == accepted_before; ++i) {
     ASSERT_TRUE(loop_->RunOnce().ok());  // blocks until the backoff ends
@@ -703,9 +640,9 @@ TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
 // connections queued on the listener are taken and served, then it closes.
 TEST_P(TcpTest, StopAcceptingKeepQueuedServesWhatWasQueued) {
   Start();
-  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<TestClient>> clients;
   for (int i = 0; i < 3; ++i) {
-    clients.push_back(std::make_unique<Client>(server_->address()));
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
     clients.back()->Send(absl::StrCat("queued ", i));
   }
   // The loop has not run: all three wait in the listener's queue.
@@ -714,14 +651,14 @@ TEST_P(TcpTest, StopAcceptingKeepQueuedServesWhatWasQueued) {
   EXPECT_EQ(handler_.accepted, 3);
   EXPECT_FALSE(server_->is_accepting());
   for (int i = 0; i < 3; ++i) {
-    Client* c = clients[i].get();
+    TestClient* c = clients[i].get();
     const std::string want = absl::StrCat("queued ", i);
     ASSERT_TRUE(
         PumpUntil([&] { return c->received() == want; }, [&] { c->Receive(); }))
         << i << ": " << c->received();
   }
   // The listener is gone: a new connect is refused.
-  Client late(server_->address());
+  TestClient late(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return !late.Receive(); }));
   EXPECT_EQ(late.error(), ECONNREFUSED);
 }
@@ -748,7 +685,7 @@ TEST(TcpServerTest, ServesAListeningSocketItIsGiven) {
   EXPECT_EQ((*server)->address().ToString(), bound->ToString());
   EXPECT_TRUE(fcntl(fd, F_GETFL) & O_NONBLOCK);
   EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
-  Client client(*bound);
+  TestClient client(*bound);
   client.Send("hello");
   for (int i = 0; i < 100000 && client.received() != "hello"; ++i) {
     ASSERT_TRUE((*loop)->RunOnce(EventLoop::RunMode::kNoWait).ok());
