@@ -322,11 +322,20 @@ TEST_P(EchoDrainTest, PeersThatNeverCloseAreCutAtTheDeadlineAndCounted) {
   setsockopt(pusher, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
   const std::string chunk = RandomBytes(64 * 1024, 7);
   uint64_t pushed = 0;
-  // Until the send buffer stays full for half a second: the server stopped
-  // reading (its queue is at the high watermark).
+  // Until the server has paused reading (its queue reached the high
+  // watermark: its stats line counts the pause) and, after that, the send
+  // buffer stays full for half a second: the server's receive buffer is full
+  // too. A full send buffer alone is not enough: on a loaded machine the
+  // server may just not have been scheduled yet.
+  const absl::Time give_up = absl::Now() + kSoon;
   for (;;) {
     pollfd p{pusher, POLLOUT, 0};
-    if (poll(&p, 1, 500) <= 0) break;
+    if (poll(&p, 1, 500) <= 0) {
+      if (server_->LastStats()["read_pauses"] >= 1) break;
+      ASSERT_LT(absl::Now(), give_up)
+          << "the server never paused reading: " << server_->Stderr();
+      continue;
+    }
     const ssize_t n = send(pusher, chunk.data(), chunk.size(), MSG_NOSIGNAL);
     if (n > 0) pushed += n;
     ASSERT_LT(pushed, uint64_t{256} << 20) << "the server never pushed back";
