@@ -104,6 +104,9 @@ absl::Status UringStreamRing::Init(const Options& options) {
                       ? kMaxCqEntries
                       : RoundUpPow2(static_cast<uint32_t>(want));
   }
+  // The kernel wants at least as many completion entries as submission
+  // entries (EINVAL otherwise, which would read as "flags unsupported").
+  cq_entries_ = std::max(cq_entries_, 2 * RoundUpPow2(options.sq_entries));
 
   // Newest flags first; the kernel answers EINVAL for those it lacks.
   struct Attempt {
@@ -266,8 +269,9 @@ absl::Status UringStreamRing::Listen(int listen_fd) {
 void UringStreamRing::ArmAccept() {
   if (accept_armed_ || listen_fd_ < 0) return;
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr,
-                                        SOCK_CLOEXEC);
+  // No SOCK_CLOEXEC: a direct descriptor is no process fd, and the kernel
+  // refuses the flag with EINVAL.
+  io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0);
   io_uring_sqe_set_data64(sqe, Tag(kAccept, 0, 0));
   accept_armed_ = true;
   accept_pending_ = false;
