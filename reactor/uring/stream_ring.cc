@@ -96,6 +96,9 @@ absl::Status UringStreamRing::Init(const Options& options) {
     return absl::InvalidArgumentError(
         "buffer_count must be a power of two up to 32768, buffer_bytes > 0");
   }
+  accept_reserve_ = options.accept_reserve >= 0
+                        ? static_cast<uint32_t>(options.accept_reserve)
+                        : std::min<uint32_t>(slot_count_ / 16, 1024);
   cq_entries_ = options.cq_entries;
   if (cq_entries_ == 0) {
     // A receive, a send and a close or cancel per slot, and the accept.
@@ -267,15 +270,26 @@ absl::Status UringStreamRing::Listen(int listen_fd) {
 }
 
 void UringStreamRing::ArmAccept() {
-  if (accept_armed_ || listen_fd_ < 0) return;
+  accept_pending_ = false;
+  if (accept_armed_ || accept_stopped_ || listen_fd_ < 0) return;
+  const uint32_t free_slots = slot_count_ - counters_.slots_in_use;
+  // Full: FinishClose brings the accept back.
+  if (free_slots == 0) return;
   io_uring_sqe* sqe = GetSqe();
   // No SOCK_CLOEXEC: a direct descriptor is no process fd, and the kernel
   // refuses the flag with EINVAL.
-  io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0);
+  accept_multishot_ = free_slots > accept_reserve_;
+  if (accept_multishot_) {
+    io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr,
+                                          0);
+  } else {
+    io_uring_prep_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0,
+                                IORING_FILE_INDEX_ALLOC - 1);
+  }
   io_uring_sqe_set_data64(sqe, Tag(kAccept, 0, 0));
   accept_armed_ = true;
-  accept_pending_ = false;
-  ++counters_.accept_rearms;
+  accept_cancelled_ = false;
+  ++counters_.accept_arms;
 }
 
 void UringStreamRing::ArmReceive(uint32_t slot) {
@@ -391,10 +405,7 @@ void UringStreamRing::FinishClose(uint32_t slot) {
   s.ops = 0;
   s.gen = (s.gen + 1) & kGenMask;
   --counters_.slots_in_use;
-  if (accept_paused_) {
-    accept_paused_ = false;
-    accept_pending_ = true;
-  }
+  if (!accept_armed_) accept_pending_ = true;  // armed after this batch
   handler_->OnClosed(slot);
 }
 
@@ -620,31 +631,33 @@ void UringStreamRing::OnAcceptCqe(const Completion& c) {
     s.held_head = s.held_tail = kNoBuffer;
     s.end_result = 0;
     ++counters_.slots_in_use;
-    if (counters_.slots_in_use == slot_count_ && accept_armed_) {
-      // The table is full: the next accepted connection would be dropped
-      // by the kernel (ENFILE). Stop accepting until a slot is closed.
+    if (accept_armed_ && accept_multishot_ && !accept_cancelled_ &&
+        slot_count_ - counters_.slots_in_use <= accept_reserve_) {
+      // Nearly full: the multishot accept would take the whole backlog and
+      // the kernel drop what finds no slot. Single-shot accepts from here
+      // (armed again when this one's last completion arrives).
       io_uring_sqe* sqe = GetSqe();
       io_uring_prep_cancel64(sqe, Tag(kAccept, 0, 0), 0);
       io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
       sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-      accept_paused_ = true;
+      accept_cancelled_ = true;
     }
     handler_->OnAccept(slot);
-  } else if (c.res == -ENFILE || c.res == -EMFILE) {
-    accept_paused_ = counters_.slots_in_use == slot_count_;
-    handler_->OnAcceptError(c.res);
   } else if (c.res == -ECANCELED) {
-    // Our own cancel (the table filled up), or the ring going away.
+    // Our own cancel (nearly full), or the ring going away.
   } else if (c.res == -EBADF || c.res == -ENOTSOCK || c.res == -EINVAL ||
              c.res == -EOPNOTSUPP) {
     accept_stopped_ = true;
     handler_->OnAcceptError(c.res);
   } else {
-    handler_->OnAcceptError(c.res);  // ECONNABORTED, ENOMEM, ...
+    // ENFILE (table full: that connection was dropped by the kernel; the
+    // accept comes back with the next free slot, see ArmAccept),
+    // ECONNABORTED, ENOMEM, ...
+    handler_->OnAcceptError(c.res);
   }
-  if (!more && !accept_armed_ && !accept_paused_ && !accept_stopped_) {
+  if (!accept_armed_) {
     // Armed again after this batch, so a failing accept costs one attempt
-    // per Wait() instead of a spin.
+    // per Wait() instead of a spin; not while the table is full.
     accept_pending_ = true;
   }
 }

@@ -60,8 +60,9 @@ class UringStreamRing {
     // A connection was accepted into `slot`. Receiving starts only when the
     // owner calls StartReceive(slot).
     virtual void OnAccept(uint32_t slot) = 0;
-    // The multishot accept ended with `error` (-errno). ENFILE: the table
-    // was full, the kernel dropped that one connection, and accepting
+    // An accept failed with `error` (-errno). ENFILE: the table was full
+    // (a burst larger than Options::accept_reserve met a nearly full
+    // table), the kernel dropped that one connection, and accepting
     // resumes once a slot is closed. Other errors are re-armed once per
     // Wait(), except those that say the listener itself is wrong (EBADF,
     // ENOTSOCK, EINVAL), which stop accepting.
@@ -104,6 +105,14 @@ class UringStreamRing {
     uint32_t buffer_bytes = 16 * 1024;
     // Tries SINGLE_ISSUER | DEFER_TASKRUN first when true.
     bool allow_defer_taskrun = true;
+    // Accepting: a multishot accept while more than this many slots are
+    // free, then one single-shot accept at a time, armed only while a slot
+    // is free, so that connections past a full table wait in the listen
+    // backlog instead of being accepted and dropped by the kernel (ENFILE).
+    // A multishot accept takes every connection in the backlog before the
+    // ring can react, so the reserve should cover a burst. -1: slots / 16,
+    // at most 1,024.
+    int32_t accept_reserve = -1;
     // Registers an eventfd (event_fd()) for waiting on several rings. It
     // costs a wake-up per completion batch, so it is off unless asked for.
     bool event_fd = false;
@@ -115,7 +124,7 @@ class UringStreamRing {
     uint32_t buffers_out = 0;     // taken by the kernel or held, not returned
     uint64_t enobufs_rearms = 0;  // receives ended by ENOBUFS and re-armed
     uint64_t cq_overflows = 0;    // waits that found completions overflowed
-    uint64_t accept_rearms = 0;   // multishot accepts armed again
+    uint64_t accept_arms = 0;     // accept requests armed (either kind)
   };
 
   // Sets up the ring, the file table and the buffer ring; call it on the
@@ -242,8 +251,10 @@ class UringStreamRing {
   uint32_t cq_entries_ = 0;
   int event_fd_ = -1;
   int listen_fd_ = -1;
+  uint32_t accept_reserve_ = 0;
   bool accept_armed_ = false;
-  bool accept_paused_ = false;   // table full: re-armed by the next close
+  bool accept_multishot_ = false;  // the armed accept is the multishot one
+  bool accept_cancelled_ = false;  // ... and its cancel has been queued
   bool accept_pending_ = false;  // re-arm at the next Wait (no spin)
   bool accept_stopped_ = false;  // the listener is unusable
 

@@ -300,9 +300,18 @@ TEST(UringStreamRingTest, DefaultTableHasRlimitNofileSlots) {
               ring->cq_entries());
 }
 
-TEST(UringStreamRingTest, EchoRoundTripOnSeveralConnections) {
+// The echo under each setup mode: DEFER_TASKRUN (completion work runs only
+// in Wait) and its fallback COOP_TASKRUN.
+class UringStreamRingModeTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(UringStreamRingModeTest, EchoRoundTripOnSeveralConnections) {
   EchoHandler handler(64);
-  CREATE_OR_SKIP(ring, SmallOptions(), &handler);
+  UringStreamRing::Options options = SmallOptions();
+  options.allow_defer_taskrun = GetParam();
+  CREATE_OR_SKIP(ring, options, &handler);
+  if (!GetParam()) {
+    EXPECT_EQ(std::string(ring->setup_mode()), "COOP_TASKRUN|TASKRUN_FLAG");
+  }
   uint16_t port = 0;
   const int listener = Listener(&port);
   ASSERT_GE(listener, 0);
@@ -344,6 +353,85 @@ TEST(UringStreamRingTest, EchoRoundTripOnSeveralConnections) {
   ExpectQuiet(*ring);
   close(listener);
 }
+
+INSTANTIATE_TEST_SUITE_P(SetupModes, UringStreamRingModeTest,
+                         ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "DeferTaskrun" : "CoopTaskrun";
+                         });
+
+// Connections past a full table wait in the listen backlog: with a
+// reserve as large as the table, accepts are single-shot and armed only
+// while a slot is free, so none is accepted and dropped (ENFILE). Without
+// a reserve the multishot accept takes the whole backlog and the kernel
+// drops the first connection that finds no slot (which also ends the
+// multishot): that is reported, and accepting resumes after a close,
+// without spinning in between.
+class UringStreamRingFullTest : public ::testing::TestWithParam<int32_t> {};
+
+TEST_P(UringStreamRingFullTest, FullTablePausesAccept) {
+  constexpr uint32_t kSlots = 4;
+  constexpr int kConns = 7;
+  const bool reserve = GetParam() > 0;
+  EchoHandler handler(kSlots);
+  UringStreamRing::Options options = SmallOptions(kSlots);
+  options.accept_reserve = GetParam();
+  CREATE_OR_SKIP(ring, options, &handler);
+  uint16_t port = 0;
+  const int listener = Listener(&port);
+  ASSERT_GE(listener, 0);
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<Client*> raw;
+  for (int i = 0; i < kConns; ++i) {
+    clients.push_back(std::make_unique<Client>(port));
+    ASSERT_TRUE(clients.back()->ok);
+    clients.back()->out = Pattern(i, 100);
+    raw.push_back(clients.back().get());
+  }
+  // All seven wait in the backlog before the ring accepts anything.
+  ASSERT_TRUE(ring->Listen(listener).ok());
+  ASSERT_TRUE(Pump(*ring, raw, [&] {
+    return handler.accepted.size() == kSlots;
+  }));
+  RunFor(*ring, raw, 100'000'000);
+  const uint64_t arms = ring->counters().accept_arms;
+  RunFor(*ring, raw, 100'000'000);
+  EXPECT_EQ(handler.accepted.size(), kSlots);        // full: paused
+  EXPECT_EQ(ring->counters().accept_arms, arms);     // and not spinning
+  // Each client half-closes once echoed; the server closes, which frees a
+  // slot for the next.
+  // Without a reserve exactly one connection is lost: the first ENFILE
+  // ends the multishot accept, and it is not armed again while full.
+  const size_t dropped = reserve ? 0 : 1;
+  EXPECT_EQ(handler.accept_errors.size(), dropped);
+  for (int e : handler.accept_errors) EXPECT_EQ(e, -ENFILE);
+  ASSERT_TRUE(Pump(*ring, raw, [&] {
+    size_t done = 0;
+    for (Client* c : raw) {
+      if (c->in.size() == 100 && c->fd >= 0) shutdown(c->fd, SHUT_WR);
+      if (c->eof) ++done;
+    }
+    return done == size_t{kConns};
+  })) << handler.accepted.size() << " accepted, " << handler.closed.size()
+      << " closed, " << handler.accept_errors.size() << " accept errors";
+  int echoed = 0;
+  for (int i = 0; i < kConns; ++i) {
+    if (raw[i]->in == Pattern(i, 100)) ++echoed;
+  }
+  EXPECT_EQ(echoed, kConns - static_cast<int>(dropped));
+  EXPECT_EQ(handler.accepted.size(), kConns - dropped);
+  EXPECT_EQ(handler.accept_errors.size(), dropped);
+  EXPECT_EQ(handler.violations, 0);
+  ExpectQuiet(*ring);
+  close(listener);
+}
+
+INSTANTIATE_TEST_SUITE_P(Reserve, UringStreamRingFullTest,
+                         ::testing::Values(0, 4),
+                         [](const ::testing::TestParamInfo<int32_t>& info) {
+                           return info.param > 0 ? "SingleShotNearFull"
+                                                 : "MultishotOnly";
+                         });
 
 // The key property: a process whose RLIMIT_NOFILE is 256 holds 2,000
 // connections at once, because accepted sockets live only in the ring's
