@@ -5,11 +5,13 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <utility>
@@ -160,6 +163,10 @@ class EchoHandler : public UringStreamRing::Handler {
     MaybeSend(slot);
     if (c.ended && !c.in_flight) CloseOnce(slot);
   }
+  void OnShutdownDone(uint32_t slot, int result) override {
+    if (!conns_[slot].open || conns_[slot].closing) ++violations;
+    shutdowns.push_back(result);
+  }
   void OnClosed(uint32_t slot) override {
     Conn& c = conns_[slot];
     if (!c.open || !c.closing) ++violations;
@@ -206,6 +213,7 @@ class EchoHandler : public UringStreamRing::Handler {
   std::vector<uint32_t> accepted;
   std::vector<uint32_t> closed;
   std::vector<int> accept_errors;
+  std::vector<int> shutdowns;
   std::vector<std::pair<uint32_t, int>> ends;
   std::vector<std::pair<uint32_t, int>> send_errors;
 
@@ -580,6 +588,88 @@ TEST(UringStreamRingTest, TableLargerThanRlimitNofileIsRefused) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// A number from /proc/self/status ("VmRSS:" -> kB), or -1.
+long StatusKb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(key, 0) == 0) return std::atol(line.c_str() + strlen(key));
+  }
+  return -1;
+}
+
+long CgroupKmemBytes() {
+  std::ifstream f("/sys/fs/cgroup/memory/memory.kmem.usage_in_bytes");
+  long v = -1;
+  f >> v;
+  return v;
+}
+
+// Without CAP_IPC_LOCK a ring's queues are charged to the user's
+// RLIMIT_MEMLOCK: the ring says so when it runs out, and this prints how
+// many rings of RLIMIT_NOFILE slots fit (README.md has the numbers).
+TEST(UringStreamRingTest, MemlockLimitsRingsWithoutCapIpcLock) {
+  {
+    EchoHandler probe(0);
+    CREATE_OR_SKIP(ring, SmallOptions(8), &probe);
+  }
+  rlimit memlock{};
+  ASSERT_EQ(getrlimit(RLIMIT_MEMLOCK, &memlock), 0);
+  if (memlock.rlim_cur == RLIM_INFINITY) GTEST_SKIP() << "no RLIMIT_MEMLOCK";
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct caps[2]{};
+  ASSERT_EQ(syscall(SYS_capget, &header, caps), 0);
+  if ((caps[0].effective & (1u << CAP_IPC_LOCK)) == 0) {
+    GTEST_SKIP() << "already without CAP_IPC_LOCK; other processes of this "
+                    "user share the limit, so the count would mean little";
+  }
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    caps[0].effective &= ~(1u << CAP_IPC_LOCK);
+    caps[0].permitted &= ~(1u << CAP_IPC_LOCK);
+    if (syscall(SYS_capset, &header, caps) != 0) _exit(2);
+    EchoHandler handler(0);
+    std::vector<std::unique_ptr<UringStreamRing>> rings;
+    UringStreamRing::Options options;  // RLIMIT_NOFILE slots, 64 Ki CQEs
+    const long rss0 = StatusKb("VmRSS:");
+    const long kmem0 = CgroupKmemBytes();
+    absl::Status last;
+    while (rings.size() < 64) {
+      auto ring = UringStreamRing::Create(options, &handler);
+      if (!ring.ok()) {
+        last = ring.status();
+        break;
+      }
+      rings.push_back(std::move(ring).value());
+    }
+    const long rss = StatusKb("VmRSS:") - rss0;
+    const long kmem = CgroupKmemBytes() - kmem0;
+    const size_t n = rings.size();
+    std::fprintf(stderr,
+                 "child: RLIMIT_MEMLOCK %llu KiB: %zu rings of %u slots "
+                 "(%u SQ / %u CQ entries) fit; then: %s\n"
+                 "child: per ring: %ld KiB resident in this process, "
+                 "%ld KiB kernel memory (cgroup kmem)\n",
+                 static_cast<unsigned long long>(memlock.rlim_cur / 1024), n,
+                 n > 0 ? rings[0]->slots() : 0u,
+                 n > 0 ? rings[0]->sq_entries() : 0u,
+                 n > 0 ? rings[0]->cq_entries() : 0u,
+                 last.ToString().c_str(), n > 0 ? rss / static_cast<long>(n) : 0,
+                 n > 0 && kmem0 >= 0 ? kmem / 1024 / static_cast<long>(n) : -1);
+    if (n == 0 || n == 64) _exit(3);
+    if (!absl::IsResourceExhausted(last) ||
+        last.message().find("RLIMIT_MEMLOCK") == absl::string_view::npos) {
+      _exit(4);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's stderr lines";
+}
+
 TEST(UringStreamRingTest, BufferRingExhaustionLosesNoByte) {
   constexpr int kConns = 16;
   constexpr size_t kBytes = 64 * 1024;
@@ -709,6 +799,37 @@ TEST(UringStreamRingTest, CloseWithReceiveArmed) {
   Client next(port);
   ASSERT_TRUE(Pump(*ring, {}, [&] { return handler.accepted.size() == 2; }));
   EXPECT_EQ(handler.accepted[1], slot);
+  close(listener);
+}
+
+// Shutdown half-closes: the peer sees EOF and can still send.
+TEST(UringStreamRingTest, ShutdownSendsFinAndKeepsReceiving) {
+  EchoHandler handler(64);
+  handler.echo = false;
+  CREATE_OR_SKIP(ring, SmallOptions(), &handler);
+  uint16_t port = 0;
+  const int listener = Listener(&port);
+  ASSERT_GE(listener, 0);
+  ASSERT_TRUE(ring->Listen(listener).ok());
+  Client client(port);
+  std::vector<Client*> clients{&client};
+  ASSERT_TRUE(Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
+  const uint32_t slot = handler.accepted[0];
+  ring->Shutdown(slot);
+  ASSERT_TRUE(Pump(*ring, clients, [&] {
+    return client.eof && handler.shutdowns.size() == 1;
+  }));
+  EXPECT_EQ(handler.shutdowns[0], 0);
+  client.out = "after the FIN";
+  ASSERT_TRUE(Pump(*ring, clients, [&] {
+    return handler.received(slot) == "after the FIN";
+  }));
+  shutdown(client.fd, SHUT_WR);
+  ASSERT_TRUE(Pump(*ring, clients, [&] { return handler.closed.size() == 1; }));
+  ASSERT_EQ(handler.ends.size(), 1u);
+  EXPECT_EQ(handler.ends[0].second, 0);
+  EXPECT_EQ(handler.violations, 0);
+  ExpectQuiet(*ring);
   close(listener);
 }
 
