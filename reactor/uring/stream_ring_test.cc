@@ -716,6 +716,54 @@ TEST(UringStreamRingTest, BufferRingExhaustionLosesNoByte) {
   close(listener);
 }
 
+// A completion queue far too small for its connections overflows; the
+// kernel keeps what did not fit (IORING_FEAT_NODROP) and ends multishot
+// receives it could not post to, and the ring re-arms them: no byte lost.
+TEST(UringStreamRingTest, CompletionQueueOverflowLosesNoByte) {
+  constexpr int kConns = 32;
+  constexpr size_t kBytes = 64 * 1024;
+  EchoHandler handler(64);
+  UringStreamRing::Options options = SmallOptions();
+  options.sq_entries = 8;
+  options.cq_entries = 16;
+  options.buffer_count = 256;
+  options.buffer_bytes = 1024;
+  CREATE_OR_SKIP(ring, options, &handler);
+  ASSERT_EQ(ring->cq_entries(), 16u);
+  uint16_t port = 0;
+  const int listener = Listener(&port);
+  ASSERT_GE(listener, 0);
+  ASSERT_TRUE(ring->Listen(listener).ok());
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<Client*> raw;
+  for (int i = 0; i < kConns; ++i) {
+    clients.push_back(std::make_unique<Client>(port));
+    ASSERT_TRUE(clients.back()->ok);
+    raw.push_back(clients.back().get());
+  }
+  ASSERT_TRUE(Pump(*ring, raw, [&] {
+    return handler.accepted.size() == size_t{kConns};
+  }));
+  for (int i = 0; i < kConns; ++i) {
+    raw[i]->out = Pattern(i, kBytes);
+    raw[i]->Progress(false);
+  }
+  ASSERT_TRUE(Pump(*ring, raw, [&] {
+    for (Client* c : raw) {
+      if (c->in.size() < kBytes) return false;
+    }
+    return true;
+  }));
+  for (int i = 0; i < kConns; ++i) {
+    EXPECT_TRUE(raw[i]->in == Pattern(i, kBytes)) << "connection " << i;
+  }
+  EXPECT_GT(ring->counters().cq_overflows, 0u);
+  std::printf("CQ overflows: %llu\n",
+              static_cast<unsigned long long>(ring->counters().cq_overflows));
+  EXPECT_EQ(handler.violations, 0);
+  close(listener);
+}
+
 TEST(UringStreamRingTest, PeerResetWithSendInFlight) {
   EchoHandler handler(64);
   handler.echo = false;
