@@ -161,8 +161,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
               &reg, sizeof(reg)) < 0) {
     const int err = errno;
     absl::Status status = ErrnoStatus(
-        absl::StrCat("io_uring_register_files_sparse(", slot_count_, ")"),
-        err);
+        absl::StrCat("io_uring_register_files_sparse(", slot_count_, ")"), err);
     if (err == EMFILE) {
       rlimit rl{};
       getrlimit(RLIMIT_NOFILE, &rl);
@@ -263,7 +262,8 @@ io_uring_sqe* UringStreamRing::GetSqe() {
 }
 
 absl::Status UringStreamRing::Listen(int listen_fd) {
-  if (listen_fd_ >= 0) return absl::FailedPreconditionError("already listening");
+  if (listen_fd_ >= 0)
+    return absl::FailedPreconditionError("already listening");
   listen_fd_ = listen_fd;
   ArmAccept();
   return absl::OkStatus();
@@ -280,8 +280,7 @@ void UringStreamRing::ArmAccept() {
   // refuses the flag with EINVAL.
   accept_multishot_ = free_slots > accept_reserve_;
   if (accept_multishot_) {
-    io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr,
-                                          0);
+    io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0);
   } else {
     io_uring_prep_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0,
                                 IORING_FILE_INDEX_ALLOC - 1);
@@ -377,9 +376,9 @@ void UringStreamRing::Close(uint32_t slot) {
     // reference, so closing the slot would not end a receive that never
     // completes.
     io_uring_sqe* sqe = GetSqe();
-    io_uring_prep_cancel_fd(sqe, static_cast<int>(slot),
-                            IORING_ASYNC_CANCEL_ALL |
-                                IORING_ASYNC_CANCEL_FD_FIXED);
+    io_uring_prep_cancel_fd(
+        sqe, static_cast<int>(slot),
+        IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
     io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     s.flags |= kRecvCancel;
@@ -671,8 +670,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     --counters_.receives_armed;
   }
   if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
-    const auto bid =
-        static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+    const auto bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
     ++counters_.buffers_out;
     if (c.res <= 0 || (s.flags & kClosing) != 0) {
       ReturnBuffer(bid);

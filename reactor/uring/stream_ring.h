@@ -237,9 +237,7 @@ class UringStreamRing {
   void OnAcceptCqe(const Completion& c);
   void OnRecvCqe(uint32_t slot, const Completion& c);
   void ReportEnd(uint32_t slot);
-  char* Buffer(uint16_t bid) {
-    return buffers_ + size_t{bid} * buffer_bytes_;
-  }
+  char* Buffer(uint16_t bid) { return buffers_ + size_t{bid} * buffer_bytes_; }
   Slot& SlotOf(uint32_t slot);
 
   Handler* const handler_;
@@ -255,8 +253,8 @@ class UringStreamRing {
   bool accept_armed_ = false;
   bool accept_multishot_ = false;  // the armed accept is the multishot one
   bool accept_cancelled_ = false;  // ... and its cancel has been queued
-  bool accept_pending_ = false;  // re-arm at the next Wait (no spin)
-  bool accept_stopped_ = false;  // the listener is unusable
+  bool accept_pending_ = false;    // re-arm at the next Wait (no spin)
+  bool accept_stopped_ = false;    // the listener is unusable
 
   // Provided buffers.
   io_uring_buf_ring* buf_ring_ = nullptr;

@@ -240,19 +240,19 @@ bool Unavailable(const absl::Status& status) {
          absl::IsUnavailable(status);
 }
 
-#define CREATE_OR_SKIP(var, options, handler)                        \
-  auto var##_or = UringStreamRing::Create((options), (handler));     \
-  if (!var##_or.ok() && Unavailable(var##_or.status())) {            \
-    GTEST_SKIP() << "io_uring unavailable: " << var##_or.status();   \
-  }                                                                  \
-  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                   \
+#define CREATE_OR_SKIP(var, options, handler)                         \
+  auto var##_or = UringStreamRing::Create((options), (handler));      \
+  if (!var##_or.ok() && Unavailable(var##_or.status())) {             \
+    GTEST_SKIP() << "io_uring unavailable: " << var##_or.status();    \
+  }                                                                   \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                    \
   std::unique_ptr<UringStreamRing> var = std::move(var##_or).value(); \
   (handler)->set_ring(var.get())
 
 // Runs the ring (and the clients) until `done()` or the deadline.
 template <typename Done>
-bool Pump(UringStreamRing& ring, const std::vector<Client*>& clients,
-          Done done, bool read = true) {
+bool Pump(UringStreamRing& ring, const std::vector<Client*>& clients, Done done,
+          bool read = true) {
   const auto deadline = Clock::now() + kDeadline;
   while (!done()) {
     if (Clock::now() > deadline) return false;
@@ -362,8 +362,7 @@ TEST_P(UringStreamRingModeTest, EchoRoundTripOnSeveralConnections) {
   close(listener);
 }
 
-INSTANTIATE_TEST_SUITE_P(SetupModes, UringStreamRingModeTest,
-                         ::testing::Bool(),
+INSTANTIATE_TEST_SUITE_P(SetupModes, UringStreamRingModeTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "DeferTaskrun" : "CoopTaskrun";
                          });
@@ -398,14 +397,13 @@ TEST_P(UringStreamRingFullTest, FullTablePausesAccept) {
   }
   // All seven wait in the backlog before the ring accepts anything.
   ASSERT_TRUE(ring->Listen(listener).ok());
-  ASSERT_TRUE(Pump(*ring, raw, [&] {
-    return handler.accepted.size() == kSlots;
-  }));
+  ASSERT_TRUE(
+      Pump(*ring, raw, [&] { return handler.accepted.size() == kSlots; }));
   RunFor(*ring, raw, 100'000'000);
   const uint64_t arms = ring->counters().accept_arms;
   RunFor(*ring, raw, 100'000'000);
-  EXPECT_EQ(handler.accepted.size(), kSlots);        // full: paused
-  EXPECT_EQ(ring->counters().accept_arms, arms);     // and not spinning
+  EXPECT_EQ(handler.accepted.size(), kSlots);     // full: paused
+  EXPECT_EQ(ring->counters().accept_arms, arms);  // and not spinning
   // Each client half-closes once echoed; the server closes, which frees a
   // slot for the next.
   // Without a reserve exactly one connection is lost: the first ENFILE
@@ -413,14 +411,17 @@ TEST_P(UringStreamRingFullTest, FullTablePausesAccept) {
   const size_t dropped = reserve ? 0 : 1;
   EXPECT_EQ(handler.accept_errors.size(), dropped);
   for (int e : handler.accept_errors) EXPECT_EQ(e, -ENFILE);
-  ASSERT_TRUE(Pump(*ring, raw, [&] {
-    size_t done = 0;
-    for (Client* c : raw) {
-      if (c->in.size() == 100 && c->fd >= 0) shutdown(c->fd, SHUT_WR);
-      if (c->eof) ++done;
-    }
-    return done == size_t{kConns};
-  })) << handler.accepted.size() << " accepted, " << handler.closed.size()
+  ASSERT_TRUE(Pump(*ring, raw,
+                   [&] {
+                     size_t done = 0;
+                     for (Client* c : raw) {
+                       if (c->in.size() == 100 && c->fd >= 0)
+                         shutdown(c->fd, SHUT_WR);
+                       if (c->eof) ++done;
+                     }
+                     return done == size_t{kConns};
+                   }))
+      << handler.accepted.size() << " accepted, " << handler.closed.size()
       << " closed, " << handler.accept_errors.size() << " accept errors";
   int echoed = 0;
   for (int i = 0; i < kConns; ++i) {
@@ -654,8 +655,8 @@ TEST(UringStreamRingTest, MemlockLimitsRingsWithoutCapIpcLock) {
                  static_cast<unsigned long long>(memlock.rlim_cur / 1024), n,
                  n > 0 ? rings[0]->slots() : 0u,
                  n > 0 ? rings[0]->sq_entries() : 0u,
-                 n > 0 ? rings[0]->cq_entries() : 0u,
-                 last.ToString().c_str(), n > 0 ? rss / static_cast<long>(n) : 0,
+                 n > 0 ? rings[0]->cq_entries() : 0u, last.ToString().c_str(),
+                 n > 0 ? rss / static_cast<long>(n) : 0,
                  n > 0 && kmem0 >= 0 ? kmem / 1024 / static_cast<long>(n) : -1);
     if (n == 0 || n == 64) _exit(3);
     if (!absl::IsResourceExhausted(last) ||
@@ -690,9 +691,8 @@ TEST(UringStreamRingTest, BufferRingExhaustionLosesNoByte) {
     ASSERT_TRUE(clients.back()->ok);
     raw.push_back(clients.back().get());
   }
-  ASSERT_TRUE(Pump(*ring, raw, [&] {
-    return handler.accepted.size() == size_t{kConns};
-  }));
+  ASSERT_TRUE(Pump(*ring, raw,
+                   [&] { return handler.accepted.size() == size_t{kConns}; }));
   // Everyone sends at once, before the ring runs again: 16 x 64 KiB
   // waiting for 4 KiB of buffers.
   for (int i = 0; i < kConns; ++i) {
@@ -741,9 +741,8 @@ TEST(UringStreamRingTest, CompletionQueueOverflowLosesNoByte) {
     ASSERT_TRUE(clients.back()->ok);
     raw.push_back(clients.back().get());
   }
-  ASSERT_TRUE(Pump(*ring, raw, [&] {
-    return handler.accepted.size() == size_t{kConns};
-  }));
+  ASSERT_TRUE(Pump(*ring, raw,
+                   [&] { return handler.accepted.size() == size_t{kConns}; }));
   for (int i = 0; i < kConns; ++i) {
     raw[i]->out = Pattern(i, kBytes);
     raw[i]->Progress(false);
@@ -828,17 +827,15 @@ TEST(UringStreamRingTest, CloseWithReceiveArmed) {
   Client client(port);
   std::vector<Client*> clients{&client};
   ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return handler.accepted.size() == 1 &&
-           ring->counters().receives_armed == 1;
+    return handler.accepted.size() == 1 && ring->counters().receives_armed == 1;
   }));
   const uint32_t slot = handler.accepted[0];
   // Data on its way as the slot closes: none of it may reach the handler.
   client.out = "late bytes";
   client.Progress();
   handler.CloseOnce(slot);
-  ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return handler.closed.size() == 1 && client.eof;
-  }));
+  ASSERT_TRUE(Pump(*ring, clients,
+                   [&] { return handler.closed.size() == 1 && client.eof; }));
   EXPECT_TRUE(handler.received(slot).empty());
   EXPECT_TRUE(handler.ends.empty());
   EXPECT_EQ(handler.violations, 0);
@@ -861,7 +858,8 @@ TEST(UringStreamRingTest, ShutdownSendsFinAndKeepsReceiving) {
   ASSERT_TRUE(ring->Listen(listener).ok());
   Client client(port);
   std::vector<Client*> clients{&client};
-  ASSERT_TRUE(Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
+  ASSERT_TRUE(
+      Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
   const uint32_t slot = handler.accepted[0];
   ring->Shutdown(slot);
   ASSERT_TRUE(Pump(*ring, clients, [&] {
@@ -869,9 +867,8 @@ TEST(UringStreamRingTest, ShutdownSendsFinAndKeepsReceiving) {
   }));
   EXPECT_EQ(handler.shutdowns[0], 0);
   client.out = "after the FIN";
-  ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return handler.received(slot) == "after the FIN";
-  }));
+  ASSERT_TRUE(Pump(*ring, clients,
+                   [&] { return handler.received(slot) == "after the FIN"; }));
   shutdown(client.fd, SHUT_WR);
   ASSERT_TRUE(Pump(*ring, clients, [&] { return handler.closed.size() == 1; }));
   ASSERT_EQ(handler.ends.size(), 1u);
@@ -892,16 +889,16 @@ TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
 
   Client client(port);
   std::vector<Client*> clients{&client};
-  ASSERT_TRUE(Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
+  ASSERT_TRUE(
+      Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
   const uint32_t slot = handler.accepted[0];
   client.out = "first";
   ASSERT_TRUE(
       Pump(*ring, clients, [&] { return handler.received(slot) == "first"; }));
 
   handler.Stop(slot);
-  ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return ring->counters().receives_armed == 0;
-  }));
+  ASSERT_TRUE(Pump(*ring, clients,
+                   [&] { return ring->counters().receives_armed == 0; }));
   const std::string more = Pattern(7, 100 * 1024);
   client.out = more;
   RunFor(*ring, clients, 200'000'000);
@@ -910,9 +907,8 @@ TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
   // Stopped again right after the data: what the kernel had already
   // received is held, not delivered and not lost.
   handler.Start(slot);
-  ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return handler.received(slot).size() > 5;
-  }));
+  ASSERT_TRUE(
+      Pump(*ring, clients, [&] { return handler.received(slot).size() > 5; }));
   handler.Stop(slot);
   const size_t at_stop = handler.received(slot).size();
   client.out += "tail";
