@@ -235,6 +235,7 @@ UringStreamRing::~UringStreamRing() {
 }
 
 UringStreamRing::Slot& UringStreamRing::SlotOf(uint32_t slot) {
+  NBIO_DCHECK(std::this_thread::get_id() == owner_);
   NBIO_CHECK_MSG(slot < slot_count_, "slot out of range");
   Slot& s = slots_[slot];
   NBIO_CHECK_MSG((s.flags & kInUse) != 0, "slot not in use");
@@ -499,6 +500,8 @@ void UringStreamRing::Reap() {
 }
 
 absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
+  // SINGLE_ISSUER: the kernel would answer EEXIST from another thread.
+  NBIO_DCHECK(std::this_thread::get_id() == owner_);
   if (accept_pending_) ArmAccept();
   int ret;
   if (timeout_nanos == 0) {
@@ -540,6 +543,8 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
       }
       if (batch_pos_ == batch_.size()) break;
       const Completion c = batch_[batch_pos_++];
+      // A failed cancel's completion is nobody's business: not counted.
+      if ((c.user_data >> 56) == kIgnore) continue;
       Dispatch(c);
       ++dispatched;
     }

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -241,6 +242,7 @@ class UringStreamRing {
   Slot& SlotOf(uint32_t slot);
 
   Handler* const handler_;
+  const std::thread::id owner_ = std::this_thread::get_id();  // Create()'s
   io_uring ring_{};
   bool ring_ready_ = false;
   const char* setup_mode_ = "";
