@@ -24,10 +24,10 @@
 //
 // Threads: not thread-safe. Create() must be called on the thread that will
 // call everything else: with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN
-// (used where the kernel has them) the kernel binds the ring to the first
-// thread that submits, and completion work runs only when that thread calls
-// Wait(). Handler callbacks run only inside Wait(), never inside the call
-// that caused them.
+// (used where the kernel has them) the kernel binds the ring to the thread
+// that sets it up, refuses submissions from any other (EEXIST), and runs
+// completion work only when that thread calls Wait(). Handler callbacks run
+// only inside Wait(), never inside the call that caused them.
 //
 // Allocation: none per operation. Per-slot state, the completion batch and
 // the lists of starved and resumed connections are sized in Create().
@@ -167,10 +167,12 @@ class UringStreamRing {
   // signal).
   absl::StatusOr<int> Wait(int64_t timeout_nanos);
 
-  // The ring's fd, for waiting on several rings. With DEFER_TASKRUN the
-  // ring fd does NOT become readable when work is pending (the work runs
-  // only inside Wait); wait on event_fd() instead, which the kernel signals
-  // whenever a completion is posted or deferred work is queued.
+  // The ring's fd. With DEFER_TASKRUN it does NOT become readable when
+  // work is pending (that work runs only inside Wait), neither for epoll
+  // nor for a POLL_ADD on another ring (measured on 6.18, README.md); to
+  // wait on several rings at once, wait on their event_fd()s, which the
+  // kernel signals whenever a completion is posted or deferred work is
+  // queued.
   int ring_fd() const { return ring_.ring_fd; }
   // With Options::event_fd, an eventfd registered with the ring
   // (io_uring_register_eventfd): readable when the ring has something for
@@ -196,7 +198,7 @@ class UringStreamRing {
     kEndReported = 1 << 5,   // OnReceiveEnd called
     kStarved = 1 << 6,       // in starved_: ENOBUFS, waiting for buffers
     kInResume = 1 << 7,      // in resume_: held data to deliver
-    kSendInFlight = 1 << 8,  //
+    kSendInFlight = 1 << 8,  // a Send awaits its completion
     kClosing = 1 << 9,       // Close() called
     kCloseSent = 1 << 10,    // close_direct queued
   };
