@@ -801,6 +801,125 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
 // Every backend refuses a second FdWatcher or wait on an fd the loop already
 // watches, with ALREADY_EXISTS (wait_fd.h), whether or not the first one has
 // interest; the first keeps working, and the fd is free again once it stops.
+// --- embedded entries and timer nodes (EventLoop::AddEntry, ScheduleNode) ---
+
+// A PollerEntry embedded in the caller's object, as TcpConnection does.
+struct CountingEntry : PollerEntry {
+  CountingEntry() : PollerEntry(&CountingEntry::OnEvents) {}
+  static void OnEvents(PollerEntry* entry, uint32_t events) {
+    auto* self = static_cast<CountingEntry*>(entry);
+    ++self->calls;
+    self->last = events;
+    if (self->on_event) self->on_event();
+  }
+  int calls = 0;
+  uint32_t last = 0;
+  std::function<void()> on_event;
+};
+
+TEST_P(ReactorConformanceTest, EmbeddedEntryFollowsThePollerContract) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  CountingEntry entry;
+  // Registered quiet: no events, not waiting, Run() has nothing to wait on.
+  ASSERT_TRUE(loop->AddEntry(&entry, p.r, 0).ok());
+  EXPECT_TRUE(entry.is_registered());
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 0) << "an entry with no interest was dispatched";
+  // A second entry (or watcher) on the same fd is refused.
+  CountingEntry second;
+  EXPECT_EQ(loop->AddEntry(&second, p.r, kReadable).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(second.is_registered());
+  // Interest: level-triggered until read; counted as waiting.
+  ASSERT_TRUE(loop->ModifyEntry(&entry, kReadable).ok());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  RunNoWait(loop.get());
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 2);
+  EXPECT_TRUE(entry.last & kReadable);
+  // Removed from inside its own callback: nothing more, and the fd is free
+  // for another entry.
+  entry.on_event = [&] { loop->RemoveEntry(&entry); };
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 3);
+  EXPECT_FALSE(entry.is_registered());
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 3) << "dispatched after RemoveEntry";
+  ASSERT_TRUE(loop->AddEntry(&second, p.r, kReadable).ok());
+  RunNoWait(loop.get());
+  EXPECT_EQ(second.calls, 1);
+  // An entry with interest keeps Run() going until it is removed.
+  second.on_event = [&] {
+    char c;
+    EXPECT_EQ(read(p.r, &c, 1), 1);
+    loop->RemoveEntry(&second);
+  };
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(second.calls, 2);
+}
+
+// A TimerNode embedded in the caller's object; records when it fired.
+struct RecordingNode : TimerNode {
+  explicit RecordingNode(EventLoop* l)
+      : TimerNode(&RecordingNode::Fire), loop(l) {}
+  static void Fire(TimerNode* node) {
+    auto* self = static_cast<RecordingNode*>(node);
+    self->at.push_back(self->loop->NowNanos());
+  }
+  EventLoop* loop;
+  std::vector<int64_t> at;
+};
+
+TEST_P(ReactorConformanceTest, TimerNodeFiresWithinToleranceNeverEarly) {
+  ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(100)));
+  auto loop = MakeLoop(&clock);
+  const int64_t start = clock.NowNanos();
+  constexpr int64_t kMs = 1000 * 1000;
+  RecordingNode exact(loop.get()), lax(loop.get());
+  std::vector<int64_t>& exact_at = exact.at;
+  std::vector<int64_t>& lax_at = lax.at;
+  loop->ScheduleNode(&exact, start + 50 * kMs);
+  loop->ScheduleNode(&lax, start + 50 * kMs, 20 * kMs);
+  // A node is not a user timer: not counted, and it does not keep Run()
+  // going (Run() returns at once with nothing else to do).
+  EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_TRUE(exact_at.empty());
+  // Never early.
+  clock.Advance(absl::Milliseconds(49));
+  RunNoWait(loop.get());
+  EXPECT_TRUE(exact_at.empty());
+  EXPECT_TRUE(lax_at.empty());
+  clock.Advance(absl::Milliseconds(1));
+  RunNoWait(loop.get());
+  ASSERT_EQ(exact_at.size(), 1u);
+  EXPECT_EQ(exact_at[0], start + 50 * kMs);
+  // Within the tolerance: at most 20 ms late.
+  for (int i = 0; i < 20 && lax_at.empty(); ++i) {
+    clock.Advance(absl::Milliseconds(1));
+    RunNoWait(loop.get());
+  }
+  ASSERT_EQ(lax_at.size(), 1u);
+  EXPECT_GE(lax_at[0], start + 50 * kMs);
+  EXPECT_LE(lax_at[0], start + 70 * kMs);
+  EXPECT_FALSE(lax.is_scheduled());
+  // Re-armed from outside, cancelled before it is due: nothing runs; a
+  // second cancel (and one of a node never scheduled) is a no-op.
+  loop->ScheduleNode(&exact, clock.NowNanos() + 10 * kMs);
+  EXPECT_TRUE(exact.is_scheduled());
+  loop->CancelNode(&exact);
+  loop->CancelNode(&exact);
+  TimerNode never;
+  loop->CancelNode(&never);
+  clock.Advance(absl::Milliseconds(100));
+  RunNoWait(loop.get());
+  EXPECT_EQ(exact_at.size(), 1u);
+}
+
 TEST_P(ReactorConformanceTest, SecondWatcherOnAnFdIsAlreadyExists) {
   auto loop = MakeLoop();
   TestPipe p;
