@@ -801,6 +801,76 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
 // Every backend refuses a second FdWatcher or wait on an fd the loop already
 // watches, with ALREADY_EXISTS (wait_fd.h), whether or not the first one has
 // interest; the first keeps working, and the fd is free again once it stops.
+// A watcher that does not keep the loop alive: Run() returns when only it
+// is left, yet it is dispatched when the loop runs, and it counts in
+// fds_waiting. Stop and re-arm keep the flag; set back, the watcher keeps
+// Run() waiting for it; cleared inside its own callback, Run() returns.
+TEST_P(ReactorConformanceTest, WatcherNotKeepingLoopAliveLetsRunReturn) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  int events = 0;
+  FdWatcher* self = nullptr;
+  FdWatcher watcher(loop.get(), p.r, [&](uint32_t) {
+    ++events;
+    char c;
+    EXPECT_EQ(read(p.r, &c, 1), 1);
+    self->set_keeps_loop_alive(false);
+  });
+  self = &watcher;
+  watcher.set_keeps_loop_alive(false);
+  EXPECT_FALSE(watcher.keeps_loop_alive());
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  // Runs `loop->Run()` under a watchdog; false if the watchdog had to stop
+  // it. `write_after`: a byte is written to the pipe after that long.
+  auto run = [&](absl::Duration write_after) {
+    std::atomic<bool> done{false}, stopped{false};
+    std::thread helper([&] {
+      const absl::Time start = absl::Now();
+      bool written = false;
+      while (!done.load() && absl::Now() - start < absl::Seconds(5)) {
+        if (!written && absl::Now() - start >= write_after) {
+          EXPECT_EQ(write(p.w, "y", 1), 1);
+          written = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      if (!done.load()) {
+        stopped = true;
+        loop->Stop();
+      }
+    });
+    EXPECT_TRUE(loop->Run().ok());
+    done = true;
+    helper.join();
+    return !stopped.load();
+  };
+  // Only the unref'd watcher: Run() returns at once, nothing dispatched.
+  EXPECT_TRUE(run(absl::InfiniteDuration()))
+      << "a watcher that does not keep the loop alive kept Run() going";
+  EXPECT_EQ(events, 0);
+  // Still dispatched when the loop runs.
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(events, 1);
+  // Stopped and re-armed: the flag stays.
+  watcher.Stop();
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  EXPECT_TRUE(run(absl::InfiniteDuration()));
+  EXPECT_EQ(events, 1);
+  // Keeping it alive again: Run() waits for the byte written 100 ms later;
+  // the callback clears the flag, and Run() returns after it.
+  watcher.set_keeps_loop_alive(true);
+  EXPECT_TRUE(run(absl::Milliseconds(100)));
+  EXPECT_EQ(events, 2) << "Run() did not wait for the watcher";
+  EXPECT_FALSE(watcher.keeps_loop_alive());
+  EXPECT_TRUE(watcher.is_active());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  watcher.Stop();
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+}
+
 // --- embedded entries and timer nodes (EventLoop::AddEntry, ScheduleNode) ---
 
 // A PollerEntry embedded in the caller's object, as TcpConnection does.
