@@ -78,6 +78,34 @@ class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
   }
 };
 
+// Runs loop->Run() while another thread watches it: `at`, if given, runs
+// on that thread once `at_after` has passed; after 5 s the thread stops the
+// loop. Returns false when it had to (Run() did not return by itself).
+bool RunUnderWatchdog(EventLoop* loop,
+                      absl::Duration at_after = absl::InfiniteDuration(),
+                      std::function<void()> at = nullptr) {
+  std::atomic<bool> done{false}, stopped{false};
+  std::thread watchdog([&] {
+    const absl::Time start = absl::Now();
+    bool ran = false;
+    while (!done.load() && absl::Now() - start < absl::Seconds(5)) {
+      if (!ran && at && absl::Now() - start >= at_after) {
+        at();
+        ran = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!done.load()) {
+      stopped = true;
+      loop->Stop();
+    }
+  });
+  EXPECT_TRUE(loop->Run().ok());
+  done = true;
+  watchdog.join();
+  return !stopped.load();
+}
+
 // --- readiness --------------------------------------------------------------
 
 TEST_P(ReactorConformanceTest, PipeReadinessReachesWatcher) {
@@ -448,20 +476,8 @@ TEST_P(ReactorConformanceTest, TimerNotKeepingLoopAliveLetsRunReturn) {
   housekeeping.StartPeriodic(absl::Seconds(3600));
   EXPECT_FALSE(housekeeping.keeps_loop_alive());
   EXPECT_EQ(loop->Load().timers_sleeping, 1u);  // still sleeping, still counted
-  std::atomic<bool> done{false}, watchdog_stopped{false};
-  std::thread watchdog([&] {
-    for (int i = 0; i < 500 && !done.load(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (!done.load()) {
-      watchdog_stopped = true;
-      loop->Stop();
-    }
-  });
-  EXPECT_TRUE(loop->Run().ok());
-  done = true;
-  watchdog.join();
-  EXPECT_FALSE(watchdog_stopped.load());
+  EXPECT_TRUE(RunUnderWatchdog(loop.get()))
+      << "a timer that does not keep the loop alive kept Run() going";
   EXPECT_EQ(fired, 0);
   EXPECT_TRUE(housekeeping.is_pending());
 }
@@ -821,29 +837,9 @@ TEST_P(ReactorConformanceTest, WatcherNotKeepingLoopAliveLetsRunReturn) {
   EXPECT_FALSE(watcher.keeps_loop_alive());
   ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
   EXPECT_EQ(loop->Load().fds_waiting, 1);
-  // Runs `loop->Run()` under a watchdog; false if the watchdog had to stop
-  // it. `write_after`: a byte is written to the pipe after that long.
   auto run = [&](absl::Duration write_after) {
-    std::atomic<bool> done{false}, stopped{false};
-    std::thread helper([&] {
-      const absl::Time start = absl::Now();
-      bool written = false;
-      while (!done.load() && absl::Now() - start < absl::Seconds(5)) {
-        if (!written && absl::Now() - start >= write_after) {
-          EXPECT_EQ(write(p.w, "y", 1), 1);
-          written = true;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-      if (!done.load()) {
-        stopped = true;
-        loop->Stop();
-      }
-    });
-    EXPECT_TRUE(loop->Run().ok());
-    done = true;
-    helper.join();
-    return !stopped.load();
+    return RunUnderWatchdog(loop.get(), write_after,
+                            [&] { EXPECT_EQ(write(p.w, "y", 1), 1); });
   };
   // Only the unref'd watcher: Run() returns at once, nothing dispatched.
   EXPECT_TRUE(run(absl::InfiniteDuration()))
