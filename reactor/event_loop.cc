@@ -74,11 +74,30 @@ FdWatcher::~FdWatcher() {
 absl::Status FdWatcher::SetInterest(uint32_t interest) {
   NBIO_DCHECK(loop_->IsInLoopThread());
   NBIO_CHECK((interest & ~(kReadable | kWritable)) == 0);
-  return entry_.is_registered() ? loop_->poller_->Modify(&entry_, interest)
-                                : loop_->poller_->Add(&entry_, fd_, interest);
+  absl::Status status =
+      entry_.is_registered() ? loop_->poller_->Modify(&entry_, interest)
+                             : loop_->poller_->Add(&entry_, fd_, interest);
+  Recount();
+  return status;
 }
 
-void FdWatcher::Stop() { loop_->poller_->Remove(&entry_); }
+void FdWatcher::Stop() {
+  loop_->poller_->Remove(&entry_);
+  Recount();
+}
+
+void FdWatcher::set_keeps_loop_alive(bool keeps_alive) {
+  keeps_loop_alive_ = keeps_alive;
+  Recount();
+}
+
+void FdWatcher::Recount() {
+  const bool unref = !keeps_loop_alive_ && entry_.is_registered() &&
+                     entry_.interest() != 0;
+  if (unref == counted_unref_) return;
+  counted_unref_ = unref;
+  loop_->unref_io_ += unref ? 1 : -1;
+}
 
 void FdWatcher::OnEvents(PollerEntry* entry, uint32_t events) {
   FdWatcher* self = static_cast<Entry*>(entry)->owner;
@@ -416,7 +435,7 @@ void EventLoop::CheckNoLiveHandles() const {
 
 bool EventLoop::HasWork() const {
   return !tasks_.empty() || !urgent_tasks_.empty() || !cpu_jobs_.empty() ||
-         timers_keeping_alive_ > 0 || ActiveIo() > 0 ||
+         timers_keeping_alive_ > 0 || ActiveIo() - unref_io_ > 0 ||
          !signal_handlers_.empty() || keep_alive_ > 0 ||
          !remote_tasks_.empty() || !deferred_.empty();
 }

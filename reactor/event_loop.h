@@ -154,7 +154,20 @@ class FdWatcher {
   uint32_t interest() const { return entry_.interest(); }
   bool is_active() const { return entry_.is_registered(); }
 
+  // Whether this watcher, while it has interest, keeps EventLoop::Run()
+  // going (true by default). One that does not (libuv's uv_unref) is still
+  // dispatched while other work keeps the loop running, and still counts in
+  // LoopLoad::fds_waiting, but Run() returns when only such watchers are
+  // left: for a wake-up pipe that should not hold a program open (nbio's
+  // Python module watches its signal wake-up fd so). May be changed at any
+  // time, also inside its own callback.
+  void set_keeps_loop_alive(bool keeps_alive);
+  bool keeps_loop_alive() const { return keeps_loop_alive_; }
+
  private:
+  // Brings the loop's count of watchers that have interest but do not keep
+  // it alive up to date after a change of interest or of the flag.
+  void Recount();
   struct Entry : PollerEntry {
     explicit Entry(FdWatcher* w)
         : PollerEntry(&FdWatcher::OnEvents), owner(w) {}
@@ -167,6 +180,8 @@ class FdWatcher {
   Entry entry_;
   Callback callback_;
   bool in_callback_ = false;
+  bool keeps_loop_alive_ = true;
+  bool counted_unref_ = false;  // in EventLoop::unref_io_
 };
 
 // The loop's one timer type: one-shot or periodic, owned by the caller, zero
@@ -619,6 +634,8 @@ class EventLoop {
   absl::flat_hash_map<int, absl::AnyInvocable<void(int)>> signal_handlers_;
 
   int keep_alive_ = 0;
+  // FdWatchers with interest that do not keep Run() going.
+  int unref_io_ = 0;
   std::vector<DeferredDelete> deferred_;
   // Live caller-owned handles, by HandleKind.
   uint32_t live_handles_[kHandleKinds] = {};

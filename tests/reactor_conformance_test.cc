@@ -78,6 +78,34 @@ class ReactorConformanceTest : public ::testing::TestWithParam<Param> {
   }
 };
 
+// Runs loop->Run() while another thread watches it: `at`, if given, runs
+// on that thread once `at_after` has passed; after 5 s the thread stops the
+// loop. Returns false when it had to (Run() did not return by itself).
+bool RunUnderWatchdog(EventLoop* loop,
+                      absl::Duration at_after = absl::InfiniteDuration(),
+                      std::function<void()> at = nullptr) {
+  std::atomic<bool> done{false}, stopped{false};
+  std::thread watchdog([&] {
+    const absl::Time start = absl::Now();
+    bool ran = false;
+    while (!done.load() && absl::Now() - start < absl::Seconds(5)) {
+      if (!ran && at && absl::Now() - start >= at_after) {
+        at();
+        ran = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!done.load()) {
+      stopped = true;
+      loop->Stop();
+    }
+  });
+  EXPECT_TRUE(loop->Run().ok());
+  done = true;
+  watchdog.join();
+  return !stopped.load();
+}
+
 // --- readiness --------------------------------------------------------------
 
 TEST_P(ReactorConformanceTest, PipeReadinessReachesWatcher) {
@@ -448,20 +476,8 @@ TEST_P(ReactorConformanceTest, TimerNotKeepingLoopAliveLetsRunReturn) {
   housekeeping.StartPeriodic(absl::Seconds(3600));
   EXPECT_FALSE(housekeeping.keeps_loop_alive());
   EXPECT_EQ(loop->Load().timers_sleeping, 1u);  // still sleeping, still counted
-  std::atomic<bool> done{false}, watchdog_stopped{false};
-  std::thread watchdog([&] {
-    for (int i = 0; i < 500 && !done.load(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (!done.load()) {
-      watchdog_stopped = true;
-      loop->Stop();
-    }
-  });
-  EXPECT_TRUE(loop->Run().ok());
-  done = true;
-  watchdog.join();
-  EXPECT_FALSE(watchdog_stopped.load());
+  EXPECT_TRUE(RunUnderWatchdog(loop.get()))
+      << "a timer that does not keep the loop alive kept Run() going";
   EXPECT_EQ(fired, 0);
   EXPECT_TRUE(housekeeping.is_pending());
 }
@@ -801,6 +817,175 @@ TEST_P(ReactorConformanceTest, SignalDeliveredOnLoop) {
 // Every backend refuses a second FdWatcher or wait on an fd the loop already
 // watches, with ALREADY_EXISTS (wait_fd.h), whether or not the first one has
 // interest; the first keeps working, and the fd is free again once it stops.
+// A watcher that does not keep the loop alive: Run() returns when only it
+// is left, yet it is dispatched when the loop runs, and it counts in
+// fds_waiting. Stop and re-arm keep the flag; set back, the watcher keeps
+// Run() waiting for it; cleared inside its own callback, Run() returns.
+TEST_P(ReactorConformanceTest, WatcherNotKeepingLoopAliveLetsRunReturn) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  int events = 0;
+  FdWatcher* self = nullptr;
+  FdWatcher watcher(loop.get(), p.r, [&](uint32_t) {
+    ++events;
+    char c;
+    EXPECT_EQ(read(p.r, &c, 1), 1);
+    self->set_keeps_loop_alive(false);
+  });
+  self = &watcher;
+  watcher.set_keeps_loop_alive(false);
+  EXPECT_FALSE(watcher.keeps_loop_alive());
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  auto run = [&](absl::Duration write_after) {
+    return RunUnderWatchdog(loop.get(), write_after,
+                            [&] { EXPECT_EQ(write(p.w, "y", 1), 1); });
+  };
+  // Only the unref'd watcher: Run() returns at once, nothing dispatched.
+  EXPECT_TRUE(run(absl::InfiniteDuration()))
+      << "a watcher that does not keep the loop alive kept Run() going";
+  EXPECT_EQ(events, 0);
+  // Still dispatched when the loop runs.
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(events, 1);
+  // Stopped and re-armed: the flag stays.
+  watcher.Stop();
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  EXPECT_TRUE(run(absl::InfiniteDuration()));
+  EXPECT_EQ(events, 1);
+  // Keeping it alive again: Run() waits for the byte written 100 ms later;
+  // the callback clears the flag, and Run() returns after it.
+  watcher.set_keeps_loop_alive(true);
+  EXPECT_TRUE(run(absl::Milliseconds(100)));
+  EXPECT_EQ(events, 2) << "Run() did not wait for the watcher";
+  EXPECT_FALSE(watcher.keeps_loop_alive());
+  EXPECT_TRUE(watcher.is_active());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  watcher.Stop();
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+}
+
+// --- embedded entries and timer nodes (EventLoop::AddEntry, ScheduleNode) ---
+
+// A PollerEntry embedded in the caller's object, as TcpConnection does.
+struct CountingEntry : PollerEntry {
+  CountingEntry() : PollerEntry(&CountingEntry::OnEvents) {}
+  static void OnEvents(PollerEntry* entry, uint32_t events) {
+    auto* self = static_cast<CountingEntry*>(entry);
+    ++self->calls;
+    self->last = events;
+    if (self->on_event) self->on_event();
+  }
+  int calls = 0;
+  uint32_t last = 0;
+  std::function<void()> on_event;
+};
+
+TEST_P(ReactorConformanceTest, EmbeddedEntryFollowsThePollerContract) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  CountingEntry entry;
+  // Registered quiet: no events, not waiting, Run() has nothing to wait on.
+  ASSERT_TRUE(loop->AddEntry(&entry, p.r, 0).ok());
+  EXPECT_TRUE(entry.is_registered());
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  ASSERT_EQ(write(p.w, "x", 1), 1);
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 0) << "an entry with no interest was dispatched";
+  // A second entry (or watcher) on the same fd is refused.
+  CountingEntry second;
+  EXPECT_EQ(loop->AddEntry(&second, p.r, kReadable).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(second.is_registered());
+  // Interest: level-triggered until read; counted as waiting.
+  ASSERT_TRUE(loop->ModifyEntry(&entry, kReadable).ok());
+  EXPECT_EQ(loop->Load().fds_waiting, 1);
+  RunNoWait(loop.get());
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 2);
+  EXPECT_TRUE(entry.last & kReadable);
+  // Removed from inside its own callback: nothing more, and the fd is free
+  // for another entry.
+  entry.on_event = [&] { loop->RemoveEntry(&entry); };
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 3);
+  EXPECT_FALSE(entry.is_registered());
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  RunNoWait(loop.get());
+  EXPECT_EQ(entry.calls, 3) << "dispatched after RemoveEntry";
+  ASSERT_TRUE(loop->AddEntry(&second, p.r, kReadable).ok());
+  RunNoWait(loop.get());
+  EXPECT_EQ(second.calls, 1);
+  // An entry with interest keeps Run() going until it is removed.
+  second.on_event = [&] {
+    char c;
+    EXPECT_EQ(read(p.r, &c, 1), 1);
+    loop->RemoveEntry(&second);
+  };
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(second.calls, 2);
+}
+
+// A TimerNode embedded in the caller's object; records when it fired.
+struct RecordingNode : TimerNode {
+  explicit RecordingNode(EventLoop* l)
+      : TimerNode(&RecordingNode::Fire), loop(l) {}
+  static void Fire(TimerNode* node) {
+    auto* self = static_cast<RecordingNode*>(node);
+    self->at.push_back(self->loop->NowNanos());
+  }
+  EventLoop* loop;
+  std::vector<int64_t> at;
+};
+
+TEST_P(ReactorConformanceTest, TimerNodeFiresWithinToleranceNeverEarly) {
+  ManualClock clock(absl::ToInt64Nanoseconds(absl::Seconds(100)));
+  auto loop = MakeLoop(&clock);
+  const int64_t start = clock.NowNanos();
+  constexpr int64_t kMs = 1000 * 1000;
+  RecordingNode exact(loop.get()), lax(loop.get());
+  std::vector<int64_t>& exact_at = exact.at;
+  std::vector<int64_t>& lax_at = lax.at;
+  loop->ScheduleNode(&exact, start + 50 * kMs);
+  loop->ScheduleNode(&lax, start + 50 * kMs, 20 * kMs);
+  // A node is not a user timer: not counted, and it does not keep Run()
+  // going (Run() returns at once with nothing else to do).
+  EXPECT_EQ(loop->Load().timers_sleeping, 0u);
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_TRUE(exact_at.empty());
+  // Never early.
+  clock.Advance(absl::Milliseconds(49));
+  RunNoWait(loop.get());
+  EXPECT_TRUE(exact_at.empty());
+  EXPECT_TRUE(lax_at.empty());
+  clock.Advance(absl::Milliseconds(1));
+  RunNoWait(loop.get());
+  ASSERT_EQ(exact_at.size(), 1u);
+  EXPECT_EQ(exact_at[0], start + 50 * kMs);
+  // Within the tolerance: at most 20 ms late.
+  for (int i = 0; i < 20 && lax_at.empty(); ++i) {
+    clock.Advance(absl::Milliseconds(1));
+    RunNoWait(loop.get());
+  }
+  ASSERT_EQ(lax_at.size(), 1u);
+  EXPECT_GE(lax_at[0], start + 50 * kMs);
+  EXPECT_LE(lax_at[0], start + 70 * kMs);
+  EXPECT_FALSE(lax.is_scheduled());
+  // Re-armed from outside, cancelled before it is due: nothing runs; a
+  // second cancel (and one of a node never scheduled) is a no-op.
+  loop->ScheduleNode(&exact, clock.NowNanos() + 10 * kMs);
+  EXPECT_TRUE(exact.is_scheduled());
+  loop->CancelNode(&exact);
+  loop->CancelNode(&exact);
+  TimerNode never;
+  loop->CancelNode(&never);
+  clock.Advance(absl::Milliseconds(100));
+  RunNoWait(loop.get());
+  EXPECT_EQ(exact_at.size(), 1u);
+}
+
 TEST_P(ReactorConformanceTest, SecondWatcherOnAnFdIsAlreadyExists) {
   auto loop = MakeLoop();
   TestPipe p;

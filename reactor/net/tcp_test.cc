@@ -536,6 +536,93 @@ TEST_P(TcpTest, DrainAndCloseAllReachEveryConnectionAcrossSlabChunks) {
   EXPECT_EQ(handler_.closed.size(), size_t{kClients});
 }
 
+// ForEachConnection's contract, edge by edge: every open connection once,
+// none that is closing (OnClosed pending); fn may close or write to the one
+// it is given; a connection opened during the walk may or may not be seen,
+// but the walk neither crashes nor visits a connection twice.
+TEST_P(TcpTest, ForEachConnectionVisitsEachOpenOneOnceAndToleratesChanges) {
+  Start();
+  constexpr int kClients = 100;  // over one slab chunk (64 slots)
+  std::vector<std::unique_ptr<TestClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
+  }
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
+  TcpContext* context = server_->context();
+
+  // Close one connection outside the walk: its OnClosed is pending, so the
+  // walk must skip it.
+  TcpConnection* closed_before = nullptr;
+  context->ForEachConnection([&](TcpConnection* c) {
+    if (closed_before == nullptr) closed_before = c;
+  });
+  ASSERT_NE(closed_before, nullptr);
+  closed_before->Close();
+
+  // The walk closes every other connection, writes to the rest, and opens
+  // a new connection (a socketpair adopted by the context) half-way.
+  std::vector<TcpConnection*> seen;
+  size_t written = 0;
+  int adopted_fd = -1;
+  context->ForEachConnection([&](TcpConnection* c) {
+    EXPECT_NE(c, closed_before) << "visited a closing connection";
+    EXPECT_FALSE(c->is_closing());
+    seen.push_back(c);
+    if (seen.size() % 2 == 0) {
+      c->Close();
+    } else {
+      EXPECT_TRUE(c->Write("walked"));
+      ++written;
+    }
+    if (seen.size() == kClients / 2) {
+      int sv[2];
+      ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+      adopted_fd = sv[1];
+      EXPECT_TRUE(context->Adopt(sv[0]).ok());
+    }
+  });
+  std::vector<TcpConnection*> unique = seen;
+  std::sort(unique.begin(), unique.end());
+  EXPECT_EQ(std::unique(unique.begin(), unique.end()), unique.end())
+      << "a connection was visited twice";
+  // Every open connection but the one closed before, and possibly the one
+  // adopted during the walk.
+  EXPECT_GE(seen.size(), size_t{kClients} - 1);
+  EXPECT_LE(seen.size(), size_t{kClients});
+  const size_t closed_in_walk = seen.size() - written;
+
+  // A second walk sees exactly the connections still open: the clients and
+  // the adopted one, less those closed.
+  size_t second = 0;
+  context->ForEachConnection([&](TcpConnection* c) {
+    EXPECT_FALSE(c->is_closing());
+    ++second;
+  });
+  EXPECT_EQ(second, size_t{kClients} + 1 - 1 - closed_in_walk);
+
+  // What the walk closed ends (OnClosed once each); what it wrote arrives.
+  ASSERT_TRUE(PumpUntil(
+      [&] {
+        size_t done = 0;
+        for (auto& c : clients) {
+          if (c->eof() || c->error() != 0 || c->received() == "walked") ++done;
+        }
+        return done == kClients &&
+               handler_.closed.size() == 1 + closed_in_walk;
+      },
+      [&] {
+        for (auto& c : clients) c->Receive();
+      }));
+  size_t arrived = 0;
+  for (auto& c : clients) arrived += c->received() == "walked";
+  char buf[16];
+  const ssize_t n = recv(adopted_fd, buf, sizeof(buf), MSG_DONTWAIT);
+  if (n == 6 && absl::string_view(buf, 6) == "walked") ++arrived;
+  EXPECT_EQ(arrived, written) << "a write made during the walk was lost";
+  EXPECT_EQ(context->connection_count(), second);
+  if (adopted_fd >= 0) close(adopted_fd);
+}
+
 // select cannot watch fds >= FD_SETSIZE: such connections are refused with a
 // reason, never a crash. poll and epoll serve them like any other.
 TEST_P(TcpTest, ConnectionsAboveFdSetsize) {

@@ -28,6 +28,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -179,6 +182,9 @@ class PyLoop {
     EndRun(status);
   }
 
+  // Whether run() has Python's signal wake-up fd now (tests).
+  bool watching_python_signals() const { return signal_wakeup_installed_; }
+
   void Stop() {
     // From any thread, so only what Stop() itself allows.
     if (loop_ != nullptr) loop_->Stop();
@@ -212,6 +218,11 @@ class PyLoop {
     for (auto& [signo, handler] : signal_handlers_) loop_->RemoveSignal(signo);
     signal_handlers_.clear();
     exception_handler_ = py::object();
+    signal_wakeup_.reset();
+    set_wakeup_fd_ = py::object();
+    if (wakeup_read_ >= 0) close(wakeup_read_);
+    if (wakeup_write_ >= 0) close(wakeup_write_);
+    wakeup_read_ = wakeup_write_ = -1;
     loop_.reset();  // queued tasks go with it; their Refs take the GIL
     manual_clock_.reset();
     closing_ = false;
@@ -414,10 +425,12 @@ class PyLoop {
     }
     running_ = true;
     ran_once_ = true;
+    InstallSignalWakeup();
   }
 
   void EndRun(const absl::Status& status) {
     running_ = false;
+    RemoveSignalWakeup();
     if (pending_type_) {
       py::object t = std::move(pending_type_);
       py::object v = std::move(pending_value_);
@@ -434,6 +447,69 @@ class PyLoop {
     Ref args;
   };
 
+  // ^C while the loop waits in the kernel. Python's own handler for a
+  // signal (SIGINT's raises KeyboardInterrupt) runs only when the thread
+  // holding the GIL checks for it, which an idle loop would not do before
+  // its next timer or I/O. So, for the time of run() on the main thread,
+  // the loop watches a pipe given to signal.set_wakeup_fd(): the C-level
+  // handler writes a byte, the loop wakes, and PyErr_CheckSignals() runs
+  // the Python handler at once (a KeyboardInterrupt then stops run(), as
+  // from any callback). The watcher does not keep run() going. Left alone
+  // when another wake-up fd is set (asyncio's, the user's), and off the main
+  // thread (where Python allows no wake-up fd).
+  void InstallSignalWakeup() {
+    if (wakeup_read_ < 0) {
+      int fds[2];
+      if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return;  // ^C as before
+      wakeup_read_ = fds[0];
+      wakeup_write_ = fds[1];
+      signal_wakeup_ = std::make_unique<FdWatcher>(
+          loop_.get(), wakeup_read_, [this](uint32_t) { OnSignalWakeup(); });
+      signal_wakeup_->set_keeps_loop_alive(false);
+    }
+    if (!set_wakeup_fd_) {
+      set_wakeup_fd_ = py::module_::import("signal").attr("set_wakeup_fd");
+    }
+    py::object& set_wakeup_fd = set_wakeup_fd_;
+    int previous;
+    try {
+      previous = set_wakeup_fd(wakeup_write_, py::arg("warn_on_full_buffer") =
+                                                  false)
+                     .cast<int>();
+    } catch (py::error_already_set&) {
+      return;  // ValueError: not the main thread
+    }
+    if (previous != -1) {
+      set_wakeup_fd(previous);  // someone else's: theirs to watch
+      return;
+    }
+    DrainSignalWakeup();
+    if (signal_wakeup_->SetInterest(kReadable).ok()) {
+      signal_wakeup_installed_ = true;
+    } else {
+      set_wakeup_fd(-1);
+    }
+  }
+
+  void RemoveSignalWakeup() {
+    if (!signal_wakeup_installed_) return;
+    signal_wakeup_installed_ = false;
+    signal_wakeup_->Stop();
+    set_wakeup_fd_(-1);
+  }
+
+  void DrainSignalWakeup() {
+    char buf[64];
+    while (read(wakeup_read_, buf, sizeof(buf)) > 0) {
+    }
+  }
+
+  void OnSignalWakeup() {
+    DrainSignalWakeup();
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) ReportError("a signal handler");
+  }
+
   std::unique_ptr<ManualClock> manual_clock_;
   std::unique_ptr<EventLoop> loop_;
   const bool stop_on_error_;
@@ -446,6 +522,11 @@ class PyLoop {
   absl::flat_hash_map<int, SignalHandler> signal_handlers_;
   py::object exception_handler_;
   py::object pending_type_, pending_value_, pending_trace_;
+  // Python's signal wake-up fd while run() runs (InstallSignalWakeup).
+  int wakeup_read_ = -1, wakeup_write_ = -1;
+  std::unique_ptr<FdWatcher> signal_wakeup_;
+  bool signal_wakeup_installed_ = false;
+  py::object set_wakeup_fd_;  // signal.set_wakeup_fd
 };
 
 // ---------------------------------------------------------------------------
@@ -1199,7 +1280,9 @@ connection it made, which then become no-ops.)doc")
             py::dict d;
             d["ready"] = load.tasks_ready;
             d["urgent"] = load.urgent_tasks_ready;
-            d["waiting"] = load.fds_waiting;
+            // Not the loop's own signal wake-up pipe (during run()).
+            d["waiting"] = load.fds_waiting -
+                           (l.watching_python_signals() ? 1 : 0);
             d["sleeping"] = load.timers_sleeping;
             d["cpu_jobs"] = load.cpu_jobs_pending;
             return d;

@@ -459,6 +459,72 @@ class ErrorTest(unittest.TestCase):
             loop.run()
         loop.close()
 
+    def test_sigint_stops_an_idle_run_at_once(self):
+        # Nothing happens on the loop but a timer an hour away: ^C must not
+        # wait for it. A watchdog stops the loop after 20 s otherwise (and
+        # the KeyboardInterrupt would then come only after run() returned).
+        loop = nbio.Loop()
+        far = loop.call_later(3600, print)
+        watchdog_fired = []
+
+        def watchdog():
+            watchdog_fired.append(True)
+            loop.stop()
+
+        dog = threading.Timer(20, watchdog)
+        dog.start()
+        kill = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        kill.start()
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                loop.run()
+        finally:
+            # Joined, not only cancelled: a thread left running would take
+            # the process-directed signals of later tests (test_signal_handler
+            # relies on the loop's thread being the only one to block them).
+            dog.cancel()
+            dog.join()
+            kill.join()
+        self.assertEqual(watchdog_fired, [])
+        # The wake-up fd is Python's again once run() returns.
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)
+        # The loop's own pipe is not counted as a watched fd, and does not
+        # keep run() going: with nothing else, run() returns.
+        far.cancel()
+        out = []
+        loop.call_soon(lambda: out.append(loop.load()["waiting"]))
+        loop.run()
+        self.assertEqual(out, [0])
+        loop.close()
+
+    def test_a_wakeup_fd_set_by_the_user_is_left_alone(self):
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        old = signal.set_wakeup_fd(w)
+        try:
+            loop = nbio.Loop()
+            seen = []
+            loop.call_soon(lambda: seen.append(signal.set_wakeup_fd(w)))
+            loop.run()
+            self.assertEqual(seen, [w], "run() replaced the user's fd")
+            self.assertEqual(signal.set_wakeup_fd(w), w)
+            loop.close()
+        finally:
+            signal.set_wakeup_fd(old)
+            os.close(r)
+            os.close(w)
+
+    def test_run_off_the_main_thread_still_works(self):
+        loop = nbio.Loop()
+        out = []
+        loop.call_later(0.01, out.append, "timer")
+        t = threading.Thread(target=loop.run)
+        t.start()
+        t.join(20)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(out, ["timer"])
+        loop.close()
+
     def test_run_inside_a_callback_is_refused(self):
         loop = manual_loop()
         errors = []
