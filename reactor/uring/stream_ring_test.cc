@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -242,8 +243,25 @@ bool Unavailable(const absl::Status& status) {
          absl::IsUnavailable(status);
 }
 
+// Create(), retried for up to 5 s while the user's locked-memory budget is
+// spent: it is shared with every process of this user (other tests running
+// in parallel), and the kernel releases a closed ring's share only when its
+// exit work has run.
+absl::StatusOr<std::unique_ptr<UringStreamRing>> CreateRetrying(
+    const UringStreamRing::Options& options, UringStreamRing::Handler* handler) {
+  const auto give_up = Clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    auto ring = UringStreamRing::Create(options, handler);
+    if (ring.ok() || !absl::IsResourceExhausted(ring.status()) ||
+        Clock::now() > give_up) {
+      return ring;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 #define CREATE_OR_SKIP(var, options, handler)                         \
-  auto var##_or = UringStreamRing::Create((options), (handler));      \
+  auto var##_or = CreateRetrying((options), (handler));               \
   if (!var##_or.ok() && Unavailable(var##_or.status())) {             \
     GTEST_SKIP() << "io_uring unavailable: " << var##_or.status();    \
   }                                                                   \
