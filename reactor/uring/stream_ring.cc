@@ -1,0 +1,726 @@
+#include "reactor/uring/stream_ring.h"
+
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "queue/base/check.h"
+#include "reactor/sys/syscall.h"
+
+namespace nbio {
+namespace {
+
+// user_data: [op:8][generation:24][slot:32].
+enum Op : uint64_t {
+  kIgnore = 0,  // cancels: their completion means nothing to anyone
+  kAccept = 1,
+  kRecv = 2,
+  kSend = 3,
+  kShutdown = 4,
+  kClose = 5,
+};
+constexpr uint32_t kGenMask = 0xffffff;
+
+uint64_t Tag(Op op, uint32_t slot, uint32_t gen) {
+  return (static_cast<uint64_t>(op) << 56) |
+         (static_cast<uint64_t>(gen & kGenMask) << 32) | slot;
+}
+
+// The kernel's limit on completion queue entries (IORING_MAX_CQ_ENTRIES).
+constexpr uint32_t kMaxCqEntries = 65536;
+// ... and on a provided buffer ring's entries.
+constexpr uint32_t kMaxBuffers = 32768;
+
+uint32_t RoundUpPow2(uint32_t n) {
+  uint32_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// Says why io_uring cannot be used here, in the words an operator needs.
+absl::Status SetupError(const char* call, int err) {
+  absl::Status status = ErrnoStatus(call, err);
+  const char* why = nullptr;
+  switch (err) {
+    case ENOSYS:
+      why = "this kernel has no io_uring";
+      break;
+    case EPERM:
+      why =
+          "io_uring refused: sysctl kernel.io_uring_disabled, or a "
+          "seccomp profile (containers)";
+      break;
+    case ENOMEM:
+      why =
+          "not enough locked memory for the ring's queues (RLIMIT_MEMLOCK, "
+          "counted per user unless the process has CAP_IPC_LOCK)";
+      break;
+    default:
+      break;
+  }
+  if (why == nullptr) return status;
+  return absl::Status(status.code(), absl::StrCat(why, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<UringStreamRing>> UringStreamRing::Create(
+    const Options& options, Handler* handler) {
+  NBIO_CHECK(handler != nullptr);
+  std::unique_ptr<UringStreamRing> ring(new UringStreamRing(handler));
+  absl::Status status = ring->Init(options);
+  if (!status.ok()) return status;
+  return ring;
+}
+
+absl::Status UringStreamRing::Init(const Options& options) {
+  slot_count_ = options.slots;
+  if (slot_count_ == 0) {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      return ErrnoStatus("getrlimit(RLIMIT_NOFILE)", errno);
+    }
+    slot_count_ = static_cast<uint32_t>(
+        std::min<rlim_t>(rl.rlim_cur, IORING_FILE_INDEX_ALLOC - 1));
+  }
+  if (options.buffer_count == 0 || options.buffer_count > kMaxBuffers ||
+      (options.buffer_count & (options.buffer_count - 1)) != 0 ||
+      options.buffer_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "buffer_count must be a power of two up to 32768, buffer_bytes > 0");
+  }
+  accept_reserve_ = options.accept_reserve >= 0
+                        ? static_cast<uint32_t>(options.accept_reserve)
+                        : std::min<uint32_t>(slot_count_ / 16, 1024);
+  cq_entries_ = options.cq_entries;
+  if (cq_entries_ == 0) {
+    // A receive, a send and a close or cancel per slot, and the accept.
+    const uint64_t want = uint64_t{3} * slot_count_ + 64;
+    cq_entries_ = want >= kMaxCqEntries
+                      ? kMaxCqEntries
+                      : RoundUpPow2(static_cast<uint32_t>(want));
+  }
+  // The kernel wants at least as many completion entries as submission
+  // entries (EINVAL otherwise, which would read as "flags unsupported").
+  cq_entries_ = std::max(cq_entries_, 2 * RoundUpPow2(options.sq_entries));
+
+  // Newest flags first; the kernel answers EINVAL for those it lacks.
+  struct Attempt {
+    unsigned flags;
+    const char* name;
+  };
+  const Attempt attempts[] = {
+      {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+       "SINGLE_ISSUER|DEFER_TASKRUN"},
+      {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+       "COOP_TASKRUN|TASKRUN_FLAG"},
+      {0, "plain"},
+  };
+  int ret = -EINVAL;
+  io_uring_params params{};
+  for (const Attempt& a : attempts) {
+    if (!options.allow_defer_taskrun &&
+        (a.flags & IORING_SETUP_DEFER_TASKRUN) != 0) {
+      continue;
+    }
+    params = io_uring_params{};
+    params.flags = a.flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+    params.cq_entries = cq_entries_;
+    ret = io_uring_queue_init_params(options.sq_entries, &ring_, &params);
+    if (ret != -EINVAL) {
+      setup_mode_ = a.name;
+      break;
+    }
+  }
+  if (ret < 0) return SetupError("io_uring_setup", -ret);
+  ring_ready_ = true;
+  sq_entries_ = params.sq_entries;
+  cq_entries_ = params.cq_entries;
+  if ((params.features & IORING_FEAT_NODROP) == 0) {
+    // Before 5.5 a full completion queue dropped completions, which would
+    // leave slots waiting forever.
+    return absl::UnavailableError(
+        "io_uring without IORING_FEAT_NODROP (kernel older than 5.5)");
+  }
+
+  // The sparse file table. The raw call, not liburing's
+  // io_uring_register_files_sparse: on EMFILE that one quietly raises the
+  // process's RLIMIT_NOFILE soft limit and retries, a side effect a library
+  // must not have. The kernel refuses a table larger than the soft limit.
+  io_uring_rsrc_register reg{};
+  reg.flags = IORING_RSRC_REGISTER_SPARSE;
+  reg.nr = slot_count_;
+  if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_FILES2,
+              &reg, sizeof(reg)) < 0) {
+    const int err = errno;
+    absl::Status status = ErrnoStatus(
+        absl::StrCat("io_uring_register_files_sparse(", slot_count_, ")"), err);
+    if (err == EMFILE) {
+      rlimit rl{};
+      getrlimit(RLIMIT_NOFILE, &rl);
+      return absl::Status(
+          status.code(),
+          absl::StrCat("a ring's file table cannot be larger than "
+                       "RLIMIT_NOFILE (soft limit ",
+                       rl.rlim_cur, "): ", status.message()));
+    }
+    if (err == EINVAL) {
+      return absl::UnavailableError(absl::StrCat(
+          "sparse file tables need Linux 5.19: ", status.message()));
+    }
+    return status;
+  }
+
+  // The provided buffer ring: page-aligned memory, so it is mapped.
+  buffer_count_ = options.buffer_count;
+  buffer_bytes_ = options.buffer_bytes;
+  buf_ring_bytes_ = size_t{buffer_count_} * sizeof(io_uring_buf);
+  void* ring_mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring_mem == MAP_FAILED) return ErrnoStatus("mmap(buffer ring)", errno);
+  buf_ring_ = static_cast<io_uring_buf_ring*>(ring_mem);
+  io_uring_buf_ring_init(buf_ring_);
+  io_uring_buf_reg buf_reg{};
+  buf_reg.ring_addr = reinterpret_cast<uint64_t>(ring_mem);
+  buf_reg.ring_entries = buffer_count_;
+  buf_reg.bgid = 0;
+  ret = io_uring_register_buf_ring(&ring_, &buf_reg, 0);
+  if (ret < 0) {
+    if (ret == -ENOMEM) return SetupError("io_uring_register_buf_ring", -ret);
+    return ErrnoStatus("io_uring_register_buf_ring", -ret);
+  }
+  buffers_bytes_ = size_t{buffer_count_} * buffer_bytes_;
+  void* data = mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (data == MAP_FAILED) return ErrnoStatus("mmap(buffers)", errno);
+  buffers_ = static_cast<char*>(data);
+  for (uint32_t i = 0; i < buffer_count_; ++i) {
+    io_uring_buf_ring_add(buf_ring_, Buffer(static_cast<uint16_t>(i)),
+                          buffer_bytes_, static_cast<uint16_t>(i),
+                          io_uring_buf_ring_mask(buffer_count_),
+                          static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffer_count_));
+  held_next_.assign(buffer_count_, kNoBuffer);
+  held_len_.assign(buffer_count_, 0);
+
+  if (options.event_fd) {
+    event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (event_fd_ < 0) return ErrnoStatus("eventfd", errno);
+    ret = io_uring_register_eventfd(&ring_, event_fd_);
+    if (ret < 0) return ErrnoStatus("io_uring_register_eventfd", -ret);
+  }
+
+  slots_.resize(slot_count_);
+  starved_.resize(slot_count_);
+  resume_.reserve(slot_count_);
+  batch_.reserve(cq_entries_);
+  overflow_seen_ = *ring_.cq.koverflow;
+  return absl::OkStatus();
+}
+
+UringStreamRing::~UringStreamRing() {
+  // Tearing the ring down cancels what is in flight and closes every slot.
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (event_fd_ >= 0) close(event_fd_);
+  if (buffers_ != nullptr) munmap(buffers_, buffers_bytes_);
+  if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
+}
+
+UringStreamRing::Slot& UringStreamRing::SlotOf(uint32_t slot) {
+  NBIO_DCHECK(std::this_thread::get_id() == owner_);
+  NBIO_CHECK_MSG(slot < slot_count_, "slot out of range");
+  Slot& s = slots_[slot];
+  NBIO_CHECK_MSG((s.flags & kInUse) != 0, "slot not in use");
+  return s;
+}
+
+io_uring_sqe* UringStreamRing::GetSqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  for (int tries = 0; sqe == nullptr && tries < 64; ++tries) {
+    // The submission queue is full: hand it to the kernel. EBUSY says the
+    // completion side must be reaped first; what is reaped here waits in
+    // batch_ and is dispatched by the running (or next) Wait().
+    const int ret = io_uring_submit(&ring_);
+    if (ret == -EBUSY) {
+      io_uring_get_events(&ring_);
+      Reap();
+    } else {
+      NBIO_CHECK_MSG(ret >= 0 || ret == -EINTR || ret == -EAGAIN,
+                     "io_uring_submit failed");
+    }
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  NBIO_CHECK_MSG(sqe != nullptr, "io_uring submission queue stuck full");
+  return sqe;
+}
+
+absl::Status UringStreamRing::Listen(int listen_fd) {
+  if (listen_fd_ >= 0)
+    return absl::FailedPreconditionError("already listening");
+  listen_fd_ = listen_fd;
+  ArmAccept();
+  return absl::OkStatus();
+}
+
+void UringStreamRing::ArmAccept() {
+  accept_pending_ = false;
+  if (accept_armed_ || accept_stopped_ || listen_fd_ < 0) return;
+  const uint32_t free_slots = slot_count_ - counters_.slots_in_use;
+  // Full: FinishClose brings the accept back.
+  if (free_slots == 0) return;
+  io_uring_sqe* sqe = GetSqe();
+  // No SOCK_CLOEXEC: a direct descriptor is no process fd, and the kernel
+  // refuses the flag with EINVAL.
+  accept_multishot_ = free_slots > accept_reserve_;
+  if (accept_multishot_) {
+    io_uring_prep_multishot_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0);
+  } else {
+    io_uring_prep_accept_direct(sqe, listen_fd_, nullptr, nullptr, 0,
+                                IORING_FILE_INDEX_ALLOC - 1);
+  }
+  io_uring_sqe_set_data64(sqe, Tag(kAccept, 0, 0));
+  accept_armed_ = true;
+  accept_cancelled_ = false;
+  ++counters_.accept_arms;
+}
+
+void UringStreamRing::ArmReceive(uint32_t slot) {
+  Slot& s = slots_[slot];
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr, 0, 0);
+  sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+  sqe->buf_group = 0;
+  io_uring_sqe_set_data64(sqe, Tag(kRecv, slot, s.gen));
+  s.flags |= kRecvArmed;
+  s.flags &= ~kRecvCancel;
+  ++s.ops;
+  ++counters_.receives_armed;
+}
+
+void UringStreamRing::CancelReceive(uint32_t slot) {
+  Slot& s = slots_[slot];
+  if ((s.flags & kRecvArmed) == 0 || (s.flags & kRecvCancel) != 0) return;
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_cancel64(sqe, Tag(kRecv, slot, s.gen), 0);
+  io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  s.flags |= kRecvCancel;
+}
+
+void UringStreamRing::StartReceive(uint32_t slot) {
+  Slot& s = SlotOf(slot);
+  NBIO_CHECK_MSG((s.flags & kClosing) == 0, "StartReceive after Close");
+  s.flags |= kRecvWanted;
+  const bool end_unreported =
+      (s.flags & (kRecvEnded | kEndReported)) == kRecvEnded;
+  if ((s.held_head != kNoBuffer || end_unreported) &&
+      (s.flags & kInResume) == 0) {
+    s.flags |= kInResume;
+    resume_.push_back(slot);
+  }
+  // An armed receive whose cancel is on its way is armed again when the
+  // cancel's ECANCELED arrives (OnRecvCqe).
+  if ((s.flags & (kRecvArmed | kRecvEnded | kStarved)) == 0) ArmReceive(slot);
+}
+
+void UringStreamRing::StopReceive(uint32_t slot) {
+  Slot& s = SlotOf(slot);
+  s.flags &= ~kRecvWanted;
+  CancelReceive(slot);
+}
+
+void UringStreamRing::Send(uint32_t slot, const iovec* iov, int count) {
+  Slot& s = SlotOf(slot);
+  NBIO_CHECK_MSG((s.flags & (kClosing | kSendInFlight)) == 0,
+                 "Send after Close or with a send in flight");
+  NBIO_CHECK(count > 0);
+  std::memset(&s.msg, 0, sizeof(s.msg));
+  s.msg.msg_iov = const_cast<iovec*>(iov);
+  s.msg.msg_iovlen = static_cast<size_t>(count);
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_sendmsg(sqe, static_cast<int>(slot), &s.msg, MSG_NOSIGNAL);
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, Tag(kSend, slot, s.gen));
+  s.flags |= kSendInFlight;
+  ++s.ops;
+}
+
+void UringStreamRing::Shutdown(uint32_t slot) {
+  Slot& s = SlotOf(slot);
+  NBIO_CHECK_MSG((s.flags & kClosing) == 0, "Shutdown after Close");
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_shutdown(sqe, static_cast<int>(slot), SHUT_WR);
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, Tag(kShutdown, slot, s.gen));
+  ++s.ops;
+}
+
+void UringStreamRing::Close(uint32_t slot) {
+  Slot& s = SlotOf(slot);
+  NBIO_CHECK_MSG((s.flags & kClosing) == 0, "Close called twice");
+  s.flags |= kClosing;
+  s.flags &= ~kRecvWanted;
+  ReleaseHeld(s);
+  if (s.ops > 0) {
+    // Every request on this file: the multishot receive, a send waiting for
+    // room, a shutdown. Their completions (ECANCELED, or a result if they
+    // won the race) come back and MaybeSubmitClose closes after the last.
+    // The file cannot be closed first: each request holds its own
+    // reference, so closing the slot would not end a receive that never
+    // completes.
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_cancel_fd(
+        sqe, static_cast<int>(slot),
+        IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
+    io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    s.flags |= kRecvCancel;
+  }
+  MaybeSubmitClose(slot);
+}
+
+void UringStreamRing::MaybeSubmitClose(uint32_t slot) {
+  Slot& s = slots_[slot];
+  if ((s.flags & (kClosing | kCloseSent)) != kClosing || s.ops != 0) return;
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_close_direct(sqe, slot);
+  io_uring_sqe_set_data64(sqe, Tag(kClose, slot, s.gen));
+  s.flags |= kCloseSent;
+}
+
+void UringStreamRing::FinishClose(uint32_t slot) {
+  Slot& s = slots_[slot];
+  ReleaseHeld(s);
+  // kStarved stays: the slot is still in starved_, which skips it (or arms
+  // the next connection in it, if that one wants data).
+  s.flags &= kStarved;
+  s.ops = 0;
+  s.gen = (s.gen + 1) & kGenMask;
+  --counters_.slots_in_use;
+  if (!accept_armed_) accept_pending_ = true;  // armed after this batch
+  handler_->OnClosed(slot);
+}
+
+void UringStreamRing::ReturnBuffer(uint16_t bid) {
+  io_uring_buf_ring_add(buf_ring_, Buffer(bid), buffer_bytes_, bid,
+                        io_uring_buf_ring_mask(buffer_count_),
+                        static_cast<int>(buffers_to_publish_));
+  ++buffers_to_publish_;
+  --counters_.buffers_out;
+}
+
+void UringStreamRing::PublishBuffers() {
+  if (buffers_to_publish_ == 0) return;
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffers_to_publish_));
+  buffers_to_publish_ = 0;
+}
+
+void UringStreamRing::HoldBuffer(Slot& s, uint16_t bid, uint32_t len) {
+  held_next_[bid] = kNoBuffer;
+  held_len_[bid] = len;
+  if (s.held_tail == kNoBuffer) {
+    s.held_head = bid;
+  } else {
+    held_next_[s.held_tail] = bid;
+  }
+  s.held_tail = bid;
+}
+
+void UringStreamRing::ReleaseHeld(Slot& s) {
+  while (s.held_head != kNoBuffer) {
+    const uint16_t bid = s.held_head;
+    s.held_head = held_next_[bid];
+    ReturnBuffer(bid);
+  }
+  s.held_tail = kNoBuffer;
+}
+
+void UringStreamRing::DeliverHeld(uint32_t slot) {
+  Slot& s = slots_[slot];
+  s.flags &= ~kInResume;
+  while (s.held_head != kNoBuffer &&
+         (s.flags & (kRecvWanted | kClosing)) == kRecvWanted) {
+    const uint16_t bid = s.held_head;
+    s.held_head = held_next_[bid];
+    if (s.held_head == kNoBuffer) s.held_tail = kNoBuffer;
+    handler_->OnData(slot, Buffer(bid), held_len_[bid]);
+    ReturnBuffer(bid);
+  }
+  if (s.held_head == kNoBuffer &&
+      (s.flags & (kRecvWanted | kClosing | kRecvEnded | kEndReported)) ==
+          (kRecvWanted | kRecvEnded)) {
+    ReportEnd(slot);
+  }
+}
+
+void UringStreamRing::ReportEnd(uint32_t slot) {
+  Slot& s = slots_[slot];
+  s.flags |= kEndReported;
+  handler_->OnReceiveEnd(slot, s.end_result);
+}
+
+void UringStreamRing::RearmStarved() {
+  // Arm no more receives than there are free buffers: the rest would only
+  // meet ENOBUFS again. The list is FIFO, so every starved connection gets
+  // its turn; with no free buffer nothing is armed (no spin) and the next
+  // returned buffer brings the next turn.
+  uint32_t free_buffers = buffer_count_ - counters_.buffers_out;
+  while (starved_count_ > 0 && free_buffers > 0) {
+    const uint32_t slot = starved_[starved_head_];
+    starved_head_ = (starved_head_ + 1) % starved_.size();
+    --starved_count_;
+    Slot& s = slots_[slot];
+    s.flags &= ~kStarved;
+    if ((s.flags & (kInUse | kRecvWanted | kClosing | kRecvArmed |
+                    kRecvEnded)) == (kInUse | kRecvWanted)) {
+      ArmReceive(slot);
+      ++counters_.enobufs_rearms;
+      --free_buffers;
+    }
+  }
+}
+
+void UringStreamRing::Reap() {
+  unsigned head;
+  unsigned seen = 0;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    batch_.push_back({cqe->user_data, cqe->res, cqe->flags});
+    ++seen;
+  }
+  io_uring_cq_advance(&ring_, seen);
+}
+
+absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
+  // SINGLE_ISSUER: the kernel would answer EEXIST from another thread.
+  NBIO_DCHECK(std::this_thread::get_id() == owner_);
+  if (accept_pending_) ArmAccept();
+  int ret;
+  if (timeout_nanos == 0) {
+    // Submits and, with DEFER_TASKRUN, runs the deferred completion work
+    // (a plain submit would not).
+    ret = io_uring_submit_and_get_events(&ring_);
+  } else {
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (timeout_nanos > 0) {
+      ts.tv_sec = timeout_nanos / 1'000'000'000;
+      ts.tv_nsec = timeout_nanos % 1'000'000'000;
+      tsp = &ts;
+    }
+    io_uring_cqe* cqe = nullptr;
+    ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+  }
+  // ETIME: the timeout; EINTR: a signal; EBUSY: completions overflowed and
+  // must be reaped first (done below); EAGAIN: the kernel was short of
+  // memory for a request, which is retried at the next Wait().
+  if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY &&
+      ret != -EAGAIN) {
+    return ErrnoStatus("io_uring_enter", -ret);
+  }
+
+  int dispatched = 0;
+  // Bounded: an overflow is flushed by one more enter, and a queue that
+  // overflows again is left for the next Wait().
+  for (int round = 0; round < 4; ++round) {
+    // Copy the completions out before dispatching: callbacks queue new
+    // requests, and may submit them when the submission queue fills.
+    Reap();
+    while (true) {
+      if (!resume_.empty()) {
+        // Held data first: it is older than anything in batch_.
+        for (size_t i = 0; i < resume_.size(); ++i) DeliverHeld(resume_[i]);
+        resume_.clear();
+        continue;
+      }
+      if (batch_pos_ == batch_.size()) break;
+      const Completion c = batch_[batch_pos_++];
+      // A failed cancel's completion is nobody's business: not counted.
+      if ((c.user_data >> 56) == kIgnore) continue;
+      Dispatch(c);
+      ++dispatched;
+    }
+    batch_.clear();
+    batch_pos_ = 0;
+    PublishBuffers();
+    RearmStarved();
+    if (accept_pending_) ArmAccept();
+    NBIO_CHECK_MSG(*ring_.cq.koverflow == overflow_seen_,
+                   "the kernel dropped io_uring completions");
+    if ((IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) == 0) {
+      break;
+    }
+    // The kernel holds completions that did not fit (IORING_FEAT_NODROP);
+    // this enter moves them into the queue just emptied.
+    ++counters_.cq_overflows;
+    io_uring_get_events(&ring_);
+  }
+  return dispatched;
+}
+
+void UringStreamRing::Dispatch(const Completion& c) {
+  const Op op = static_cast<Op>(c.user_data >> 56);
+  if (op == kIgnore) return;
+  if (op == kAccept) {
+    OnAcceptCqe(c);
+    return;
+  }
+  const uint32_t slot = static_cast<uint32_t>(c.user_data);
+  const uint32_t gen = static_cast<uint32_t>(c.user_data >> 32) & kGenMask;
+  if (slot >= slot_count_) return;
+  Slot& s = slots_[slot];
+  if ((s.flags & kInUse) == 0 || s.gen != gen) {
+    // From a connection that has gone. Only a close can outlive its slot's
+    // state (see OnAcceptCqe); nothing else holds a buffer either, but be
+    // safe: a buffer must never leak.
+    if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
+      ++counters_.buffers_out;
+      ReturnBuffer(static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT));
+    }
+    return;
+  }
+  switch (op) {
+    case kRecv:
+      OnRecvCqe(slot, c);
+      break;
+    case kSend:
+      s.flags &= ~kSendInFlight;
+      --s.ops;
+      if ((s.flags & kClosing) != 0) {
+        MaybeSubmitClose(slot);
+      } else {
+        handler_->OnSendDone(slot, c.res);
+      }
+      break;
+    case kShutdown:
+      --s.ops;
+      if ((s.flags & kClosing) != 0) {
+        MaybeSubmitClose(slot);
+      } else {
+        handler_->OnShutdownDone(slot, c.res);
+      }
+      break;
+    case kClose:
+      FinishClose(slot);
+      break;
+    default:
+      break;
+  }
+}
+
+void UringStreamRing::OnAcceptCqe(const Completion& c) {
+  const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
+  if (!more) accept_armed_ = false;
+  if (c.res >= 0) {
+    const uint32_t slot = static_cast<uint32_t>(c.res);
+    NBIO_CHECK_MSG(slot < slot_count_, "accept into a slot out of range");
+    Slot& s = slots_[slot];
+    if ((s.flags & kInUse) != 0) {
+      // The kernel freed the slot (our close_direct ran) and reused it
+      // before we saw that close's completion: the old connection is done.
+      NBIO_CHECK_MSG((s.flags & kCloseSent) != 0,
+                     "accept into a slot that is still open");
+      FinishClose(slot);
+    }
+    s.flags = static_cast<uint16_t>(kInUse | (s.flags & kStarved));
+    s.ops = 0;
+    s.held_head = s.held_tail = kNoBuffer;
+    s.end_result = 0;
+    ++counters_.slots_in_use;
+    if (accept_armed_ && accept_multishot_ && !accept_cancelled_ &&
+        slot_count_ - counters_.slots_in_use <= accept_reserve_) {
+      // Nearly full: the multishot accept would take the whole backlog and
+      // the kernel drop what finds no slot. Single-shot accepts from here
+      // (armed again when this one's last completion arrives).
+      io_uring_sqe* sqe = GetSqe();
+      io_uring_prep_cancel64(sqe, Tag(kAccept, 0, 0), 0);
+      io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
+      sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+      accept_cancelled_ = true;
+    }
+    handler_->OnAccept(slot);
+  } else if (c.res == -ECANCELED) {
+    // Our own cancel (nearly full), or the ring going away.
+  } else if (c.res == -EBADF || c.res == -ENOTSOCK || c.res == -EINVAL ||
+             c.res == -EOPNOTSUPP) {
+    accept_stopped_ = true;
+    handler_->OnAcceptError(c.res);
+  } else {
+    // ENFILE (table full: that connection was dropped by the kernel; the
+    // accept comes back with the next free slot, see ArmAccept),
+    // ECONNABORTED, ENOMEM, ...
+    handler_->OnAcceptError(c.res);
+  }
+  if (!accept_armed_) {
+    // Armed again after this batch, so a failing accept costs one attempt
+    // per Wait() instead of a spin; not while the table is full.
+    accept_pending_ = true;
+  }
+}
+
+void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
+  Slot& s = slots_[slot];
+  const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
+  if (!more) {
+    s.flags &= ~(kRecvArmed | kRecvCancel);
+    --s.ops;
+    --counters_.receives_armed;
+  }
+  if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
+    const auto bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+    ++counters_.buffers_out;
+    if (c.res <= 0 || (s.flags & kClosing) != 0) {
+      ReturnBuffer(bid);
+    } else if ((s.flags & (kRecvWanted | kInResume)) == kRecvWanted &&
+               s.held_head == kNoBuffer) {
+      const uint32_t gen = s.gen;
+      handler_->OnData(slot, Buffer(bid), static_cast<size_t>(c.res));
+      ReturnBuffer(bid);
+      // The handler may have closed the slot, and its close may even have
+      // finished; then this completion's follow-up is not ours to do.
+      if ((s.flags & kInUse) == 0 || s.gen != gen) return;
+    } else {
+      // Stopped (or older data waits to be delivered): keep the bytes in
+      // their buffer until StartReceive.
+      HoldBuffer(s, bid, static_cast<uint32_t>(c.res));
+    }
+  }
+  if (more) return;
+  if ((s.flags & kClosing) != 0) {
+    MaybeSubmitClose(slot);
+    return;
+  }
+  if (c.res == -ENOBUFS) {
+    // The buffer ring ran dry; the bytes wait in the socket. Armed again
+    // by RearmStarved once buffers have come back.
+    if ((s.flags & kStarved) == 0) {
+      s.flags |= kStarved;
+      starved_[(starved_head_ + starved_count_) % starved_.size()] = slot;
+      ++starved_count_;
+    }
+  } else if (c.res > 0 || c.res == -ECANCELED) {
+    // Our StopReceive's cancel, or the kernel ended the multishot (e.g. a
+    // full completion queue): go on if the owner wants data.
+    if ((s.flags & (kRecvWanted | kRecvArmed | kStarved)) == kRecvWanted) {
+      ArmReceive(slot);
+    }
+  } else {
+    // EOF (0) or an error: reported once, after any held data.
+    s.flags |= kRecvEnded;
+    s.end_result = c.res;
+    if ((s.flags & (kRecvWanted | kInResume)) == kRecvWanted &&
+        s.held_head == kNoBuffer) {
+      ReportEnd(slot);
+    }
+  }
+}
+
+}  // namespace nbio

@@ -1,0 +1,288 @@
+// UringStreamRing: one io_uring ring doing stream I/O on direct descriptors.
+//
+// The completion engine meant to sit under TcpConnection once the library
+// moves past 20,000 connections per process. A connection accepted into a
+// slot of the ring's sparse fixed-file table never takes a process file
+// descriptor, so RLIMIT_NOFILE does not bound how many connections one
+// thread holds (it bounds only each ring's table: see README.md).
+//
+// What the ring does for its owner:
+//   - a multishot accept from an ordinary listening fd straight into a free
+//     slot (IORING_FILE_INDEX_ALLOC);
+//   - one multishot receive per connection drawing from one provided buffer
+//     ring shared by all of the ring's connections; the bytes are lent to
+//     Handler::OnData for the duration of the call;
+//   - one gathered send (IORING_OP_SENDMSG, MSG_NOSIGNAL) in flight per
+//     connection, a shutdown, and a close that cancels whatever is still in
+//     flight on the slot.
+//
+// Slots and generations: every request carries (slot, generation) in its
+// user_data. A slot is handed back to the kernel (close_direct) only after
+// every other completion for it has been seen, and the owner learns that the
+// slot's state may be reused from OnClosed; a completion from an older
+// generation is dropped, so nothing reaches a connection that has gone.
+//
+// Threads: not thread-safe. Create() must be called on the thread that will
+// call everything else: with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN
+// (used where the kernel has them) the kernel binds the ring to the thread
+// that sets it up, refuses submissions from any other (EEXIST), and runs
+// completion work only when that thread calls Wait(). Handler callbacks run
+// only inside Wait(), never inside the call that caused them.
+//
+// Allocation: none per operation. Per-slot state, the completion batch and
+// the lists of starved and resumed connections are sized in Create().
+#ifndef NBIO_REACTOR_URING_STREAM_RING_H_
+#define NBIO_REACTOR_URING_STREAM_RING_H_
+
+#include <liburing.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace nbio {
+
+class UringStreamRing {
+ public:
+  // What happens to the ring's connections. Every method runs inside Wait()
+  // on the ring's thread and may call the ring (Send, Close, StartReceive,
+  // ...). The handler must outlive the ring.
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // A connection was accepted into `slot`. Receiving starts only when the
+    // owner calls StartReceive(slot).
+    virtual void OnAccept(uint32_t slot) = 0;
+    // An accept failed with `error` (-errno). ENFILE: the table was full
+    // (a burst larger than Options::accept_reserve met a nearly full
+    // table), the kernel dropped that one connection, and accepting
+    // resumes once a slot is closed. Other errors are re-armed once per
+    // Wait(), except those that say the listener itself is wrong (EBADF,
+    // ENOTSOCK, EINVAL), which stop accepting.
+    virtual void OnAcceptError(int error) {}
+    // `len` bytes received on `slot`, in order. `data` is the ring's buffer,
+    // valid only during the call; it goes back to the buffer ring after.
+    // Never called while the slot's receive is stopped, nor after Close().
+    virtual void OnData(uint32_t slot, const char* data, size_t len) = 0;
+    // Receiving ended for good: 0 at EOF, -errno on an error (ECONNRESET,
+    // ...). Once per connection, after all of its data; not after Close().
+    virtual void OnReceiveEnd(uint32_t slot, int error) = 0;
+    // The send started by Send(slot, ...) ended: bytes sent (possibly fewer
+    // than asked: the caller sends the rest) or -errno (EPIPE,
+    // ECONNRESET, ECANCELED after Close is not reported). Once per Send.
+    virtual void OnSendDone(uint32_t slot, int result) = 0;
+    // Shutdown(slot) ended: 0 or -errno.
+    virtual void OnShutdownDone(uint32_t slot, int result) {}
+    // Every completion for the slot's connection has been seen and the
+    // kernel has let go of the slot: the owner may reuse what it keeps for
+    // it, and the slot may come back from a later accept.
+    virtual void OnClosed(uint32_t slot) = 0;
+  };
+
+  struct Options {
+    // Sparse fixed-file table entries, i.e. connections the ring can hold.
+    // 0: the RLIMIT_NOFILE soft limit, which is also the most the kernel
+    // accepts (it refuses a larger table with EMFILE).
+    uint32_t slots = 0;
+    uint32_t sq_entries = 1024;
+    // 0: enough for every slot to have a receive, a send and a close or
+    // cancel completion pending at once (3 per slot), up to the kernel's
+    // maximum of 65,536. A smaller queue still loses nothing (the kernel
+    // keeps overflowed completions, IORING_FEAT_NODROP) but costs
+    // allocations in the kernel; a ring's queues count against
+    // RLIMIT_MEMLOCK when the process lacks CAP_IPC_LOCK (README.md).
+    uint32_t cq_entries = 0;
+    // The provided buffer ring shared by all connections: a power of two up
+    // to 32,768 buffers.
+    uint32_t buffer_count = 256;
+    uint32_t buffer_bytes = 16 * 1024;
+    // Tries SINGLE_ISSUER | DEFER_TASKRUN first when true.
+    bool allow_defer_taskrun = true;
+    // Accepting: a multishot accept while more than this many slots are
+    // free, then one single-shot accept at a time, armed only while a slot
+    // is free, so that connections past a full table wait in the listen
+    // backlog instead of being accepted and dropped by the kernel (ENFILE).
+    // A multishot accept takes every connection in the backlog before the
+    // ring can react, so the reserve should cover a burst. -1: slots / 16,
+    // at most 1,024.
+    int32_t accept_reserve = -1;
+    // Registers an eventfd (event_fd()) for waiting on several rings. It
+    // costs a wake-up per completion batch, so it is off unless asked for.
+    bool event_fd = false;
+  };
+
+  struct Counters {
+    uint32_t slots_in_use = 0;  // accepted, OnClosed not yet called
+    uint32_t receives_armed = 0;
+    uint32_t buffers_out = 0;     // taken by the kernel or held, not returned
+    uint64_t enobufs_rearms = 0;  // receives ended by ENOBUFS and re-armed
+    uint64_t cq_overflows = 0;    // waits that found completions overflowed
+    uint64_t accept_arms = 0;     // accept requests armed (either kind)
+  };
+
+  // Sets up the ring, the file table and the buffer ring; call it on the
+  // thread that will run the ring. Errors name the cause in operator words
+  // (no io_uring in the kernel, disabled by sysctl or seccomp, locked-memory
+  // limit, file table larger than RLIMIT_NOFILE).
+  static absl::StatusOr<std::unique_ptr<UringStreamRing>> Create(
+      const Options& options, Handler* handler);
+  ~UringStreamRing();
+
+  UringStreamRing(const UringStreamRing&) = delete;
+  UringStreamRing& operator=(const UringStreamRing&) = delete;
+
+  // Starts the multishot accept on `listen_fd` (listening, owned by the
+  // caller, open while the ring uses it). One listener per ring.
+  absl::Status Listen(int listen_fd);
+
+  // Arms the slot's multishot receive (again). Data held back while it was
+  // stopped is delivered first, at the next Wait().
+  void StartReceive(uint32_t slot);
+  // Cancels the slot's multishot receive: no OnData until StartReceive.
+  // Bytes the kernel had already received are held (in their provided
+  // buffers) and delivered after StartReceive; the rest stays in the socket.
+  void StopReceive(uint32_t slot);
+
+  // Starts a gathered send of iov[0, count). One send per slot in flight:
+  // call again only after OnSendDone. `iov` and the bytes it points to must
+  // stay valid until OnSendDone (or OnClosed after a Close).
+  void Send(uint32_t slot, const iovec* iov, int count);
+  // shutdown(SHUT_WR) on the slot's socket; OnShutdownDone tells the result.
+  void Shutdown(uint32_t slot);
+  // Cancels everything in flight on the slot, then closes it. No callback
+  // for the slot after this but OnClosed.
+  void Close(uint32_t slot);
+
+  // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
+  // 0: do not block) for a completion, and dispatches every completion
+  // available. Returns how many completions were handled (0 on timeout or
+  // signal).
+  absl::StatusOr<int> Wait(int64_t timeout_nanos);
+
+  // The ring's fd. With DEFER_TASKRUN it does NOT become readable when
+  // work is pending (that work runs only inside Wait), neither for epoll
+  // nor for a POLL_ADD on another ring (measured on 6.18, README.md); to
+  // wait on several rings at once, wait on their event_fd()s, which the
+  // kernel signals whenever a completion is posted or deferred work is
+  // queued.
+  int ring_fd() const { return ring_.ring_fd; }
+  // With Options::event_fd, an eventfd registered with the ring
+  // (io_uring_register_eventfd): readable when the ring has something for
+  // Wait(); read it before calling Wait(). -1 otherwise.
+  int event_fd() const { return event_fd_; }
+
+  const char* setup_mode() const { return setup_mode_; }
+  uint32_t slots() const { return slot_count_; }
+  uint32_t cq_entries() const { return cq_entries_; }
+  uint32_t sq_entries() const { return sq_entries_; }
+  bool in_use(uint32_t slot) const {
+    return slot < slot_count_ && (slots_[slot].flags & kInUse) != 0;
+  }
+  const Counters& counters() const { return counters_; }
+
+ private:
+  enum SlotFlags : uint16_t {
+    kInUse = 1 << 0,
+    kRecvWanted = 1 << 1,    // the owner wants data (StartReceive)
+    kRecvArmed = 1 << 2,     // a multishot receive is in the kernel
+    kRecvCancel = 1 << 3,    // ... and its cancel has been queued
+    kRecvEnded = 1 << 4,     // EOF or error seen
+    kEndReported = 1 << 5,   // OnReceiveEnd called
+    kStarved = 1 << 6,       // in starved_: ENOBUFS, waiting for buffers
+    kInResume = 1 << 7,      // in resume_: held data to deliver
+    kSendInFlight = 1 << 8,  // a Send awaits its completion
+    kClosing = 1 << 9,       // Close() called
+    kCloseSent = 1 << 10,    // close_direct queued
+  };
+  static constexpr uint16_t kNoBuffer = 0xffff;
+
+  struct Slot {
+    msghdr msg;  // the send in flight's header (the kernel reads it)
+    uint32_t gen = 0;
+    uint16_t flags = 0;
+    uint8_t ops = 0;  // requests of this generation in flight
+    uint16_t held_head = kNoBuffer;
+    uint16_t held_tail = kNoBuffer;
+    int32_t end_result = 0;  // EOF / error, once kRecvEnded
+  };
+
+  struct Completion {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+  };
+
+  UringStreamRing(Handler* handler) : handler_(handler) {}
+  absl::Status Init(const Options& options);
+
+  io_uring_sqe* GetSqe();
+  void ArmAccept();
+  void ArmReceive(uint32_t slot);
+  void CancelReceive(uint32_t slot);
+  void MaybeSubmitClose(uint32_t slot);
+  void FinishClose(uint32_t slot);
+  void ReturnBuffer(uint16_t bid);
+  void PublishBuffers();
+  void HoldBuffer(Slot& s, uint16_t bid, uint32_t len);
+  void ReleaseHeld(Slot& s);
+  void DeliverHeld(uint32_t slot);
+  void RearmStarved();
+  void Reap();
+  void Dispatch(const Completion& c);
+  void OnAcceptCqe(const Completion& c);
+  void OnRecvCqe(uint32_t slot, const Completion& c);
+  void ReportEnd(uint32_t slot);
+  char* Buffer(uint16_t bid) { return buffers_ + size_t{bid} * buffer_bytes_; }
+  Slot& SlotOf(uint32_t slot);
+
+  Handler* const handler_;
+  const std::thread::id owner_ = std::this_thread::get_id();  // Create()'s
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  const char* setup_mode_ = "";
+  uint32_t slot_count_ = 0;
+  uint32_t sq_entries_ = 0;
+  uint32_t cq_entries_ = 0;
+  int event_fd_ = -1;
+  int listen_fd_ = -1;
+  uint32_t accept_reserve_ = 0;
+  bool accept_armed_ = false;
+  bool accept_multishot_ = false;  // the armed accept is the multishot one
+  bool accept_cancelled_ = false;  // ... and its cancel has been queued
+  bool accept_pending_ = false;    // re-arm at the next Wait (no spin)
+  bool accept_stopped_ = false;    // the listener is unusable
+
+  // Provided buffers.
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  char* buffers_ = nullptr;
+  size_t buffers_bytes_ = 0;
+  uint32_t buffer_count_ = 0;
+  uint32_t buffer_bytes_ = 0;
+  uint32_t buffers_to_publish_ = 0;
+  std::vector<uint16_t> held_next_;  // per buffer: next held buffer of a slot
+  std::vector<uint32_t> held_len_;   // per buffer: bytes held in it
+
+  std::vector<Slot> slots_;
+  // Starved receives (ENOBUFS), FIFO: a circular array of slots.
+  std::vector<uint32_t> starved_;
+  size_t starved_head_ = 0;
+  size_t starved_count_ = 0;
+  std::vector<uint32_t> resume_;  // slots with held data to deliver
+  std::vector<Completion> batch_;
+  size_t batch_pos_ = 0;
+  unsigned overflow_seen_ = 0;
+  Counters counters_;
+};
+
+}  // namespace nbio
+
+#endif  // NBIO_REACTOR_URING_STREAM_RING_H_
