@@ -30,6 +30,10 @@ Usage: tools/bench/c1m.sh [flags]
                         nbio-epoll     bazel-bin/echo/echo_server --backend=epoll --reactors=1
                         raw_epoll      bazel-bin/tools/bench/raw_epoll_echo
                         raw_uring      bazel-bin/tools/bench/raw_uring_echo
+                        uring_direct   bazel-bin/tools/bench/uring_direct_echo
+                                       --capacity=N: io_uring direct descriptors
+                                       in N / RLIMIT_NOFILE rings, one thread
+                                       (the engine nbio's backend is to use)
                       It must print "listening on 127.0.0.1:PORT". An epoll
                       server holds at most ~19,990 (its open-file limit).
   --rate=R            connects per second, all processes together (default 20000)
@@ -93,6 +97,10 @@ case "$server" in
     server_name="$server"
     server_cmd="$bin/tools/bench/${server}_echo"
     targets=("//tools/bench:${server}_echo") ;;
+  uring_direct)
+    server_name="$server"
+    server_cmd="$bin/tools/bench/uring_direct_echo --capacity=$connections"
+    targets=(//tools/bench:uring_direct_echo) ;;
   *)
     server_name="$server"
     server_cmd="$server"

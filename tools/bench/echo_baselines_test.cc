@@ -2,9 +2,9 @@
 // in particular under partial writes: a client that sends megabytes while
 // reading slowly makes the server's writes come up short, and every byte
 // must still come back, in order. Also checks the "listening on" line and
-// that port 0 works, which echo_bench.sh relies on. raw_uring_echo exits 1
-// where io_uring is unavailable; its tests are then skipped, with its reason,
-// rather than passed.
+// that port 0 works, which echo_bench.sh relies on. raw_uring_echo and
+// uring_direct_echo exit 1 where io_uring is unavailable; their tests are
+// then skipped, with the reason, rather than passed.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -220,8 +220,8 @@ TEST_P(EchoBaselineTest, ServesManyConnectionsAtOnce) {
 
 INSTANTIATE_TEST_SUITE_P(Baselines, EchoBaselineTest,
                          ::testing::Values("raw_epoll_echo", "raw_uring_echo",
-                                           "libuv_echo", "libev_echo",
-                                           "asio_echo"),
+                                           "uring_direct_echo", "libuv_echo",
+                                           "libev_echo", "asio_echo"),
                          [](const auto& info) {
                            return std::string(info.param);
                          });
