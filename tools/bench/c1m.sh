@@ -255,7 +255,8 @@ awk -v conns="$connections" -v est="$(json established)" -v failed="$(json conne
     printf "| mismatched + lost + extra bytes | %s |\n", grouped(data_errors)
     printf "| server threads (held) | %s |\n", threads == "" ? "-" : threads
     if (rss1 != "") printf "| server RSS, idle -> held | %s -> %s |\n", mib(rss0), mib(rss1)
-    if (rss1 != "") printf "| server RSS per connection | %s |\n", per(rss1 - rss0, n)
+    if (rss1 != "") printf "| server RSS per connection (growth while held) | %s |\n", per(rss1 - rss0, n)
+    if (rss1 != "") printf "| server RSS per connection (all included: held RSS / connections) | %s |\n", per(rss1, n)
     if (slab1 != "") printf "| kernel Slab per connection pair | %s (%s -> %s) |\n", per(slab1 - slab0, n), mib(slab0), mib(slab1)
     if (mem1 != "") printf "| TCP buffer memory per pair (sockstat mem) | %s (%s pages) |\n", per((mem1 - mem0) * page_kb, n), grouped(mem1 - mem0)
     if (inuse1 != "") printf "| TCP sockets in use (sockstat inuse) | %s -> %s |\n", grouped(inuse0), grouped(inuse1)
