@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,9 @@ namespace bench {
 namespace {
 
 constexpr size_t kPauseBytes = 64 * 1024;
+// The next ring starts accepting when the current one has fewer free slots
+// than this (more than its accept reserve, at most 1,024).
+constexpr uint32_t kJoinMargin = 2048;
 
 // One ring's connections: the echo of each slot. An idle connection has no
 // buffer: a slot's Pending exists only while it has bytes to send.
@@ -65,7 +69,13 @@ class RingEcho : public UringStreamRing::Handler {
     flags_[slot] = 0;
     ring_->StartReceive(slot);
   }
-  void OnAcceptError(int error) override { ++accept_errors_; }
+  void OnAcceptError(int error) override {
+    ++accept_errors_;
+    ++errors_by_errno_[-error];
+  }
+  const std::map<int, uint64_t>& errors_by_errno() const {
+    return errors_by_errno_;
+  }
 
   void OnData(uint32_t slot, const char* data, size_t len) override {
     std::unique_ptr<Pending>& p = pending_[slot];
@@ -140,6 +150,7 @@ class RingEcho : public UringStreamRing::Handler {
   std::vector<uint8_t> flags_;
   uint32_t open_ = 0;
   uint64_t accept_errors_ = 0;
+  std::map<int, uint64_t> errors_by_errno_;
 };
 
 [[noreturn]] void Fail(const std::string& what) {
@@ -156,6 +167,7 @@ int main(int argc, char** argv) {
   using nbio::bench::RingEcho;
   // --capacity is ours; the rest is the baselines' command line.
   uint64_t capacity = 0;  // 0: one ring
+  bool defer_taskrun = true;
   std::vector<char*> rest = {argv[0]};
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];
@@ -168,12 +180,16 @@ int main(int argc, char** argv) {
                      argv[i]);
         return 2;
       }
+    } else if (arg == "--defer_taskrun=0" || arg == "--defer_taskrun=1") {
+      defer_taskrun = arg.back() == '1';
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
           "uring_direct_echo: an echo server on io_uring direct descriptors "
           "(one thread, as many rings as --capacity needs).\n"
           "  --capacity=N        connections to make room for (default: one "
-          "ring,\n                      RLIMIT_NOFILE of them)\n");
+          "ring,\n                      RLIMIT_NOFILE of them)\n"
+          "  --defer_taskrun=1   SINGLE_ISSUER|DEFER_TASKRUN where the kernel "
+          "has\n                      them (0: COOP_TASKRUN)\n");
       rest.push_back(argv[i]);
     } else {
       rest.push_back(argv[i]);
@@ -211,6 +227,7 @@ int main(int argc, char** argv) {
     options.buffer_count = 64;  // per ring: 256 KiB of receive buffers
     options.buffer_bytes = 4096;
     options.event_fd = true;
+    options.allow_defer_taskrun = defer_taskrun;
     auto echo = std::make_unique<RingEcho>(per_ring);
     absl::StatusOr<std::unique_ptr<UringStreamRing>> ring =
         UringStreamRing::Create(options, echo.get());
@@ -234,8 +251,6 @@ int main(int argc, char** argv) {
                         ring.status().ToString());
     }
     echo->set_ring(ring->get());
-    absl::Status listening = (*ring)->Listen(listen_fd);
-    if (!listening.ok()) nbio::bench::Fail(listening.ToString());
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = i;
@@ -254,7 +269,26 @@ int main(int argc, char** argv) {
       if (*n == 0) return;
     }
   };
+  // One ring accepts at a time, the next one joining when the current one
+  // is nearly full (within its accept reserve, where it turns to one
+  // single-shot accept at a time): with every ring's multishot accept on
+  // the one listener, the rings filled one after the other anyway, and the
+  // backlog stalled at each hand-over (measured at 1,000,000).
+  size_t listening = 0;
+  auto listen_more = [&] {
+    while (listening < rings.size() &&
+           (listening == 0 ||
+            rings[listening - 1]->counters().slots_in_use +
+                    nbio::bench::kJoinMargin >=
+                per_ring)) {
+      absl::Status status = rings[listening]->Listen(listen_fd);
+      if (!status.ok()) nbio::bench::Fail(status.ToString());
+      drive(rings[listening].get());
+      ++listening;
+    }
+  };
   for (auto& ring : rings) drive(ring.get());
+  listen_more();
   std::fprintf(stderr,
                "uring_direct_echo: %zu rings of %u slots (%s), room for %zu "
                "connections\n",
@@ -282,16 +316,26 @@ int main(int argc, char** argv) {
       }
       drive(ring);
     }
+    listen_more();
     uint64_t open = 0;
     for (auto& e : echoes) open += e->open();
     if (open > most_open) most_open = open;
   }
   uint64_t accept_errors = 0;
-  for (auto& e : echoes) accept_errors += e->accept_errors();
+  std::map<int, uint64_t> by_errno;
+  for (auto& e : echoes) {
+    accept_errors += e->accept_errors();
+    for (const auto& [err, n] : e->errors_by_errno()) by_errno[err] += n;
+  }
+  std::string errors;
+  for (const auto& [err, n] : by_errno) {
+    errors += " " + std::to_string(n) + " " + strerrorname_np(err);
+  }
   std::fprintf(stderr,
-               "uring_direct_echo: stopped; held at most %llu connections, "
-               "%llu accept errors\n",
-               static_cast<unsigned long long>(most_open),
-               static_cast<unsigned long long>(accept_errors));
+               "uring_direct_echo: stopped; held at most %llu connections in "
+               "%zu of %zu rings; %llu accept errors%s%s\n",
+               static_cast<unsigned long long>(most_open), listening,
+               rings.size(), static_cast<unsigned long long>(accept_errors),
+               errors.empty() ? "" : ":", errors.c_str());
   return 0;
 }
