@@ -2,7 +2,7 @@
 # C1M: one echo server holds N loopback connections (default 1,000,000), every
 # one verified by a round trip, and this says what it cost.
 #
-#   tools/bench/c1m.sh                                  # io_uring, 1,000,000
+#   tools/bench/c1m.sh --server=uring_direct            # 1,000,000, direct descriptors
 #   tools/bench/c1m.sh --connections=15000 --server=raw_epoll --hold=10s
 #   tools/bench/c1m.sh --help
 #
@@ -36,7 +36,10 @@ Usage: tools/bench/c1m.sh [flags]
                                        (the engine nbio's backend is to use)
                       It must print "listening on 127.0.0.1:PORT". An epoll
                       server holds at most ~19,990 (its open-file limit).
-  --rate=R            connects per second, all processes together (default 20000)
+  --rate=R            connects per second, all processes together (default
+                      4000: what 53 client processes sustained to 1,000,000
+                      on 2 CPUs; the ramp-up is capped at connections / rate
+                      plus --close_timeout plus 5 s)
   --max_connecting=M  connects in flight per client process (default 256)
   --hold=D            how long to hold every connection (default 30s; the
                       samples are taken ~1 s into it, so give it a few seconds)
@@ -44,7 +47,7 @@ Usage: tools/bench/c1m.sh [flags]
                       may take (echo_load --drain_timeout; default 60s)
   --processes=P       client processes (default: connections / 19000, rounded up)
   --sources=S         client source addresses (default: the larger of P and
-                      connections / 25000, rounded up)
+                      connections / 5000, rounded up)
   --out=DIR           logs and echo_load's JSON (default: a new temp dir)
   --no-build          use the binaries already in bazel-bin
 Memory: refuses to start unless MemAvailable covers about 11 KB of kernel
@@ -54,7 +57,7 @@ EOF
 
 connections=1000000
 server="nbio-io_uring"
-rate=20000
+rate=4000
 max_connecting=256
 hold="30s"
 close_timeout="60s"
@@ -83,7 +86,11 @@ for n in connections rate max_connecting; do
 done
 [[ -z "$processes" ]] && processes=$(((connections + 18999) / 19000))
 if [[ -z "$sources" ]]; then
-  sources=$(((connections + 24999) / 25000))
+  # ~5,000 connections a source address: connect() searches a source's
+  # ephemeral ports for a free one, and that search slows down as they fill
+  # (with 53 sources, ~19,000 each, the ramp fell from 4,000/s to ~150/s
+  # near 750,000 connections; with 200 it held 4,000/s to 1,000,000).
+  sources=$(((connections + 4999) / 5000))
   ((sources < processes)) && sources=$processes
 fi
 

@@ -21,7 +21,7 @@
 // kernel.
 //
 // SIGINT/SIGTERM: exits 0 (the kernel closes the connections), printing
-// how many it held at most.
+// how many it held at most. SIGUSR1: prints every ring's counters.
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -212,6 +213,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGUSR1);  // prints every ring's counters
   sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
   const int sigfd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
   epoll_event sev{};
@@ -279,7 +281,7 @@ int main(int argc, char** argv) {
     while (listening < rings.size() &&
            (listening == 0 ||
             rings[listening - 1]->counters().slots_in_use +
-                    nbio::bench::kJoinMargin >=
+                    std::min(nbio::bench::kJoinMargin, per_ring / 8) >=
                 per_ring)) {
       absl::Status status = rings[listening]->Listen(listen_fd);
       if (!status.ok()) nbio::bench::Fail(status.ToString());
@@ -307,7 +309,26 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 == ~uint64_t{0}) {
-        stop = true;
+        signalfd_siginfo info;
+        while (read(sigfd, &info, sizeof(info)) == sizeof(info)) {
+          if (info.ssi_signo != SIGUSR1) {
+            stop = true;
+            continue;
+          }
+          for (size_t r = 0; r < rings.size(); ++r) {
+            const UringStreamRing::Counters& k = rings[r]->counters();
+            if (k.accept_arms == 0 && k.slots_in_use == 0) continue;
+            std::fprintf(stderr,
+                         "ring %zu: in use %u, receives armed %u, buffers out "
+                         "%u, ENOBUFS re-arms %llu, CQ overflows %llu, "
+                         "accept arms %llu, open %u\n",
+                         r, k.slots_in_use, k.receives_armed, k.buffers_out,
+                         static_cast<unsigned long long>(k.enobufs_rearms),
+                         static_cast<unsigned long long>(k.cq_overflows),
+                         static_cast<unsigned long long>(k.accept_arms),
+                         echoes[r]->open());
+          }
+        }
         continue;
       }
       UringStreamRing* ring = rings[events[i].data.u64].get();
