@@ -6,7 +6,6 @@
 #include <climits>
 #include <cstring>
 
-#include "absl/strings/str_cat.h"
 #include "queue/base/check.h"
 #include "reactor/sys/syscall.h"
 
@@ -36,28 +35,6 @@ uint32_t FromPoll(uint32_t revents) {
   return out;
 }
 
-// Says why io_uring cannot be used here, in the words an operator needs.
-absl::Status SetupError(int err) {
-  absl::Status status = ErrnoStatus("io_uring_setup", err);
-  const char* why = nullptr;
-  switch (err) {
-    case ENOSYS:
-      why = "this kernel has no io_uring";
-      break;
-    case EPERM:
-      why =
-          "io_uring refused: sysctl kernel.io_uring_disabled, or a "
-          "seccomp profile (containers)";
-      break;
-    case ENOMEM:
-      why = "not enough locked memory for the ring (RLIMIT_MEMLOCK)";
-      break;
-    default:
-      break;
-  }
-  if (why == nullptr) return status;
-  return absl::Status(status.code(), absl::StrCat(why, ": ", status.message()));
-}
 
 }  // namespace
 
@@ -82,7 +59,7 @@ absl::StatusOr<std::unique_ptr<UringPoller>> UringPoller::Create() {
     // same user); a smaller ring may still fit.
     if (ret != -ENOMEM) break;
   }
-  if (ret < 0) return SetupError(-ret);
+  if (ret < 0) return IoUringSetupError("io_uring_setup", -ret);
   poller->ring_ready_ = true;
   return poller;
 }

@@ -52,6 +52,30 @@ const char* ErrnoName(int err) {
   }
 }
 
+absl::Status IoUringSetupError(absl::string_view call, int err) {
+  absl::Status status = ErrnoStatus(call, err);
+  const char* why = nullptr;
+  switch (err) {
+    case ENOSYS:
+      why = "this kernel has no io_uring";
+      break;
+    case EPERM:
+      why =
+          "io_uring refused: sysctl kernel.io_uring_disabled, or a "
+          "seccomp profile (containers)";
+      break;
+    case ENOMEM:
+      why =
+          "not enough locked memory for the ring's queues (RLIMIT_MEMLOCK, "
+          "counted per user unless the process has CAP_IPC_LOCK)";
+      break;
+    default:
+      break;
+  }
+  if (why == nullptr) return status;
+  return absl::Status(status.code(), absl::StrCat(why, ": ", status.message()));
+}
+
 absl::Status ErrnoStatus(absl::string_view call, int err) {
   const char* name = ErrnoName(err);
   char number[24];

@@ -21,6 +21,14 @@ namespace nbio {
 // "bind(127.0.0.1:7007)".
 absl::Status ErrnoStatus(absl::string_view call, int err);
 
+// ErrnoStatus for a failed io_uring set-up call (io_uring_setup, a
+// registration), prefixed with why io_uring cannot be used here in the
+// words an operator needs: no io_uring in the kernel (ENOSYS), refused by
+// sysctl kernel.io_uring_disabled or a seccomp profile (EPERM), not enough
+// locked memory (ENOMEM). Shared by every io_uring user in nbio, so that
+// they all say it the same way.
+absl::Status IoUringSetupError(absl::string_view call, int err);
+
 // The symbolic name of an errno value ("EAGAIN"), or "errno <n>".
 const char* ErrnoName(int err);
 

@@ -44,30 +44,6 @@ uint32_t RoundUpPow2(uint32_t n) {
   return p;
 }
 
-// Says why io_uring cannot be used here, in the words an operator needs.
-absl::Status SetupError(const char* call, int err) {
-  absl::Status status = ErrnoStatus(call, err);
-  const char* why = nullptr;
-  switch (err) {
-    case ENOSYS:
-      why = "this kernel has no io_uring";
-      break;
-    case EPERM:
-      why =
-          "io_uring refused: sysctl kernel.io_uring_disabled, or a "
-          "seccomp profile (containers)";
-      break;
-    case ENOMEM:
-      why =
-          "not enough locked memory for the ring's queues (RLIMIT_MEMLOCK, "
-          "counted per user unless the process has CAP_IPC_LOCK)";
-      break;
-    default:
-      break;
-  }
-  if (why == nullptr) return status;
-  return absl::Status(status.code(), absl::StrCat(why, ": ", status.message()));
-}
 
 }  // namespace
 
@@ -139,7 +115,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
       break;
     }
   }
-  if (ret < 0) return SetupError("io_uring_setup", -ret);
+  if (ret < 0) return IoUringSetupError("io_uring_setup", -ret);
   ring_ready_ = true;
   sq_entries_ = params.sq_entries;
   cq_entries_ = params.cq_entries;
@@ -193,7 +169,9 @@ absl::Status UringStreamRing::Init(const Options& options) {
   buf_reg.bgid = 0;
   ret = io_uring_register_buf_ring(&ring_, &buf_reg, 0);
   if (ret < 0) {
-    if (ret == -ENOMEM) return SetupError("io_uring_register_buf_ring", -ret);
+    if (ret == -ENOMEM) {
+      return IoUringSetupError("io_uring_register_buf_ring", -ret);
+    }
     return ErrnoStatus("io_uring_register_buf_ring", -ret);
   }
   buffers_bytes_ = size_t{buffer_count_} * buffer_bytes_;

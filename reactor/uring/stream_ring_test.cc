@@ -653,57 +653,75 @@ TEST(UringStreamRingTest, MemlockExhaustionIsNamed) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's stderr line";
 }
 
+// `n` clients connected to a listener the ring accepts on.
+struct Connected {
+  ~Connected() {
+    if (listener >= 0) close(listener);
+  }
+  int listener = -1;
+  std::vector<std::unique_ptr<Client>> owned;
+  std::vector<Client*> clients;
+};
+
+// Listens on a new loopback listener, connects `n` clients and runs the ring
+// until it has accepted them all.
+void ConnectAll(UringStreamRing& ring, EchoHandler& handler, int n,
+                Connected* out) {
+  uint16_t port = 0;
+  out->listener = Listener(&port);
+  ASSERT_GE(out->listener, 0);
+  ASSERT_TRUE(ring.Listen(out->listener).ok());
+  for (int i = 0; i < n; ++i) {
+    out->owned.push_back(std::make_unique<Client>(port));
+    ASSERT_TRUE(out->owned.back()->ok);
+    out->clients.push_back(out->owned.back().get());
+  }
+  ASSERT_TRUE(Pump(ring, out->clients, [&] {
+    return handler.accepted.size() == static_cast<size_t>(n);
+  }));
+}
+
+// Every client sends `bytes` of its own pattern at once, before the ring
+// runs again; runs the ring until all is echoed, and checks every byte.
+void ExpectEveryoneEchoedAtOnce(UringStreamRing& ring, Connected& c,
+                                size_t bytes) {
+  for (size_t i = 0; i < c.clients.size(); ++i) {
+    c.clients[i]->out = Pattern(static_cast<int>(i), bytes);
+    c.clients[i]->Progress(false);
+  }
+  ASSERT_TRUE(Pump(ring, c.clients, [&] {
+    for (Client* client : c.clients) {
+      if (client->in.size() < bytes) return false;
+    }
+    return true;
+  }));
+  for (size_t i = 0; i < c.clients.size(); ++i) {
+    EXPECT_TRUE(c.clients[i]->in == Pattern(static_cast<int>(i), bytes))
+        << "connection " << i;
+  }
+}
+
 TEST(UringStreamRingTest, BufferRingExhaustionLosesNoByte) {
-  constexpr int kConns = 16;
-  constexpr size_t kBytes = 64 * 1024;
   EchoHandler handler(64);
   UringStreamRing::Options options = SmallOptions();
   options.buffer_count = 4;
   options.buffer_bytes = 1024;
   CREATE_OR_SKIP(ring, options, &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
-
-  std::vector<std::unique_ptr<Client>> clients;
-  std::vector<Client*> raw;
-  for (int i = 0; i < kConns; ++i) {
-    clients.push_back(std::make_unique<Client>(port));
-    ASSERT_TRUE(clients.back()->ok);
-    raw.push_back(clients.back().get());
-  }
-  ASSERT_TRUE(Pump(*ring, raw,
-                   [&] { return handler.accepted.size() == size_t{kConns}; }));
-  // Everyone sends at once, before the ring runs again: 16 x 64 KiB
-  // waiting for 4 KiB of buffers.
-  for (int i = 0; i < kConns; ++i) {
-    raw[i]->out = Pattern(i, kBytes);
-    raw[i]->Progress(false);
-  }
-  ASSERT_TRUE(Pump(*ring, raw, [&] {
-    for (Client* c : raw) {
-      if (c->in.size() < kBytes) return false;
-    }
-    return true;
-  }));
-  for (int i = 0; i < kConns; ++i) {
-    EXPECT_TRUE(raw[i]->in == Pattern(i, kBytes)) << "connection " << i;
-  }
+  Connected c;
+  ConnectAll(*ring, handler, 16, &c);
+  // 16 x 64 KiB at once, waiting for 4 KiB of buffers.
+  ExpectEveryoneEchoedAtOnce(*ring, c, 64 * 1024);
   EXPECT_GT(ring->counters().enobufs_rearms, 0u);
   std::printf("ENOBUFS re-arms: %llu\n",
               static_cast<unsigned long long>(ring->counters().enobufs_rearms));
   EXPECT_EQ(handler.violations, 0);
   EXPECT_EQ(ring->counters().buffers_out, 0u);
-  close(listener);
 }
 
 // A completion queue far too small for its connections overflows; the
 // kernel keeps what did not fit (IORING_FEAT_NODROP) and ends multishot
 // receives it could not post to, and the ring re-arms them: no byte lost.
 TEST(UringStreamRingTest, CompletionQueueOverflowLosesNoByte) {
-  constexpr int kConns = 32;
-  constexpr size_t kBytes = 64 * 1024;
   EchoHandler handler(64);
   UringStreamRing::Options options = SmallOptions();
   options.sq_entries = 8;
@@ -712,37 +730,13 @@ TEST(UringStreamRingTest, CompletionQueueOverflowLosesNoByte) {
   options.buffer_bytes = 1024;
   CREATE_OR_SKIP(ring, options, &handler);
   ASSERT_EQ(ring->cq_entries(), 16u);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
-  std::vector<std::unique_ptr<Client>> clients;
-  std::vector<Client*> raw;
-  for (int i = 0; i < kConns; ++i) {
-    clients.push_back(std::make_unique<Client>(port));
-    ASSERT_TRUE(clients.back()->ok);
-    raw.push_back(clients.back().get());
-  }
-  ASSERT_TRUE(Pump(*ring, raw,
-                   [&] { return handler.accepted.size() == size_t{kConns}; }));
-  for (int i = 0; i < kConns; ++i) {
-    raw[i]->out = Pattern(i, kBytes);
-    raw[i]->Progress(false);
-  }
-  ASSERT_TRUE(Pump(*ring, raw, [&] {
-    for (Client* c : raw) {
-      if (c->in.size() < kBytes) return false;
-    }
-    return true;
-  }));
-  for (int i = 0; i < kConns; ++i) {
-    EXPECT_TRUE(raw[i]->in == Pattern(i, kBytes)) << "connection " << i;
-  }
+  Connected c;
+  ConnectAll(*ring, handler, 32, &c);
+  ExpectEveryoneEchoedAtOnce(*ring, c, 64 * 1024);
   EXPECT_GT(ring->counters().cq_overflows, 0u);
   std::printf("CQ overflows: %llu\n",
               static_cast<unsigned long long>(ring->counters().cq_overflows));
   EXPECT_EQ(handler.violations, 0);
-  close(listener);
 }
 
 // For a peer that never reads: sends `iov` until one stays in flight
@@ -871,14 +865,10 @@ TEST(UringStreamRingTest, SendGathersIovecs) {
   EchoHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
-  Client client(port);
-  std::vector<Client*> clients{&client};
-  ASSERT_TRUE(
-      Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
+  Connected conns;
+  ConnectAll(*ring, handler, 1, &conns);
+  Client& client = *conns.clients[0];
+  const std::vector<Client*>& clients = conns.clients;
   const uint32_t slot = handler.accepted[0];
   const std::string parts[3] = {"head:", Pattern(1, 200 * 1024), ":tail"};
   const std::string want = parts[0] + parts[1] + parts[2];
@@ -916,7 +906,6 @@ TEST(UringStreamRingTest, SendGathersIovecs) {
   std::printf("%d sends for %zu bytes in 3 iovecs\n", sends, want.size());
   EXPECT_TRUE(handler.send_errors.empty());
   EXPECT_EQ(handler.violations, 0);
-  close(listener);
 }
 
 // Shutdown half-closes: the peer sees EOF and can still send.
@@ -924,14 +913,10 @@ TEST(UringStreamRingTest, ShutdownSendsFinAndKeepsReceiving) {
   EchoHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
-  Client client(port);
-  std::vector<Client*> clients{&client};
-  ASSERT_TRUE(
-      Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
+  Connected conns;
+  ConnectAll(*ring, handler, 1, &conns);
+  Client& client = *conns.clients[0];
+  const std::vector<Client*>& clients = conns.clients;
   const uint32_t slot = handler.accepted[0];
   ring->Shutdown(slot);
   ASSERT_TRUE(Pump(*ring, clients, [&] {
@@ -947,7 +932,6 @@ TEST(UringStreamRingTest, ShutdownSendsFinAndKeepsReceiving) {
   EXPECT_EQ(handler.ends[0].second, 0);
   EXPECT_EQ(handler.violations, 0);
   ExpectQuiet(*ring);
-  close(listener);
 }
 
 TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
@@ -1016,20 +1000,10 @@ TEST(UringStreamRingTest, OneWaitZeroRunsAllDeferredWork) {
       std::string::npos) {
     GTEST_SKIP() << "no DEFER_TASKRUN here (" << ring->setup_mode() << ")";
   }
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
-  std::vector<std::unique_ptr<Client>> owned;
-  std::vector<Client*> clients;
-  for (int i = 0; i < kConns; ++i) {
-    owned.push_back(std::make_unique<Client>(port));
-    clients.push_back(owned.back().get());
-  }
   // Every connection accepted, its receive armed and submitted.
-  ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return handler.accepted.size() == static_cast<size_t>(kConns);
-  }));
+  Connected conns;
+  ConnectAll(*ring, handler, kConns, &conns);
+  const std::vector<Client*>& clients = conns.clients;
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(ring->Wait(0).ok());
   ASSERT_EQ(ring->counters().receives_armed, static_cast<uint32_t>(kConns));
   uint64_t count;
@@ -1050,7 +1024,6 @@ TEST(UringStreamRingTest, OneWaitZeroRunsAllDeferredWork) {
   for (uint32_t slot : handler.accepted) got += handler.received(slot).size();
   EXPECT_EQ(got, static_cast<size_t>(kConns))
       << "one Wait(0) after the wake-up handled " << *n << " completions";
-  close(listener);
 }
 
 TEST(UringStreamRingTest, EpollOnEventFdsWaitsOnSeveralRings) {
