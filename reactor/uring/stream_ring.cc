@@ -320,15 +320,29 @@ void UringStreamRing::Send(uint32_t slot, const iovec* iov, int count) {
   NBIO_CHECK_MSG((s.flags & (kClosing | kSendInFlight)) == 0,
                  "Send after Close or with a send in flight");
   NBIO_CHECK(count > 0);
-  std::memset(&s.msg, 0, sizeof(s.msg));
-  s.msg.msg_iov = const_cast<iovec*>(iov);
-  s.msg.msg_iovlen = static_cast<size_t>(count);
+  s.send_msg = AcquireMsg();
+  msghdr& msg = Msg(s.send_msg);
+  std::memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(count);
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_sendmsg(sqe, static_cast<int>(slot), &s.msg, MSG_NOSIGNAL);
+  io_uring_prep_sendmsg(sqe, static_cast<int>(slot), &msg, MSG_NOSIGNAL);
   sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64(sqe, Tag(kSend, slot, s.gen));
   s.flags |= kSendInFlight;
   ++s.ops;
+}
+
+uint32_t UringStreamRing::AcquireMsg() {
+  if (free_msgs_.empty()) {
+    const uint32_t first = static_cast<uint32_t>(msg_chunks_.size()) * kMsgChunk;
+    msg_chunks_.push_back(std::make_unique<msghdr[]>(kMsgChunk));
+    free_msgs_.reserve(msg_chunks_.size() * kMsgChunk);
+    for (uint32_t i = kMsgChunk; i > 0; --i) free_msgs_.push_back(first + i - 1);
+  }
+  const uint32_t i = free_msgs_.back();
+  free_msgs_.pop_back();
+  return i;
 }
 
 void UringStreamRing::Shutdown(uint32_t slot) {
@@ -581,6 +595,7 @@ void UringStreamRing::Dispatch(const Completion& c) {
       break;
     case kSend:
       s.flags &= ~kSendInFlight;
+      free_msgs_.push_back(s.send_msg);  // capacity reserved: no allocation
       --s.ops;
       if ((s.flags & kClosing) != 0) {
         MaybeSubmitClose(slot);
