@@ -867,6 +867,37 @@ TEST_P(ReactorConformanceTest, WatcherNotKeepingLoopAliveLetsRunReturn) {
   EXPECT_EQ(loop->Load().fds_waiting, 0);
 }
 
+// The count of watchers that do not keep the loop alive survives a second
+// call and the destruction of such a watcher while it is armed: a watcher
+// that does keep it alive, made afterwards, still holds Run() until its
+// byte comes (a count left behind would let Run() return at once).
+TEST_P(ReactorConformanceTest, DestroyingAnUnrefdArmedWatcherLeavesNoCount) {
+  auto loop = MakeLoop();
+  TestPipe p;
+  {
+    FdWatcher unref(loop.get(), p.r, [](uint32_t) {});
+    unref.set_keeps_loop_alive(false);
+    unref.set_keeps_loop_alive(false);  // a second call changes nothing
+    ASSERT_TRUE(unref.SetInterest(kReadable).ok());
+    ASSERT_TRUE(unref.SetInterest(kReadable).ok());
+    EXPECT_TRUE(RunUnderWatchdog(loop.get()));
+  }  // destroyed armed
+  EXPECT_EQ(loop->Load().fds_waiting, 0);
+  int events = 0;
+  FdWatcher* self = nullptr;
+  FdWatcher kept(loop.get(), p.r, [&](uint32_t) {
+    ++events;
+    char c;
+    EXPECT_EQ(read(p.r, &c, 1), 1);
+    self->Stop();
+  });
+  self = &kept;
+  ASSERT_TRUE(kept.SetInterest(kReadable).ok());
+  EXPECT_TRUE(RunUnderWatchdog(loop.get(), absl::Milliseconds(100),
+                               [&] { EXPECT_EQ(write(p.w, "y", 1), 1); }));
+  EXPECT_EQ(events, 1) << "Run() returned without waiting for the watcher";
+}
+
 // --- embedded entries and timer nodes (EventLoop::AddEntry, ScheduleNode) ---
 
 // A PollerEntry embedded in the caller's object, as TcpConnection does.
