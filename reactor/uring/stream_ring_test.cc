@@ -299,6 +299,41 @@ void RunFor(UringStreamRing& ring, const std::vector<Client*>& clients,
   }
 }
 
+// A loopback listener the ring accepts on, and `n` clients connected to
+// it; the listener is closed when this goes.
+struct Connected {
+  ~Connected() {
+    if (listener >= 0) close(listener);
+  }
+  int listener = -1;
+  uint16_t port = 0;
+  std::vector<std::unique_ptr<Client>> owned;
+  std::vector<Client*> clients;
+};
+
+// Listens on a new loopback listener through the ring.
+void ListenOn(UringStreamRing& ring, Connected* out) {
+  out->listener = Listener(&out->port);
+  ASSERT_GE(out->listener, 0);
+  ASSERT_TRUE(ring.Listen(out->listener).ok());
+}
+
+// ListenOn, then connects `n` clients and runs the ring until it has
+// accepted them all.
+void ConnectAll(UringStreamRing& ring, EchoHandler& handler, int n,
+                Connected* out) {
+  ListenOn(ring, out);
+  for (int i = 0; i < n; ++i) {
+    out->owned.push_back(std::make_unique<Client>(out->port));
+    ASSERT_TRUE(out->owned.back()->ok);
+    out->clients.push_back(out->owned.back().get());
+  }
+  ASSERT_TRUE(Pump(ring, out->clients, [&] {
+    return handler.accepted.size() == static_cast<size_t>(n);
+  }));
+}
+
+
 // Small rings: every test process shares its user's RLIMIT_MEMLOCK (see
 // MemlockExhaustionIsNamed) with whatever else runs as that user.
 UringStreamRing::Options SmallOptions(uint32_t slots = 64) {
@@ -344,17 +379,15 @@ TEST_P(UringStreamRingModeTest, EchoRoundTripOnSeveralConnections) {
   if (!GetParam()) {
     EXPECT_EQ(std::string(ring->setup_mode()), "COOP_TASKRUN|TASKRUN_FLAG");
   }
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
+  Connected conns;
+  ListenOn(*ring, &conns);
 
   constexpr int kConns = 4;
   constexpr size_t kBytes = 300 * 1024;  // many buffers, several sends
   std::vector<std::unique_ptr<Client>> clients;
   std::vector<Client*> raw;
   for (int i = 0; i < kConns; ++i) {
-    clients.push_back(std::make_unique<Client>(port));
+    clients.push_back(std::make_unique<Client>(conns.port));
     ASSERT_TRUE(clients.back()->ok);
     clients.back()->out = Pattern(i, kBytes);
     raw.push_back(clients.back().get());
@@ -383,7 +416,6 @@ TEST_P(UringStreamRingModeTest, EchoRoundTripOnSeveralConnections) {
   EXPECT_EQ(handler.violations, 0);
   EXPECT_TRUE(handler.accept_errors.empty());
   ExpectQuiet(*ring);
-  close(listener);
 }
 
 INSTANTIATE_TEST_SUITE_P(SetupModes, UringStreamRingModeTest, ::testing::Bool(),
@@ -653,34 +685,6 @@ TEST(UringStreamRingTest, MemlockExhaustionIsNamed) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's stderr line";
 }
 
-// `n` clients connected to a listener the ring accepts on.
-struct Connected {
-  ~Connected() {
-    if (listener >= 0) close(listener);
-  }
-  int listener = -1;
-  std::vector<std::unique_ptr<Client>> owned;
-  std::vector<Client*> clients;
-};
-
-// Listens on a new loopback listener, connects `n` clients and runs the ring
-// until it has accepted them all.
-void ConnectAll(UringStreamRing& ring, EchoHandler& handler, int n,
-                Connected* out) {
-  uint16_t port = 0;
-  out->listener = Listener(&port);
-  ASSERT_GE(out->listener, 0);
-  ASSERT_TRUE(ring.Listen(out->listener).ok());
-  for (int i = 0; i < n; ++i) {
-    out->owned.push_back(std::make_unique<Client>(port));
-    ASSERT_TRUE(out->owned.back()->ok);
-    out->clients.push_back(out->owned.back().get());
-  }
-  ASSERT_TRUE(Pump(ring, out->clients, [&] {
-    return handler.accepted.size() == static_cast<size_t>(n);
-  }));
-}
-
 // Every client sends `bytes` of its own pattern at once, before the ring
 // runs again; runs the ring until all is echoed, and checks every byte.
 void ExpectEveryoneEchoedAtOnce(UringStreamRing& ring, Connected& c,
@@ -761,11 +765,9 @@ TEST(UringStreamRingTest, CloseWithSendInFlight) {
   EchoHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
-  Client client(port);
+  Connected conns;
+  ListenOn(*ring, &conns);
+  Client client(conns.port);
   int small = 4096;
   setsockopt(client.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
   std::vector<Client*> none;
@@ -783,19 +785,16 @@ TEST(UringStreamRingTest, CloseWithSendInFlight) {
   ExpectQuiet(*ring);
   // (That the socket really closes is CloseWithReceiveArmed's check: here
   // megabytes wait in its send buffer for a 4 KiB window.)
-  close(listener);
 }
 
 TEST(UringStreamRingTest, PeerResetWithSendInFlight) {
   EchoHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
+  Connected conns;
+  ListenOn(*ring, &conns);
 
-  auto client = std::make_unique<Client>(port);
+  auto client = std::make_unique<Client>(conns.port);
   int small = 4096;
   setsockopt(client->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
   std::vector<Client*> none;
@@ -821,21 +820,18 @@ TEST(UringStreamRingTest, PeerResetWithSendInFlight) {
   ExpectQuiet(*ring);
 
   // The next connection gets the same slot.
-  Client next(port);
+  Client next(conns.port);
   ASSERT_TRUE(Pump(*ring, none, [&] { return handler.accepted.size() == 2; }));
   EXPECT_EQ(handler.accepted[1], slot);
-  close(listener);
 }
 
 TEST(UringStreamRingTest, CloseWithReceiveArmed) {
   EchoHandler handler(64);
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
+  Connected conns;
+  ListenOn(*ring, &conns);
 
-  Client client(port);
+  Client client(conns.port);
   std::vector<Client*> clients{&client};
   ASSERT_TRUE(Pump(*ring, clients, [&] {
     return handler.accepted.size() == 1 && ring->counters().receives_armed == 1;
@@ -852,10 +848,9 @@ TEST(UringStreamRingTest, CloseWithReceiveArmed) {
   EXPECT_EQ(handler.violations, 0);
   ExpectQuiet(*ring);
 
-  Client next(port);
+  Client next(conns.port);
   ASSERT_TRUE(Pump(*ring, {}, [&] { return handler.accepted.size() == 2; }));
   EXPECT_EQ(handler.accepted[1], slot);
-  close(listener);
 }
 
 // One Send gathers several iovecs, in order. A short send would be
@@ -938,12 +933,10 @@ TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
   EchoHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  uint16_t port = 0;
-  const int listener = Listener(&port);
-  ASSERT_GE(listener, 0);
-  ASSERT_TRUE(ring->Listen(listener).ok());
+  Connected conns;
+  ListenOn(*ring, &conns);
 
-  Client client(port);
+  Client client(conns.port);
   std::vector<Client*> clients{&client};
   ASSERT_TRUE(
       Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
@@ -977,7 +970,6 @@ TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
   }));
   EXPECT_TRUE(handler.received(slot) == want);
   EXPECT_EQ(handler.violations, 0);
-  close(listener);
 }
 
 // Several rings in one blocking call: each ring's eventfd in one epoll set.
