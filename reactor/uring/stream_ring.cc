@@ -112,6 +112,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
     ret = io_uring_queue_init_params(options.sq_entries, &ring_, &params);
     if (ret != -EINVAL) {
       setup_mode_ = a.name;
+      single_issuer_ = (a.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
       break;
     }
   }
@@ -186,8 +187,6 @@ absl::Status UringStreamRing::Init(const Options& options) {
                           static_cast<int>(i));
   }
   io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffer_count_));
-  held_next_.assign(buffer_count_, kNoBuffer);
-  held_len_.assign(buffer_count_, 0);
 
   if (options.event_fd) {
     event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -213,7 +212,7 @@ UringStreamRing::~UringStreamRing() {
 }
 
 UringStreamRing::Slot& UringStreamRing::SlotOf(uint32_t slot) {
-  NBIO_DCHECK(std::this_thread::get_id() == owner_);
+  NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
   NBIO_CHECK_MSG(slot < slot_count_, "slot out of range");
   Slot& s = slots_[slot];
   NBIO_CHECK_MSG((s.flags & kInUse) != 0, "slot not in use");
@@ -272,8 +271,23 @@ void UringStreamRing::ArmAccept() {
 
 void UringStreamRing::ArmReceive(uint32_t slot) {
   Slot& s = slots_[slot];
+  const uint32_t limit = receive_limits_ ? handler_->ReceiveLimit(slot) : 0;
+  // The kernel (6.16+) ends a multishot receive once it has taken
+  // sqe->optlen bytes (checked after each receive, so the last one may go
+  // past it by up to a buffer), and sqe->len caps each receive.
+  uint32_t per_receive = 0;
+  uint32_t total = 0;
+  if (limit >= buffer_bytes_) {
+    total = limit - buffer_bytes_ + 1;  // the last buffer still fits
+  } else if (limit > 0) {
+    per_receive = limit;  // one receive, sized to the room
+    total = 1;
+  }
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr, 0, 0);
+  io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr,
+                               per_receive, 0);
+  // sqe->optlen, the same word as file_index in liburing 2.3's header.
+  sqe->file_index = total;
   sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
   sqe->buf_group = 0;
   io_uring_sqe_set_data64(sqe, Tag(kRecv, slot, s.gen));
@@ -291,6 +305,10 @@ void UringStreamRing::CancelReceive(uint32_t slot) {
   io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
   sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
   s.flags |= kRecvCancel;
+  // At once: until the kernel sees the cancel, a multishot receive goes on
+  // taking everything the socket holds (for a paused connection, bytes
+  // that must then be kept aside).
+  io_uring_submit(&ring_);
 }
 
 void UringStreamRing::StartReceive(uint32_t slot) {
@@ -299,7 +317,7 @@ void UringStreamRing::StartReceive(uint32_t slot) {
   s.flags |= kRecvWanted;
   const bool end_unreported =
       (s.flags & (kRecvEnded | kEndReported)) == kRecvEnded;
-  if ((s.held_head != kNoBuffer || end_unreported) &&
+  if (((s.flags & kHasSpill) != 0 || end_unreported) &&
       (s.flags & kInResume) == 0) {
     s.flags |= kInResume;
     resume_.push_back(slot);
@@ -320,11 +338,14 @@ void UringStreamRing::Send(uint32_t slot, const iovec* iov, int count) {
   NBIO_CHECK_MSG((s.flags & (kClosing | kSendInFlight)) == 0,
                  "Send after Close or with a send in flight");
   NBIO_CHECK(count > 0);
+  if (count > kMaxSendIovecs) count = kMaxSendIovecs;
   s.send_msg = AcquireMsg();
-  msghdr& msg = Msg(s.send_msg);
-  std::memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = const_cast<iovec*>(iov);
-  msg.msg_iovlen = static_cast<size_t>(count);
+  SendHeader& h = Msg(s.send_msg);
+  std::memset(&h.msg, 0, sizeof(h.msg));
+  std::memcpy(h.iov, iov, sizeof(iovec) * static_cast<size_t>(count));
+  h.msg.msg_iov = h.iov;
+  h.msg.msg_iovlen = static_cast<size_t>(count);
+  msghdr& msg = h.msg;
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_sendmsg(sqe, static_cast<int>(slot), &msg, MSG_NOSIGNAL);
   sqe->flags |= IOSQE_FIXED_FILE;
@@ -336,7 +357,7 @@ void UringStreamRing::Send(uint32_t slot, const iovec* iov, int count) {
 uint32_t UringStreamRing::AcquireMsg() {
   if (free_msgs_.empty()) {
     const uint32_t first = static_cast<uint32_t>(msg_chunks_.size()) * kMsgChunk;
-    msg_chunks_.push_back(std::make_unique<msghdr[]>(kMsgChunk));
+    msg_chunks_.push_back(std::make_unique<SendHeader[]>(kMsgChunk));
     free_msgs_.reserve(msg_chunks_.size() * kMsgChunk);
     for (uint32_t i = kMsgChunk; i > 0; --i) free_msgs_.push_back(first + i - 1);
   }
@@ -359,8 +380,9 @@ void UringStreamRing::Close(uint32_t slot) {
   Slot& s = SlotOf(slot);
   NBIO_CHECK_MSG((s.flags & kClosing) == 0, "Close called twice");
   s.flags |= kClosing;
+  ++counters_.slots_closing;
   s.flags &= ~kRecvWanted;
-  ReleaseHeld(s);
+  DropSpill(static_cast<uint32_t>(&s - slots_.data()));
   if (s.ops > 0) {
     // Every request on this file: the multishot receive, a send waiting for
     // room, a shutdown. Their completions (ECANCELED, or a result if they
@@ -390,9 +412,10 @@ void UringStreamRing::MaybeSubmitClose(uint32_t slot) {
 
 void UringStreamRing::FinishClose(uint32_t slot) {
   Slot& s = slots_[slot];
-  ReleaseHeld(s);
+  DropSpill(static_cast<uint32_t>(&s - slots_.data()));
   // kStarved stays: the slot is still in starved_, which skips it (or arms
   // the next connection in it, if that one wants data).
+  if ((s.flags & kClosing) != 0) --counters_.slots_closing;
   s.flags &= kStarved;
   s.ops = 0;
   s.gen = (s.gen + 1) & kGenMask;
@@ -415,38 +438,53 @@ void UringStreamRing::PublishBuffers() {
   buffers_to_publish_ = 0;
 }
 
-void UringStreamRing::HoldBuffer(Slot& s, uint16_t bid, uint32_t len) {
-  held_next_[bid] = kNoBuffer;
-  held_len_[bid] = len;
-  if (s.held_tail == kNoBuffer) {
-    s.held_head = bid;
-  } else {
-    held_next_[s.held_tail] = bid;
-  }
-  s.held_tail = bid;
+void UringStreamRing::Spill(uint32_t slot, uint16_t bid, uint32_t len) {
+  spill_[slot].append(Buffer(bid), len);
+  counters_.spilled_bytes += len;
+  slots_[slot].flags |= kHasSpill;
+  ReturnBuffer(bid);
 }
 
-void UringStreamRing::ReleaseHeld(Slot& s) {
-  while (s.held_head != kNoBuffer) {
-    const uint16_t bid = s.held_head;
-    s.held_head = held_next_[bid];
-    ReturnBuffer(bid);
-  }
-  s.held_tail = kNoBuffer;
+void UringStreamRing::DropSpill(uint32_t slot) {
+  Slot& s = slots_[slot];
+  if ((s.flags & kHasSpill) == 0) return;
+  s.flags &= ~kHasSpill;
+  spill_.erase(slot);
 }
 
 void UringStreamRing::DeliverHeld(uint32_t slot) {
   Slot& s = slots_[slot];
   s.flags &= ~kInResume;
-  while (s.held_head != kNoBuffer &&
-         (s.flags & (kRecvWanted | kClosing)) == kRecvWanted) {
-    const uint16_t bid = s.held_head;
-    s.held_head = held_next_[bid];
-    if (s.held_head == kNoBuffer) s.held_tail = kNoBuffer;
-    handler_->OnData(slot, Buffer(bid), held_len_[bid]);
-    ReturnBuffer(bid);
+  if ((s.flags & kHasSpill) != 0 &&
+      (s.flags & (kRecvWanted | kClosing)) == kRecvWanted) {
+    auto it = spill_.find(slot);
+    std::string bytes = std::move(it->second);
+    spill_.erase(it);
+    s.flags &= ~kHasSpill;
+    const uint32_t gen = s.gen;
+    size_t done = 0;
+    // In pieces no larger than a receive, as a receive would have given.
+    while (done < bytes.size()) {
+      if ((s.flags & (kInUse | kRecvWanted | kClosing)) !=
+              (kInUse | kRecvWanted) ||
+          s.gen != gen) {
+        break;
+      }
+      const size_t n = std::min<size_t>(buffer_bytes_, bytes.size() - done);
+      data_socket_empty_ = false;
+      handler_->OnData(slot, bytes.data() + done, n);
+      done += n;
+    }
+    if (done < bytes.size() && (s.flags & (kInUse | kClosing)) == kInUse &&
+        s.gen == gen) {
+      // Stopped again inside OnData: the rest waits, ahead of anything
+      // spilled meanwhile.
+      std::string& rest = spill_[slot];
+      rest.insert(0, bytes, done, std::string::npos);
+      s.flags |= kHasSpill;
+    }
   }
-  if (s.held_head == kNoBuffer &&
+  if ((s.flags & kHasSpill) == 0 &&
       (s.flags & (kRecvWanted | kClosing | kRecvEnded | kEndReported)) ==
           (kRecvWanted | kRecvEnded)) {
     ReportEnd(slot);
@@ -493,7 +531,7 @@ void UringStreamRing::Reap() {
 
 absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   // SINGLE_ISSUER: the kernel would answer EEXIST from another thread.
-  NBIO_DCHECK(std::this_thread::get_id() == owner_);
+  NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
   if (accept_pending_) ArmAccept();
   int ret;
   if (timeout_nanos == 0) {
@@ -635,9 +673,13 @@ void UringStreamRing::OnAcceptCqe(const Completion& c) {
     }
     s.flags = static_cast<uint16_t>(kInUse | (s.flags & kStarved));
     s.ops = 0;
-    s.held_head = s.held_tail = kNoBuffer;
     s.end_result = 0;
     ++counters_.slots_in_use;
+    if (discard_accepts_) {
+      // StopAccepting(false): nobody is told of this one.
+      Close(slot);
+      return;
+    }
     if (accept_armed_ && accept_multishot_ && !accept_cancelled_ &&
         slot_count_ - counters_.slots_in_use <= accept_reserve_) {
       // Nearly full: the multishot accept would take the whole backlog and
@@ -677,23 +719,31 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     --s.ops;
     --counters_.receives_armed;
   }
+  if (c.res > 0) {
+    if ((c.flags & IORING_CQE_F_SOCK_NONEMPTY) != 0) {
+      s.flags |= kSockNonEmpty;
+    } else {
+      s.flags &= ~kSockNonEmpty;
+    }
+  }
   if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
     const auto bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
     ++counters_.buffers_out;
     if (c.res <= 0 || (s.flags & kClosing) != 0) {
       ReturnBuffer(bid);
     } else if ((s.flags & (kRecvWanted | kInResume)) == kRecvWanted &&
-               s.held_head == kNoBuffer) {
+               (s.flags & kHasSpill) == 0) {
       const uint32_t gen = s.gen;
+      data_socket_empty_ = (c.flags & IORING_CQE_F_SOCK_NONEMPTY) == 0;
       handler_->OnData(slot, Buffer(bid), static_cast<size_t>(c.res));
       ReturnBuffer(bid);
       // The handler may have closed the slot, and its close may even have
       // finished; then this completion's follow-up is not ours to do.
       if ((s.flags & kInUse) == 0 || s.gen != gen) return;
     } else {
-      // Stopped (or older data waits to be delivered): keep the bytes in
-      // their buffer until StartReceive.
-      HoldBuffer(s, bid, static_cast<uint32_t>(c.res));
+      // Stopped (or older data waits to be delivered): copy the bytes
+      // aside until StartReceive; the buffer goes back now.
+      Spill(slot, bid, static_cast<uint32_t>(c.res));
     }
   }
   if (more) return;
@@ -709,7 +759,14 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
       starved_[(starved_head_ + starved_count_) % starved_.size()] = slot;
       ++starved_count_;
     }
+  } else if (c.res == -EINVAL && receive_limits_) {
+    // A kernel before 6.16 refuses the limit: go on without.
+    receive_limits_ = false;
+    if ((s.flags & (kRecvWanted | kRecvArmed | kStarved)) == kRecvWanted) {
+      ArmReceive(slot);
+    }
   } else if (c.res > 0 || c.res == -ECANCELED) {
+    if (c.res > 0) ++counters_.limited_rearms;
     // Our StopReceive's cancel, or the kernel ended the multishot (e.g. a
     // full completion queue): go on if the owner wants data.
     if ((s.flags & (kRecvWanted | kRecvArmed | kStarved)) == kRecvWanted) {
@@ -720,10 +777,97 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     s.flags |= kRecvEnded;
     s.end_result = c.res;
     if ((s.flags & (kRecvWanted | kInResume)) == kRecvWanted &&
-        s.held_head == kNoBuffer) {
+        (s.flags & kHasSpill) == 0) {
       ReportEnd(slot);
     }
   }
+}
+
+bool UringStreamRing::HasPendingWork() const {
+  if (io_uring_sq_ready(&ring_) > 0 || accept_pending_ || !resume_.empty() ||
+      buffers_to_publish_ > 0) {
+    return true;
+  }
+  return starved_count_ > 0 && counters_.buffers_out < buffer_count_;
+}
+
+bool UringStreamRing::ReceiveDrained(uint32_t slot) const {
+  if (slot >= slot_count_) return false;
+  const Slot& s = slots_[slot];
+  return (s.flags & (kInUse | kRecvArmed | kRecvCancel | kStarved |
+                     kInResume | kSockNonEmpty | kClosing)) ==
+             (kInUse | kRecvArmed) &&
+         (s.flags & kHasSpill) == 0;
+}
+
+template <typename Pick, typename Done>
+void UringStreamRing::RunSelected(Pick pick, Done done, const char* what) {
+  NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
+  // The kernel cancels and closes at once; the deadline only turns a bug
+  // into a clear failure instead of a hang.
+  constexpr int kRounds = 3000;  // of 10 ms
+  for (int round = 0; !done(); ++round) {
+    NBIO_CHECK_MSG(round < kRounds, what);
+    __kernel_timespec ts{};
+    ts.tv_nsec = 10 * 1000 * 1000;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    Reap();
+    // batch_ may be in the middle of a Wait()'s dispatch (this runs from a
+    // handler): only entries not yet dispatched are looked at, by index,
+    // and those run here are marked so that Wait skips them.
+    for (size_t i = batch_pos_; i < batch_.size(); ++i) {
+      if ((batch_[i].user_data >> 56) == kIgnore || !pick(batch_[i])) continue;
+      const Completion c = batch_[i];
+      batch_[i].user_data = Tag(kIgnore, 0, 0);
+      Dispatch(c);
+    }
+    PublishBuffers();
+  }
+}
+
+void UringStreamRing::StopAccepting(bool deliver) {
+  if (listen_fd_ < 0) return;
+  listen_fd_ = -1;  // ArmAccept arms nothing from now on
+  accept_pending_ = false;
+  if (!accept_armed_) return;
+  if (!accept_cancelled_) {
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_cancel64(sqe, Tag(kAccept, 0, 0), 0);
+    io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    accept_cancelled_ = true;
+  }
+  discard_accepts_ = !deliver;
+  RunSelected(
+      [](const Completion& c) { return (c.user_data >> 56) == kAccept; },
+      [this] { return !accept_armed_; }, "io_uring accept cancel stuck");
+  // Accept completions reaped by an earlier Wait and not yet dispatched.
+  for (size_t i = batch_pos_; i < batch_.size(); ++i) {
+    if ((batch_[i].user_data >> 56) != kAccept) continue;
+    const Completion c = batch_[i];
+    batch_[i].user_data = Tag(kIgnore, 0, 0);
+    OnAcceptCqe(c);
+  }
+  discard_accepts_ = false;
+  accept_pending_ = false;
+}
+
+void UringStreamRing::SettleClosed() {
+  RunSelected(
+      [this](const Completion& c) {
+        const Op op = static_cast<Op>(c.user_data >> 56);
+        if (op == kAccept) return false;
+        const uint32_t slot = static_cast<uint32_t>(c.user_data);
+        const uint32_t gen =
+            static_cast<uint32_t>(c.user_data >> 32) & kGenMask;
+        if (slot >= slot_count_) return false;
+        const Slot& s = slots_[slot];
+        return (s.flags & (kInUse | kClosing)) == (kInUse | kClosing) &&
+               s.gen == gen;
+      },
+      [this] { return counters_.slots_closing == 0; },
+      "io_uring close stuck");
 }
 
 }  // namespace nbio

@@ -22,8 +22,8 @@
 // slot's state may be reused from OnClosed; a completion from an older
 // generation is dropped, so nothing reaches a connection that has gone.
 //
-// Threads: not thread-safe. Create() must be called on the thread that will
-// call everything else: with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN
+// Threads: not thread-safe. With Options::allow_defer_taskrun, Create()
+// must be called on the thread that will call everything else: with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN
 // (used where the kernel has them) the kernel binds the ring to the thread
 // that sets it up, refuses submissions from any other (EEXIST), and runs
 // completion work only when that thread calls Wait(). Handler callbacks run
@@ -45,6 +45,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -81,6 +82,14 @@ class UringStreamRing {
     virtual void OnSendDone(uint32_t slot, int result) = 0;
     // Shutdown(slot) ended: 0 or -errno.
     virtual void OnShutdownDone(uint32_t slot, int result) {}
+    // The most the slot's receive may take before it ends and is armed
+    // again (asked at every arm; 0: no limit). A multishot receive takes
+    // everything the socket holds, up to this, before the owner can stop
+    // it: an owner that pauses reading at an output watermark returns the
+    // room left under it, so that a pause never leaves bytes received and
+    // unwanted. (Kernels before 6.16 have no limit: then the bytes taken
+    // past a stop are kept aside, see StopReceive.)
+    virtual uint32_t ReceiveLimit(uint32_t slot) { return 0; }
     // Every completion for the slot's connection has been seen and the
     // kernel has let go of the slot: the owner may reuse what it keeps for
     // it, and the slot may come back from a later accept.
@@ -122,10 +131,13 @@ class UringStreamRing {
   struct Counters {
     uint32_t slots_in_use = 0;  // accepted, OnClosed not yet called
     uint32_t receives_armed = 0;
-    uint32_t buffers_out = 0;     // taken by the kernel or held, not returned
+    uint32_t buffers_out = 0;     // taken by the kernel, not returned yet
     uint64_t enobufs_rearms = 0;  // receives ended by ENOBUFS and re-armed
     uint64_t cq_overflows = 0;    // waits that found completions overflowed
     uint64_t accept_arms = 0;     // accept requests armed (either kind)
+    uint64_t spilled_bytes = 0;   // received while stopped, copied aside
+    uint64_t limited_rearms = 0;  // receives that reached their limit
+    uint32_t slots_closing = 0;   // Close() called, OnClosed not yet
   };
 
   // Sets up the ring, the file table and the buffer ring; call it on the
@@ -147,19 +159,52 @@ class UringStreamRing {
   // stopped is delivered first, at the next Wait().
   void StartReceive(uint32_t slot);
   // Cancels the slot's multishot receive: no OnData until StartReceive.
-  // Bytes the kernel had already received are held (in their provided
-  // buffers) and delivered after StartReceive; the rest stays in the socket.
+  // Bytes the kernel had already received (before the cancel took effect)
+  // are copied aside, their buffers given back, and delivered after
+  // StartReceive; the rest stays in the socket.
   void StopReceive(uint32_t slot);
 
   // Starts a gathered send of iov[0, count). One send per slot in flight:
-  // call again only after OnSendDone. `iov` and the bytes it points to must
-  // stay valid until OnSendDone (or OnClosed after a Close).
+  // call again only after OnSendDone. The iovec array is copied (at most
+  // kMaxSendIovecs of it; OnSendDone then reports what was sent); the bytes
+  // it points to must stay valid until OnSendDone (or OnClosed after a
+  // Close).
+  static constexpr int kMaxSendIovecs = 32;
   void Send(uint32_t slot, const iovec* iov, int count);
   // shutdown(SHUT_WR) on the slot's socket; OnShutdownDone tells the result.
   void Shutdown(uint32_t slot);
   // Cancels everything in flight on the slot, then closes it. No callback
   // for the slot after this but OnClosed.
   void Close(uint32_t slot);
+
+  // Stops accepting: cancels the accept and waits (briefly: the kernel
+  // cancels at once) for its last completion. Connections it had already
+  // accepted are delivered (OnAccept) before this returns when `deliver`,
+  // else closed without a callback but OnClosed. The listening fd may be
+  // closed afterwards. Other completions are left for the next Wait().
+  void StopAccepting(bool deliver);
+
+  // Blocks until every closed slot has been released (OnClosed), running
+  // only the completions of closing slots; the rest waits for the next
+  // Wait(). For an owner that must free what a closed slot's send pointed
+  // to before it goes away.
+  void SettleClosed();
+
+  // Whether Wait(0) has work to do without any new completion: requests
+  // queued but not submitted, an accept to re-arm, held data to deliver,
+  // buffers to hand back. An owner that waits on event_fd() must call
+  // Wait(0) first when this is true, or the queued work waits for an
+  // unrelated wake-up.
+  bool HasPendingWork() const;
+
+  // Whether everything the kernel held for `slot` has been delivered: its
+  // receive is armed and not being cancelled, no data is held back, and
+  // the last receive completion said the socket was empty
+  // (IORING_CQE_F_SOCK_NONEMPTY unset). Valid right after Wait(0).
+  bool ReceiveDrained(uint32_t slot) const;
+  // During OnData: whether the kernel said the socket was empty after the
+  // receive being delivered (false for held data: not known).
+  bool data_socket_empty() const { return data_socket_empty_; }
 
   // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
   // 0: do not block) for a completion, and dispatches every completion
@@ -201,6 +246,8 @@ class UringStreamRing {
     kSendInFlight = 1 << 8,  // a Send awaits its completion
     kClosing = 1 << 9,       // Close() called
     kCloseSent = 1 << 10,    // close_direct queued
+    kSockNonEmpty = 1 << 11,  // the last receive said more was queued
+    kHasSpill = 1 << 12,      // received while stopped: bytes in spill_
   };
   static constexpr uint16_t kNoBuffer = 0xffff;
 
@@ -209,13 +256,11 @@ class UringStreamRing {
     uint32_t gen = 0;
     uint16_t flags = 0;
     uint8_t ops = 0;  // requests of this generation in flight
-    uint16_t held_head = kNoBuffer;
-    uint16_t held_tail = kNoBuffer;
     int32_t end_result = 0;  // EOF / error, once kRecvEnded
   };
 
   // 1,000,000 connections take 50 rings of these: kept small.
-  static_assert(sizeof(Slot) <= 24, "a ring's per-slot state grew");
+  static_assert(sizeof(Slot) <= 16, "a ring's per-slot state grew");
 
   struct Completion {
     uint64_t user_data;
@@ -234,8 +279,11 @@ class UringStreamRing {
   void FinishClose(uint32_t slot);
   void ReturnBuffer(uint16_t bid);
   void PublishBuffers();
-  void HoldBuffer(Slot& s, uint16_t bid, uint32_t len);
-  void ReleaseHeld(Slot& s);
+  // Copies a receive that arrived while the slot was stopped into spill_ and
+  // gives its buffer back at once: a paused connection whose peer never
+  // reads must not keep the ring's shared buffers from everyone else.
+  void Spill(uint32_t slot, uint16_t bid, uint32_t len);
+  void DropSpill(uint32_t slot);
   void DeliverHeld(uint32_t slot);
   void RearmStarved();
   void Reap();
@@ -248,6 +296,7 @@ class UringStreamRing {
 
   Handler* const handler_;
   const std::thread::id owner_ = std::this_thread::get_id();  // Create()'s
+  bool single_issuer_ = false;  // the kernel binds the ring to owner_
   io_uring ring_{};
   bool ring_ready_ = false;
   const char* setup_mode_ = "";
@@ -271,19 +320,34 @@ class UringStreamRing {
   uint32_t buffer_count_ = 0;
   uint32_t buffer_bytes_ = 0;
   uint32_t buffers_to_publish_ = 0;
-  std::vector<uint16_t> held_next_;  // per buffer: next held buffer of a slot
-  std::vector<uint32_t> held_len_;   // per buffer: bytes held in it
+  // Bytes received for stopped slots (a receive in flight when it was
+  // stopped): at most what the kernel took before the cancel, then
+  // delivered first after StartReceive. Off the hot path.
+  absl::flat_hash_map<uint32_t, std::string> spill_;
 
   std::vector<Slot> slots_;
-  // The headers of the sends in flight (the kernel reads one until its
-  // completion), in chunks that never move: an idle slot costs 4 bytes for
-  // its index instead of a whole msghdr. Grows only at a new high-water
-  // mark of sends in flight.
-  static constexpr uint32_t kMsgChunk = 256;
-  std::vector<std::unique_ptr<msghdr[]>> msg_chunks_;
+  // The headers and iovec arrays of the sends in flight (the kernel reads
+  // them until the completion), in chunks that never move: an idle slot
+  // costs 4 bytes for its index instead of a whole header. Grows only at a
+  // new high-water mark of sends in flight.
+  struct SendHeader {
+    msghdr msg;
+    iovec iov[kMaxSendIovecs];
+  };
+  static constexpr uint32_t kMsgChunk = 64;
+  std::vector<std::unique_ptr<SendHeader[]>> msg_chunks_;
   std::vector<uint32_t> free_msgs_;
   uint32_t AcquireMsg();
-  msghdr& Msg(uint32_t i) { return msg_chunks_[i / kMsgChunk][i % kMsgChunk]; }
+  SendHeader& Msg(uint32_t i) {
+    return msg_chunks_[i / kMsgChunk][i % kMsgChunk];
+  }
+  // Reaps and runs, at once, the completions in batch_ that `pick` selects
+  // (others stay for Wait), until `done` or a generous deadline.
+  template <typename Pick, typename Done>
+  void RunSelected(Pick pick, Done done, const char* what);
+  bool data_socket_empty_ = false;
+  bool receive_limits_ = true;  // the kernel takes a multishot byte limit
+  bool discard_accepts_ = false;  // StopAccepting(false) in progress
   // Starved receives (ENOBUFS), FIFO: a circular array of slots.
   std::vector<uint32_t> starved_;
   size_t starved_head_ = 0;
