@@ -62,12 +62,14 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:7007",
           "[IPv6]:port, or :port for all IPv4 interfaces. Port 0 picks a "
           "free port (printed at start-up).");
 ABSL_FLAG(std::string, backend, "",
-          "Poller backend: epoll, poll, select or io_uring. Empty: the best "
-          "available "
-          "(epoll on Linux).");
+          "Poller backend: epoll, poll, select, io_uring (the kernel accepts, "
+          "receives and sends; connections take no file descriptor) or "
+          "io_uring_poll (readiness only). Empty: the best available (epoll "
+          "on Linux).");
 ABSL_FLAG(uint64_t, max_connections, 100000,
           "Connections beyond this are closed at once and counted (0: no "
-          "limit). Bounded in practice by the open-file limit.");
+          "limit). Bounded in practice by the open-file limit, except on "
+          "--backend=io_uring.");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
           "Close connections with no traffic for this long, e.g. 30s "
           "(0: never).");

@@ -56,7 +56,9 @@ class EchoService : public ConnectionHandler {
   struct CutReport {
     uint64_t connections = 0;
     uint64_t queued_bytes = 0;  // echo waiting in our output queues
-    uint64_t unread_bytes = 0;  // received by the kernel, not read yet
+    // Received by the kernel, not read yet (FIONREAD; not known for
+    // io_uring direct connections, which have no fd: 0 there).
+    uint64_t unread_bytes = 0;
   };
 
   static absl::StatusOr<std::unique_ptr<EchoService>> Create(EventLoop* loop,

@@ -103,14 +103,23 @@ TEST_P(EchoServiceTest,
   const EchoService::CutReport cut = service_->CutRemaining();
   EXPECT_EQ(cut.connections, 2u);
   EXPECT_EQ(cut.queued_bytes, 0u);
-  EXPECT_EQ(cut.unread_bytes, 1000u);
+  // An io_uring direct connection has no fd to ask FIONREAD, and its
+  // receive may already have taken the bytes into a ring buffer.
+  const bool direct = loop_->streams() != nullptr;
+  if (!direct) {
+    EXPECT_EQ(cut.unread_bytes, 1000u);
+  }
   ASSERT_TRUE(PumpUntil([&] { return done; }));
   EXPECT_EQ(service_->stats().drain_cut, 2u);
   EXPECT_EQ(service_->stats().drain_closed, 2u);
   // Both peers see the end: EOF for a, a reset for b (its bytes unread).
   ASSERT_TRUE(PumpUntil([&] { return !a.Receive() && !b.Receive(); }));
   EXPECT_TRUE(a.eof());
-  EXPECT_EQ(b.error(), ECONNRESET);
+  if (!direct) {
+    EXPECT_EQ(b.error(), ECONNRESET);
+  } else {
+    EXPECT_TRUE(b.eof() || b.error() == ECONNRESET) << b.error();
+  }
 }
 
 TEST_P(EchoServiceTest, ShutdownDrainHalfClosesAtOnce) {

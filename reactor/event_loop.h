@@ -499,6 +499,10 @@ class EventLoop {
     return poller_->Modify(entry, interest);
   }
   void RemoveEntry(PollerEntry* entry) { poller_->Remove(entry); }
+  // The backend's stream engine (poller/stream_engine.h) when it performs
+  // stream I/O itself ("io_uring"), else nullptr. TcpServer and
+  // TcpConnection use it; loop thread only.
+  StreamEngine* streams() const { return poller_->streams(); }
 
   // Schedules `node` (or re-arms it) at `deadline_nanos` on the loop clock;
   // its callback runs with the iteration's other due timers. With

@@ -368,7 +368,11 @@ TEST_P(EchoDrainTest, PeersThatNeverCloseAreCutAtTheDeadlineAndCounted) {
   EXPECT_EQ(cut.connections, 3u) << err;
   EXPECT_EQ(cut.bytes, cut.queued + cut.unread) << err;
   EXPECT_GT(cut.queued, 0u) << "the pusher's echo was queued: " << err;
-  EXPECT_GT(cut.unread, 0u) << "the pusher's input was unread: " << err;
+  // (An io_uring direct connection has no fd to ask FIONREAD: unread is
+  // not counted there.)
+  if (GetParam().backend != "io_uring") {
+    EXPECT_GT(cut.unread, 0u) << "the pusher's input was unread: " << err;
+  }
   EXPECT_LE(cut.bytes, pushed) << err;
   EXPECT_TRUE(absl::StrContains(err, "SIGTERM: draining 4 connections")) << err;
   EXPECT_TRUE(absl::StrContains(

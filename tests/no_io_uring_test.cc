@@ -84,8 +84,9 @@ TEST(NoIoUringTest, DefaultBackendIsUnaffected) {
 TEST(NoIoUringTest, SuitesSkipIoUringOnlyAndSayWhy) {
   ASSERT_TRUE(g_denied);
   EXPECT_NE(BackendUnavailableReason("io_uring"), "");
+  EXPECT_NE(BackendUnavailableReason("io_uring_poll"), "");
   for (const std::string& name : PollerNames()) {
-    if (name == "io_uring") continue;
+    if (name == "io_uring" || name == "io_uring_poll") continue;
     EXPECT_EQ(BackendUnavailableReason(name), "") << name;
   }
 }

@@ -62,6 +62,8 @@ TcpContext* TcpConnection::context() const {
 
 TcpConnection::~TcpConnection() { NBIO_DCHECK(is_closing()); }
 
+StreamEngine* TcpConnection::engine() const { return context()->streams_; }
+
 void TcpConnection::StartReading() {
   if (flags_ & kClosing) return;
   flags_ |= kReading;
@@ -84,10 +86,22 @@ void TcpConnection::Touch() {
 
 void TcpConnection::UpdateInterest() {
   if (flags_ & kClosing) return;
-  uint32_t want = 0;
-  if ((flags_ & kReading) && !(flags_ & (kPaused | kPeerClosed))) {
-    want |= kReadable;
+  const bool read =
+      (flags_ & kReading) && !(flags_ & (kPaused | kPeerClosed));
+  if (flags_ & kDirect) {
+    // The engine receives while we want data; sends need no interest.
+    if (read == ((flags_ & kReceiving) != 0)) return;
+    if (read) {
+      flags_ |= kReceiving;
+      engine()->StartReceive(stream_handle());
+    } else {
+      flags_ &= ~kReceiving;
+      engine()->StopReceive(stream_handle());
+    }
+    return;
   }
+  uint32_t want = 0;
+  if (read) want |= kReadable;
   if (!output_.empty()) want |= kWritable;
   if (want == interest()) return;
   absl::Status status = context()->loop_->ModifyEntry(this, want);
@@ -175,20 +189,39 @@ bool TcpConnection::WriteDirect(absl::string_view* bytes) {
 bool TcpConnection::Write(absl::string_view bytes) {
   if (flags_ & (kClosing | kShutdownPending | kShutDown)) return false;
   if (bytes.empty()) return true;
-  if (output_.empty()) {
+  if (output_.empty() && !(flags_ & kDirect)) {
     if (!WriteDirect(&bytes)) return false;
     if (bytes.empty()) return true;
   }
   output_.Append(bytes);
   context()->stats_.queued_bytes += bytes.size();
+  if (flags_ & kDirect) StartSend();
   AfterQueueChange();
   return true;
+}
+
+void TcpConnection::StartSend() {
+  TcpContext* ctx = context();
+  // Every engine write is queued (the kernel sends from the queue), so
+  // OnDrained follows each; writes_queued counts those that also waited
+  // for an earlier send.
+  if (flags_ & kSendInFlight) {
+    if (!(flags_ & kQueuedWrite)) ++ctx->stats_.writes_queued;
+    flags_ |= kQueuedWrite;
+    return;
+  }
+  flags_ |= kQueuedWrite;
+  iovec iov[kMaxIovecs];
+  const int count = output_.FillIovec(
+      iov, std::min(kMaxIovecs, ctx->streams_->max_send_iovecs()));
+  flags_ |= kSendInFlight;
+  ctx->streams_->Send(stream_handle(), iov, count);
 }
 
 bool TcpConnection::Write(std::string&& bytes) {
   if (flags_ & (kClosing | kShutdownPending | kShutDown)) return false;
   if (bytes.empty()) return true;
-  if (output_.empty()) {
+  if (output_.empty() && !(flags_ & kDirect)) {
     absl::string_view rest(bytes);
     if (!WriteDirect(&rest)) return false;
     if (rest.empty()) return true;
@@ -212,6 +245,7 @@ bool TcpConnection::Write(std::string&& bytes) {
   const size_t size = bytes.size();
   output_.Append(std::move(bytes));  // large buffers are adopted, not copied
   context()->stats_.queued_bytes += size;
+  if (flags_ & kDirect) StartSend();
   AfterQueueChange();
   return true;
 }
@@ -246,7 +280,9 @@ void TcpConnection::AfterQueueChange() {
   TcpContext* ctx = context();
   const size_t queued = output_.size();
   if (queued > 0) {
-    if (!(flags_ & kQueuedWrite)) {
+    // (An engine connection queues every write: StartSend says which ones
+    // had to wait.)
+    if (!(flags_ & (kQueuedWrite | kDirect))) {
       flags_ |= kQueuedWrite;
       ++ctx->stats_.writes_queued;
     }
@@ -284,7 +320,11 @@ void TcpConnection::MaybeFinishShutdown() {
   if ((flags_ & kShutdownPending) && output_.empty()) {
     flags_ &= ~kShutdownPending;
     flags_ |= kShutDown;
-    if (shutdown(fd(), SHUT_WR) != 0 && errno != ENOTCONN) {
+    if (flags_ & kDirect) {
+      // After the peer's FIN the close below sends ours: no shutdown
+      // request (the kernel runs one on a worker thread).
+      if (!(flags_ & kPeerClosed)) engine()->Shutdown(stream_handle());
+    } else if (shutdown(fd(), SHUT_WR) != 0 && errno != ENOTCONN) {
       FailErrno("shutdown", errno);
       return;
     }
@@ -301,17 +341,28 @@ void TcpConnection::Close(const absl::Status& reason) {
   if (flags_ & kClosing) return;
   flags_ |= kClosing;
   TcpContext* ctx = context();
-  const int fd = this->fd();
-  ctx->loop_->RemoveEntry(this);
-  close(fd);
   ctx->loop_->CancelNode(&idle_timer_);
   ctx->stats_.queued_bytes -= output_.size();
-  output_.Clear();
+  if (flags_ & kDirect) {
+    // The kernel may still be reading a send's bytes from output_: they
+    // are dropped when the engine releases the connection.
+    ctx->streams_->Close(stream_handle());
+  } else {
+    const int fd = this->fd();
+    ctx->loop_->RemoveEntry(this);
+    close(fd);
+    output_.Clear();
+  }
   ctx->ScheduleClosed(this, reason);
 }
 
 absl::StatusOr<SocketAddress> TcpConnection::PeerAddress() const {
   if (is_closing()) return absl::FailedPreconditionError("connection closed");
+  if (flags_ & kDirect) {
+    return absl::UnimplementedError(
+        "peer address: not known for a connection on an io_uring direct "
+        "descriptor");
+  }
   return SocketAddress::PeerOf(fd());
 }
 
@@ -363,7 +414,89 @@ void TcpConnection::DrainRead() {
   // Paused by backpressure: AfterQueueChange asks for another step when the
   // output is below the low watermark.
   if (flags_ & kPaused) return;
+  if (flags_ & kDirect) {
+    // The engine receives by itself; DrainStep has just run what it had.
+    // Not drained yet: a later receive that finds the socket empty ends
+    // the drain's reading (OnEngineData).
+    if (engine()->ReceiveDrained(stream_handle())) FinishDrainRead();
+    return;
+  }
   HandleRead();
+}
+
+// ---------------------------------------------------------------------------
+// The stream engine's up-calls (completion backends)
+
+uint32_t TcpConnection::OnEngineReceiveLimit(void* c) {
+  // As a readiness read is sized: no more than the output may still take,
+  // so that an echo never queues past the high watermark.
+  auto* self = static_cast<TcpConnection*>(c);
+  const size_t high = self->context()->options_.high_watermark;
+  if (high == 0) return 0;
+  const size_t queued = self->output_.size();
+  const size_t room = queued < high ? high - queued : 1;
+  return static_cast<uint32_t>(std::min<size_t>(room, UINT32_MAX));
+}
+
+void TcpConnection::OnEngineData(void* c, const char* bytes, size_t len,
+                                 bool socket_empty) {
+  auto* self = static_cast<TcpConnection*>(c);
+  if (self->flags_ & kClosing) return;
+  TcpContext* ctx = self->context();
+  ctx->stats_.bytes_read += len;
+  self->Touch();
+  ctx->handler_->OnData(self, absl::string_view(bytes, len));
+  if ((self->flags_ & (kDraining | kClosing)) == kDraining && socket_empty) {
+    self->FinishDrainRead();
+  }
+  self->UpdateInterest();
+}
+
+void TcpConnection::OnEngineReceiveEnd(void* c, int error) {
+  auto* self = static_cast<TcpConnection*>(c);
+  if (self->flags_ & kClosing) return;
+  if (error != 0) {
+    self->FailErrno("recv", -error);
+    return;
+  }
+  self->flags_ |= kPeerClosed;
+  self->flags_ &= ~kReceiving;  // the engine's receive has ended
+  self->context()->handler_->OnPeerClosed(self);
+  if (self->flags_ & kDraining) self->FinishDrainRead();
+  self->MaybeFinishShutdown();
+}
+
+void TcpConnection::OnEngineSendDone(void* c, int result) {
+  auto* self = static_cast<TcpConnection*>(c);
+  self->flags_ &= ~kSendInFlight;
+  if (self->flags_ & kClosing) return;
+  if (result < 0) {
+    self->FailErrno("sendmsg", -result);
+    return;
+  }
+  TcpContext* ctx = self->context();
+  self->output_.Consume(static_cast<size_t>(result));
+  ctx->stats_.bytes_written += result;
+  ctx->stats_.queued_bytes -= result;
+  if (result > 0) self->Touch();
+  if (!self->output_.empty()) self->StartSend();
+  self->AfterQueueChange();
+}
+
+void TcpConnection::OnEngineShutdownDone(void* c, int result) {
+  auto* self = static_cast<TcpConnection*>(c);
+  if (self->flags_ & kClosing) return;
+  if (result < 0 && result != -ENOTCONN) self->FailErrno("shutdown", -result);
+}
+
+void TcpConnection::OnEngineReleased(void* c) {
+  auto* self = static_cast<TcpConnection*>(c);
+  self->flags_ |= kReleased;
+  if (self->flags_ & kClosedReported) {
+    TcpContext* ctx = self->context();
+    --ctx->awaiting_release_;
+    ctx->Destroy(self);
+  }
 }
 
 void TcpConnection::FinishDrainRead() {
@@ -386,7 +519,8 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
       read_buffer_(new char[options_.read_buffer_size]),
       pool_(options_.output_block_size),
       flush_closed_(loop, [this] { FlushClosed(); }),
-      drain_step_(loop, [this] { DrainStep(); }) {
+      drain_step_(loop, [this] { DrainStep(); }),
+      streams_(loop->streams()) {
   NBIO_CHECK(options_.read_buffer_size > 0);
   NBIO_CHECK(options_.max_reads_per_event > 0);
   loop_->HandleAttached(EventLoop::HandleKind::kTcpContext);
@@ -399,6 +533,11 @@ TcpContext::~TcpContext() {
   }
   CloseAll(absl::CancelledError("shutting down"));
   FlushClosed();
+  // The kernel may still read what the closed engine connections pointed
+  // to (their output, in pool_): wait until it has let go of them.
+  if (awaiting_release_ > 0) streams_->SettleClosed();
+  NBIO_CHECK_MSG(awaiting_release_ == 0,
+                 "io_uring connections not released at context teardown");
   loop_->HandleDetached(EventLoop::HandleKind::kTcpContext);
 }
 
@@ -436,6 +575,25 @@ void TcpContext::Destroy(TcpConnection* conn) {
 }
 
 absl::Status TcpContext::Adopt(int fd) { return AdoptConnection(fd).status(); }
+
+TcpConnection* TcpContext::AdoptHandle(StreamEngine::Handle h) {
+  if (destroying_) return nullptr;
+  auto* conn = new (slots_.Allocate()) TcpConnection(this);
+  conn->flags_ |= TcpConnection::kDirect;
+  conn->set_stream_handle(h);
+  streams_->Bind(h, conn);
+  ++stats_.connections_opened;
+  ++stats_.connections;
+  conn->Touch();
+  if (idle_timeout_nanos_ > 0) {
+    loop_->ScheduleNode(&conn->idle_timer_,
+                        loop_->NowNanos() + idle_timeout_nanos_,
+                        idle_timeout_nanos_ / 8);
+  }
+  handler_->OnAccept(conn);
+  if (draining_ && !conn->is_closing()) conn->BeginDrain();
+  return conn;
+}
 
 absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
   if (destroying_) {
@@ -489,7 +647,15 @@ void TcpContext::FlushClosed() {
       handler_->OnClosed(conn, reason);
       ++stats_.connections_closed;
       --stats_.connections;
-      Destroy(conn);
+      if ((conn->flags_ & (TcpConnection::kDirect |
+                           TcpConnection::kReleased)) ==
+          TcpConnection::kDirect) {
+        // Destroyed when the engine releases it (OnEngineReleased).
+        conn->flags_ |= TcpConnection::kClosedReported;
+        ++awaiting_release_;
+      } else {
+        Destroy(conn);
+      }
     }
     closing_batch_.clear();
   }
@@ -512,6 +678,9 @@ void TcpContext::ScheduleDrainStep() {
 }
 
 void TcpContext::DrainStep() {
+  // Engine connections: run what the kernel has first, so that "drained"
+  // means nothing is left that was there when this step began.
+  if (streams_ != nullptr) streams_->RunPending();
   // Each draining connection gets one batch of reads, as a read event would
   // give it; one that still has input asks for the next step.
   ForEachOpen([](TcpConnection* conn) {

@@ -23,6 +23,19 @@
 // sends but never reads cannot grow the server's memory past the high mark per
 // connection.
 //
+// Backends: on a readiness backend (epoll, poll, select, io_uring_poll) the
+// connection does its own recv/sendmsg when the poller says the fd is ready.
+// On a completion backend ("io_uring") a connection accepted by a TcpServer
+// is the backend's (EventLoop::streams()): the kernel receives into shared
+// buffers and sends the output queue, and the connection has no process
+// fd (fd() is -1, PeerAddress() is UNIMPLEMENTED). The API and the
+// handler's calls are the same, and each receive is limited to the room
+// under the high watermark as a read is (kernel 6.16+; before, a pause may
+// leave up to what the socket held received, kept aside until reading
+// resumes). One difference: every Write is queued and sent by the kernel
+// at the next iteration, so OnDrained follows every write.
+// Connections from Adopt() and Connect() use their fd on every backend.
+//
 // Memory: an idle connection is one 96-byte object in a slab of its
 // context, and no buffer: reads use the context's shared buffer, and the
 // output queue owns blocks only while it holds bytes.
@@ -55,6 +68,7 @@
 #include "reactor/async/future.h"
 #include "reactor/event_loop.h"
 #include "reactor/poller/poller.h"
+#include "reactor/poller/stream_engine.h"
 #include "reactor/sys/socket_address.h"
 #include "timers/timer_wheel.h"
 
@@ -174,6 +188,7 @@ class TcpConnection : private PollerEntry {
   // call; for a plain inactivity limit, TcpOptions::idle_timeout is cheaper.
   void CancelOn(const CancellationToken& token);
 
+  // -1 for a connection on a completion backend's handle (see the top).
   int fd() const { return PollerEntry::fd(); }
   size_t queued_bytes() const { return output_.size(); }
   bool is_reading() const { return (flags_ & kReading) != 0; }
@@ -190,6 +205,7 @@ class TcpConnection : private PollerEntry {
 
  private:
   friend class TcpContext;
+  friend class TcpServer;  // the stream engine's up-call table
 
   // The stream's state: a read side, a write side and an end, in flags_.
   //
@@ -246,12 +262,30 @@ class TcpConnection : private PollerEntry {
     kClosing = 1 << 5,          // Close() called; OnClosed pending
     kDraining = 1 << 6,         // context drain: shut down once read empty
     kQueuedWrite = 1 << 7,      // output was queued: OnDrained when it empties
+    // A completion backend's connection (stream engine handle, no fd):
+    kDirect = 1 << 8,
+    kSendInFlight = 1 << 9,     // the engine is sending from output_
+    kReceiving = 1 << 10,       // the engine's receive is on
+    kReleased = 1 << 11,        // closed and let go of by the engine
+    kClosedReported = 1 << 12,  // OnClosed delivered, release awaited
   };
 
   explicit TcpConnection(TcpContext* context);
   ~TcpConnection();
 
   static void OnEvents(PollerEntry* entry, uint32_t events);
+  // The stream engine's up-calls (StreamEngine::Upcalls).
+  static uint32_t OnEngineReceiveLimit(void* conn);
+  static void OnEngineData(void* conn, const char* bytes, size_t len,
+                           bool socket_empty);
+  static void OnEngineReceiveEnd(void* conn, int error);
+  static void OnEngineSendDone(void* conn, int result);
+  static void OnEngineShutdownDone(void* conn, int result);
+  static void OnEngineReleased(void* conn);
+  bool is_direct() const { return (flags_ & kDirect) != 0; }
+  StreamEngine* engine() const;
+  // Hands the output queue's head to the engine.
+  void StartSend();
   static void OnIdleTimer(TimerNode* node);
   void HandleRead();
   void HandleWrite();
@@ -355,8 +389,12 @@ class TcpContext {
 
  private:
   friend class TcpConnection;
+  friend class TcpServer;  // AdoptHandle
   // Adopt(), returning the connection.
   absl::StatusOr<TcpConnection*> AdoptConnection(int fd);
+  // A connection the stream engine accepted as `h` (TcpServer); nullptr
+  // while the context is being destroyed.
+  TcpConnection* AdoptHandle(StreamEngine::Handle h);
   // Moves `conn` to closing_ and makes sure FlushClosed() runs soon.
   void ScheduleClosed(TcpConnection* conn, const absl::Status& reason);
   // Delivers OnClosed to every closing connection and destroys it.
@@ -412,6 +450,11 @@ class TcpContext {
   // The `done` of every Drain() call of the drain in progress.
   std::vector<absl::AnyInvocable<void()>> drain_done_;
   bool draining_ = false;
+  // The loop's stream engine, or nullptr (readiness backend).
+  StreamEngine* const streams_;
+  // Engine connections whose OnClosed has run, waiting for the engine to
+  // let go of them before they are destroyed.
+  size_t awaiting_release_ = 0;
   // Set for the whole destructor: Connect() and Adopt() refuse then.
   bool destroying_ = false;
   // Connection memory: slots of sizeof(TcpConnection) in a slab (queue/slab.h),

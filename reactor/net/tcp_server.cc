@@ -1,6 +1,8 @@
 #include "reactor/net/tcp_server.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,7 +74,7 @@ absl::StatusOr<std::unique_ptr<TcpServer>> TcpServer::Create(
     }
     std::unique_ptr<TcpServer> server(
         new TcpServer(loop, handler, std::move(options), fd, *bound));
-    absl::Status status = server->listen_watcher_.SetInterest(kReadable);
+    absl::Status status = server->StartEngineAccept();
     if (!status.ok()) return status;  // the server's destructor closes fd
     return server;
   }
@@ -103,9 +105,64 @@ absl::StatusOr<std::unique_ptr<TcpServer>> TcpServer::Create(
   if (!bound.ok()) return fail(bound.status());
   std::unique_ptr<TcpServer> server(
       new TcpServer(loop, handler, std::move(options), fd, *bound));
-  absl::Status status = server->listen_watcher_.SetInterest(kReadable);
+  absl::Status status = server->StartEngineAccept();
   if (!status.ok()) return status;  // the server's destructor closes fd
   return server;
+}
+
+absl::Status TcpServer::StartEngineAccept() {
+  StreamEngine* streams = context_.loop()->streams();
+  if (streams == nullptr) return listen_watcher_.SetInterest(kReadable);
+  static const StreamEngine::Upcalls kUpcalls = {
+      &TcpServer::OnEngineAccept,
+      &TcpConnection::OnEngineReceiveLimit,
+      &TcpConnection::OnEngineData,
+      &TcpConnection::OnEngineReceiveEnd,
+      &TcpConnection::OnEngineSendDone,
+      &TcpConnection::OnEngineShutdownDone,
+      &TcpConnection::OnEngineReleased,
+      &TcpServer::OnEngineListenFailed,
+  };
+  if (options_.tcp.no_delay) {
+    // The kernel accepts for us: accepted sockets inherit TCP_NODELAY from
+    // the listener.
+    const int one = 1;
+    setsockopt(listen_fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  absl::Status status = streams->Listen(listen_fd_, &kUpcalls, this);
+  if (!status.ok()) {
+    Refuse(status);
+    return listen_watcher_.SetInterest(kReadable);
+  }
+  engine_accepts_ = true;
+  return absl::OkStatus();
+}
+
+void* TcpServer::OnEngineAccept(void* s, StreamEngine::Handle h) {
+  auto* self = static_cast<TcpServer*>(s);
+  if (self->options_.max_connections > 0 &&
+      self->context_.connection_count() >= self->options_.max_connections) {
+    ++self->stats_.refused_over_limit;
+    self->Refuse(absl::UnavailableError(
+        absl::StrCat("connection refused: max_connections (",
+                     self->options_.max_connections, ") reached")));
+    return nullptr;
+  }
+  TcpConnection* conn = self->context_.AdoptHandle(h);
+  if (conn != nullptr) ++self->stats_.accepted;
+  return conn;
+}
+
+void TcpServer::OnEngineListenFailed(void* s, const absl::Status& why) {
+  auto* self = static_cast<TcpServer*>(s);
+  ++self->stats_.accept_errors;
+  self->Refuse(why);
+  // Accept by ourselves from here (the engine's rings keep what they hold).
+  self->engine_accepts_ = false;
+  if (self->listen_fd_ >= 0) {
+    absl::Status status = self->listen_watcher_.SetInterest(kReadable);
+    if (!status.ok()) self->Refuse(status);
+  }
 }
 
 TcpServer::TcpServer(EventLoop* loop, ConnectionHandler* handler,
@@ -126,6 +183,11 @@ TcpServer::~TcpServer() {
 
 void TcpServer::StopAccepting() {
   if (listen_fd_ < 0) return;
+  if (engine_accepts_) {
+    // Connections the kernel has already taken are closed (as closing the
+    // listener resets those still queued).
+    context_.loop()->streams()->StopListening(this, /*deliver=*/false);
+  }
   listen_watcher_.Stop();
   backoff_timer_.Cancel();
   close(listen_fd_);
@@ -138,6 +200,11 @@ size_t TcpServer::StopAcceptingKeepQueued() {
   // connecting meanwhile is accepted too; that is still finite). During an
   // fd-exhaustion backoff the accept fails again and the rest is reset.
   const uint64_t accepted_before = stats_.accepted;
+  if (engine_accepts_) {
+    // What the kernel has accepted becomes connections now; what is still
+    // queued is taken below, as ordinary descriptors.
+    context_.loop()->streams()->StopListening(this, /*deliver=*/true);
+  }
   while (listen_fd_ >= 0 && AcceptSome(options_.max_accepts_per_wakeup) > 0) {
   }
   StopAccepting();

@@ -21,6 +21,13 @@
 // served, nothing spins, and accepting resumes by itself once descriptors are
 // free again. (muduo's reserve-fd technique plus libuv-style backoff.)
 //
+// On a completion backend (EventLoop::streams(), "io_uring") the kernel
+// accepts: connections go straight into the backend's tables (io_uring
+// direct descriptors), take no process descriptor, and are not limited by
+// RLIMIT_NOFILE; the descriptor-exhaustion handling above is then not
+// needed. Should the backend be unable to accept (it cannot set up more
+// rings), the server says why through on_refused and accepts by itself.
+//
 // Serving a socket someone else bound (systemd socket activation, a dup of
 // another server's listener): set `listen_fd` instead of binding `address`.
 //
@@ -127,6 +134,10 @@ class TcpServer {
             TcpServerOptions options, int listen_fd, SocketAddress address);
 
   void OnListenReady();
+  // Accepting through the loop's stream engine (a completion backend).
+  absl::Status StartEngineAccept();
+  static void* OnEngineAccept(void* server, StreamEngine::Handle h);
+  static void OnEngineListenFailed(void* server, const absl::Status& why);
   // Up to `max` accept() calls; returns how many took a connection off the
   // queue (adopted or refused), so 0 means the queue is empty.
   size_t AcceptSome(int max);
@@ -138,6 +149,7 @@ class TcpServer {
   int listen_fd_;
   SocketAddress address_;
   int reserve_fd_ = -1;
+  bool engine_accepts_ = false;  // the stream engine accepts for us
   FdWatcher listen_watcher_;
   Timer backoff_timer_;
   TcpContext context_;

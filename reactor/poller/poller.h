@@ -66,6 +66,7 @@ enum PollEvents : uint32_t {
 };
 
 class Poller;
+class StreamEngine;
 
 // A registration: embedded in its owner, which must Remove() it from the
 // poller before the fd is closed and before the entry is destroyed.
@@ -82,6 +83,16 @@ class PollerEntry {
   // The interest last given to Add or Modify (kReadable | kWritable).
   uint32_t interest() const { return interest_; }
   bool is_registered() const { return fd_ >= 0; }
+
+ protected:
+  // For an owner whose stream the backend performs (stream_engine.h): such
+  // an entry is never registered, and keeps the engine's handle here.
+  uint32_t stream_handle() const {
+    return static_cast<uint32_t>(backend_index_);
+  }
+  void set_stream_handle(uint32_t handle) {
+    backend_index_ = static_cast<int32_t>(handle);
+  }
 
  private:
   friend class Poller;
@@ -128,6 +139,10 @@ class Poller {
   // number of events dispatched. EINTR is not an error (0 events). Only
   // unrecoverable errors (EBADF on the poller's own fd, ENOMEM) are returned.
   virtual absl::StatusOr<int> Wait(int64_t timeout_nanos) = 0;
+
+  // The backend's stream engine when it performs stream I/O itself (a
+  // completion backend: stream_engine.h), else nullptr (readiness).
+  virtual StreamEngine* streams() { return nullptr; }
 
   // How many entries are registered.
   int size() const { return size_; }

@@ -6,6 +6,7 @@
 #include "reactor/poller/poll_poller.h"
 #include "reactor/poller/select_poller.h"
 #include "reactor/poller/uring_poller.h"
+#include "reactor/poller/uring_stream_poller.h"
 
 namespace nbio {
 namespace {
@@ -31,10 +32,19 @@ constexpr Backend kBackends[] = {
      []() -> absl::StatusOr<std::unique_ptr<Poller>> {
        return std::unique_ptr<Poller>(new SelectPoller());
      }},
-    // Not the default: readiness over io_uring costs a request per event
-    // where epoll re-arms nothing; it is here so that everything built on
-    // the Poller contract runs over io_uring too.
+    // Not the default (see README.md, "Backends"). Stream I/O on direct
+    // descriptors: connections a TcpServer accepts take no process fd.
     {"io_uring",
+     []() -> absl::StatusOr<std::unique_ptr<Poller>> {
+       absl::StatusOr<std::unique_ptr<UringStreamPoller>> p =
+           UringStreamPoller::Create();
+       if (!p.ok()) return p.status();
+       return std::unique_ptr<Poller>(std::move(*p));
+     }},
+    // Readiness only, over IORING_OP_POLL_ADD: everything built on the
+    // Poller contract runs over io_uring too. It costs a request per event
+    // where epoll re-arms nothing.
+    {"io_uring_poll",
      []() -> absl::StatusOr<std::unique_ptr<Poller>> {
        absl::StatusOr<std::unique_ptr<UringPoller>> p = UringPoller::Create();
        if (!p.ok()) return p.status();

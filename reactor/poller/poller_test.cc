@@ -306,7 +306,8 @@ TEST_P(PollerTest, FdAboveFdSetsize) {
 
 TEST(PollerRegistryTest, KnowsEveryBackendAndRejectsOthers) {
   EXPECT_EQ(PollerNames(),
-            (std::vector<std::string>{"epoll", "poll", "select", "io_uring"}));
+            (std::vector<std::string>{"epoll", "poll", "select", "io_uring",
+                                      "io_uring_poll"}));
   EXPECT_EQ(DefaultPollerName(), "epoll");
   absl::StatusOr<std::unique_ptr<Poller>> p = CreatePoller("kqueue");
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);

@@ -40,6 +40,13 @@ uint32_t FromPoll(uint32_t revents) {
 
 absl::StatusOr<std::unique_ptr<UringPoller>> UringPoller::Create() {
   std::unique_ptr<UringPoller> poller(new UringPoller());
+  absl::Status status = poller->Init();
+  if (!status.ok()) return status;
+  return poller;
+}
+
+absl::Status UringPoller::Init() {
+  UringPoller* poller = this;
   const unsigned preferred[] = {
       IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN |
           IORING_SETUP_TASKRUN_FLAG,
@@ -61,7 +68,7 @@ absl::StatusOr<std::unique_ptr<UringPoller>> UringPoller::Create() {
   }
   if (ret < 0) return IoUringSetupError("io_uring_setup", -ret);
   poller->ring_ready_ = true;
-  return poller;
+  return absl::OkStatus();
 }
 
 UringPoller::~UringPoller() {

@@ -22,8 +22,9 @@
 // first, while a loop may be set up on one thread and run on another, so
 // this backend does not use them.
 //
-// This backend carries readiness only, like epoll, poll and select: stream
-// I/O itself (multishot receive, direct descriptors) is not done here.
+// This backend carries readiness only, like epoll, poll and select; it is
+// "io_uring_poll". The "io_uring" backend (uring_stream_poller.h) derives
+// from it and adds stream I/O on direct descriptors.
 #ifndef NBIO_REACTOR_POLLER_URING_POLLER_H_
 #define NBIO_REACTOR_POLLER_URING_POLLER_H_
 
@@ -38,7 +39,7 @@
 
 namespace nbio {
 
-class UringPoller final : public Poller {
+class UringPoller : public Poller {
  public:
   // io_uring_queue_init_params with the flags above. Errors name the cause:
   // no io_uring in this kernel (ENOSYS), disabled by sysctl
@@ -46,7 +47,7 @@ class UringPoller final : public Poller {
   static absl::StatusOr<std::unique_ptr<UringPoller>> Create();
   ~UringPoller() override;
 
-  const char* name() const override { return "io_uring"; }
+  const char* name() const override { return "io_uring_poll"; }
   absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
 
   // Submission and completion queue entries. A ring's memory is pinned and
@@ -60,6 +61,11 @@ class UringPoller final : public Poller {
   static constexpr unsigned kCqEntries = 2048;
   static constexpr unsigned kMinSqEntries = 32;
 
+ protected:
+  UringPoller() = default;
+  // Sets up the ring (Create's work).
+  absl::Status Init();
+
  private:
   // The ring's state for one fd.
   struct Slot {
@@ -68,7 +74,6 @@ class UringPoller final : public Poller {
     uint32_t armed_mask = 0;       // poll mask of that request; 0: none
   };
 
-  UringPoller() = default;
   absl::Status AddFd(PollerEntry* entry, int fd, uint32_t interest) override;
   absl::Status ModifyFd(PollerEntry* entry, uint32_t interest) override;
   void RemoveFd(PollerEntry* entry) override;

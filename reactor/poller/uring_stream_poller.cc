@@ -1,0 +1,338 @@
+#include "reactor/poller/uring_stream_poller.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "queue/base/check.h"
+#include "reactor/sys/syscall.h"
+
+namespace nbio {
+namespace {
+
+// The rings past the first few exist for connection counts far beyond what
+// is busy at once: they get few, small receive buffers, so a million idle
+// connections stay within their memory budget (tools/bench/README.md).
+constexpr size_t kRingsWithFullBuffers = 4;
+constexpr uint32_t kSmallBufferCount = 16;
+constexpr uint32_t kSmallBufferBytes = 4096;
+
+// The trial ring of Create(): nothing is ever accepted on it.
+class NoHandler : public UringStreamRing::Handler {
+  void OnAccept(uint32_t) override {}
+  void OnData(uint32_t, const char*, size_t) override {}
+  void OnReceiveEnd(uint32_t, int) override {}
+  void OnSendDone(uint32_t, int) override {}
+  void OnClosed(uint32_t) override {}
+};
+
+}  // namespace
+
+struct UringStreamPoller::Listener {
+  int fd;
+  const Upcalls* upcalls;
+  void* cookie;
+  std::vector<uint32_t> rings;  // indices into rings_, oldest first
+  bool stopped = false;
+  bool failed = false;  // told listen_failed: accepts by itself now
+};
+
+// One ring, its eventfd (a readiness entry of the poller) and the owner's
+// pointer for each of its slots.
+struct UringStreamPoller::Ring final : public PollerEntry,
+                                       public UringStreamRing::Handler {
+  Ring(UringStreamPoller* owner, uint32_t index, Listener* listener)
+      : PollerEntry(&Ring::OnEventFd),
+        owner(owner),
+        index(index),
+        listener(listener),
+        upcalls(listener->upcalls) {}
+
+  static void OnEventFd(PollerEntry* entry, uint32_t) {
+    Ring* self = static_cast<Ring*>(entry);
+    uint64_t count;
+    while (read(self->ring->event_fd(), &count, sizeof(count)) > 0) {
+    }
+    self->owner->RunRing(self);
+  }
+
+  Handle HandleOf(uint32_t slot) const {
+    return (index << kSlotBits) | slot;
+  }
+
+  void OnAccept(uint32_t slot) override {
+    void* conn = listener->stopped
+                     ? nullptr
+                     : upcalls->accept(listener->cookie, HandleOf(slot));
+    if (conn == nullptr) {
+      conns[slot] = nullptr;
+      ring->Close(slot);
+      return;
+    }
+    conns[slot] = conn;
+  }
+  void OnAcceptError(int error) override {
+    if (error == -EBADF || error == -ENOTSOCK || error == -EINVAL ||
+        error == -EOPNOTSUPP) {
+      if (!listener->stopped && !listener->failed) {
+        listener->failed = true;
+        upcalls->listen_failed(listener->cookie,
+                               ErrnoStatus("io_uring accept", -error));
+      }
+    }
+  }
+  void OnData(uint32_t slot, const char* data, size_t len) override {
+    upcalls->data(conns[slot], data, len, ring->data_socket_empty());
+  }
+  void OnReceiveEnd(uint32_t slot, int error) override {
+    upcalls->receive_end(conns[slot], error);
+  }
+  void OnSendDone(uint32_t slot, int result) override {
+    upcalls->send_done(conns[slot], result);
+  }
+  void OnShutdownDone(uint32_t slot, int result) override {
+    upcalls->shutdown_done(conns[slot], result);
+  }
+  uint32_t ReceiveLimit(uint32_t slot) override {
+    return conns[slot] != nullptr ? upcalls->receive_limit(conns[slot]) : 0;
+  }
+  void OnClosed(uint32_t slot) override {
+    void* conn = conns[slot];
+    conns[slot] = nullptr;
+    if (conn != nullptr) upcalls->released(conn);
+  }
+
+  UringStreamPoller* const owner;
+  const uint32_t index;
+  Listener* const listener;
+  const Upcalls* const upcalls;
+  std::unique_ptr<UringStreamRing> ring;
+  std::vector<void*> conns;  // by slot
+};
+
+absl::StatusOr<std::unique_ptr<UringStreamPoller>> UringStreamPoller::Create() {
+  std::unique_ptr<UringStreamPoller> poller(new UringStreamPoller());
+  absl::Status status = poller->Init();
+  if (!status.ok()) return status;
+  {
+    NoHandler none;
+    UringStreamRing::Options trial;
+    trial.slots = 8;
+    trial.sq_entries = 8;
+    trial.cq_entries = 16;
+    trial.buffer_count = 8;
+    trial.buffer_bytes = 4096;
+    absl::StatusOr<std::unique_ptr<UringStreamRing>> ring =
+        UringStreamRing::Create(trial, &none);
+    if (!ring.ok()) return ring.status();
+  }
+  rlimit nofile{};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  poller->max_slots_ = static_cast<uint32_t>(
+      std::min<rlim_t>(nofile.rlim_cur, rlim_t{1} << kSlotBits));
+  return poller;
+}
+
+UringStreamPoller::~UringStreamPoller() {
+  for (auto& ring : rings_) {
+    if (ring->is_registered()) Remove(ring.get());
+    ring->ring.reset();  // cancels what is in flight, closes every slot
+  }
+}
+
+absl::Status UringStreamPoller::Listen(int listen_fd, const Upcalls* upcalls,
+                                       void* listener) {
+  if (rings_.size() >= (size_t{1} << (32 - kSlotBits))) {
+    return absl::ResourceExhaustedError("io_uring: too many rings");
+  }
+  auto l = std::make_unique<Listener>();
+  l->fd = listen_fd;
+  l->upcalls = upcalls;
+  l->cookie = listener;
+  absl::Status status = Grow(l.get());
+  if (!status.ok()) return status;
+  listeners_.push_back(std::move(l));
+  return absl::OkStatus();
+}
+
+void UringStreamPoller::StopListening(void* listener, bool deliver) {
+  for (auto& l : listeners_) {
+    if (l->cookie != listener || l->stopped) continue;
+    for (uint32_t i : l->rings) {
+      rings_[i]->ring->StopAccepting(deliver);
+      AfterRun(rings_[i].get());
+    }
+    l->stopped = true;
+  }
+}
+
+absl::Status UringStreamPoller::Grow(Listener* l) {
+  uint32_t slots = kFirstRingSlots;
+  if (!l->rings.empty()) {
+    slots = std::min<uint64_t>(
+        uint64_t{rings_[l->rings.back()]->ring->slots()} * 2, max_slots_);
+  }
+  slots = std::min(slots, max_slots_);
+  UringStreamRing::Options options;
+  options.slots = slots;
+  options.sq_entries = 1024;
+  // One completion per slot: idle connections complete nothing, and an
+  // overflow (a burst) is kept by the kernel and reaped, never lost.
+  options.cq_entries = std::max<uint32_t>(4096, slots);
+  if (l->rings.size() < kRingsWithFullBuffers) {
+    options.buffer_count = kBuffersPerRing;
+    options.buffer_bytes = kBufferBytes;
+  } else {
+    options.buffer_count = kSmallBufferCount;
+    options.buffer_bytes = kSmallBufferBytes;
+  }
+  options.event_fd = true;
+  // Single-shot accepts only, one at a time while a slot is free: a
+  // multishot accept takes the whole backlog at once, and what finds the
+  // table full is dropped by the kernel (ENFILE) before the next ring can
+  // join. A connect burst then waits in the backlog instead.
+  options.accept_reserve = static_cast<int32_t>(slots);
+  // Not DEFER_TASKRUN: its completion work runs only when this thread
+  // enters that very ring, and the ring's eventfd is signalled only when
+  // that work list goes from empty to not empty. Seen on 6.18: with it,
+  // tcp_client_test's ConnectResolvesAfterOnAcceptAndEchoes on io_uring
+  // never saw its 10-byte message, the loop polling an eventfd that did
+  // not fire again. COOP_TASKRUN runs the work whenever the thread enters
+  // the kernel, and the eventfd is signalled as completions are posted.
+  options.allow_defer_taskrun = false;
+  const auto index = static_cast<uint32_t>(rings_.size());
+  auto r = std::make_unique<Ring>(this, index, l);
+  absl::StatusOr<std::unique_ptr<UringStreamRing>> ring =
+      index < (1u << (32 - kSlotBits))
+          ? UringStreamRing::Create(options, r.get())
+          : absl::ResourceExhaustedError("io_uring: too many rings");
+  absl::Status status = ring.status();
+  if (status.ok()) {
+    r->ring = std::move(*ring);
+    r->conns.assign(r->ring->slots(), nullptr);
+    status = r->ring->Listen(l->fd);
+  }
+  if (status.ok()) status = Add(r.get(), r->ring->event_fd(), kReadable);
+  if (!status.ok()) {
+    if (r->is_registered()) Remove(r.get());
+    return absl::Status(
+        status.code(), absl::StrCat("io_uring: cannot add a ring for ", slots,
+                                    " more connections: ", status.message()));
+  }
+  l->rings.push_back(index);
+  rings_.push_back(std::move(r));
+  return absl::OkStatus();
+}
+
+int UringStreamPoller::RunRing(Ring* r) {
+  absl::StatusOr<int> n = r->ring->Wait(0);
+  NBIO_CHECK_MSG(n.ok(), "io_uring stream ring: io_uring_enter failed");
+  AfterRun(r);
+  return *n;
+}
+
+void UringStreamPoller::AfterRun(Ring* r) {
+  const UringStreamRing::Counters& k = r->ring->counters();
+  Listener* l = r->listener;
+  const bool accepting = !l->stopped && !l->failed;
+  // The eventfd keeps the loop alive while the ring has connections or
+  // accepts for a listener.
+  const uint32_t want =
+      (k.slots_in_use > 0 || accepting) ? uint32_t{kReadable} : 0u;
+  if (r->is_registered() && r->interest() != want) {
+    Modify(r, want).IgnoreError();
+  }
+  // The newest ring of a listener nearly full: the next one joins.
+  if (accepting && !l->rings.empty() && l->rings.back() == r->index) {
+    const uint32_t slots = r->ring->slots();
+    const uint32_t join_at = std::max<uint32_t>(1, std::min(2048u, slots / 8));
+    if (slots - k.slots_in_use <= join_at) {
+      absl::Status status = Grow(l);
+      if (!status.ok()) {
+        l->failed = true;
+        l->upcalls->listen_failed(l->cookie, status);
+      }
+    }
+  }
+}
+
+absl::StatusOr<int> UringStreamPoller::Wait(int64_t timeout_nanos) {
+  int ran = 0;
+  bool pending = false;
+  // Work queued outside a ring's own Wait (a Write from a timer, another
+  // ring's up-call) is submitted here, before the loop blocks: the ring's
+  // eventfd says nothing about requests it has not seen.
+  for (int round = 0; round < 4; ++round) {
+    pending = false;
+    for (size_t i = 0; i < rings_.size(); ++i) {
+      Ring* r = rings_[i].get();
+      if (r->ring != nullptr && r->ring->HasPendingWork()) {
+        ran += RunRing(r);
+        pending = true;
+      }
+    }
+    if (!pending) break;
+  }
+  // Up-calls ran: they may have started timers the loop has not seen yet.
+  absl::StatusOr<int> n =
+      UringPoller::Wait(ran > 0 || pending ? 0 : timeout_nanos);
+  if (!n.ok()) return n;
+  return *n + ran;
+}
+
+void UringStreamPoller::StartReceive(Handle h) {
+  RingOf(h).ring->StartReceive(h & kSlotMask);
+}
+
+void UringStreamPoller::StopReceive(Handle h) {
+  RingOf(h).ring->StopReceive(h & kSlotMask);
+}
+
+void UringStreamPoller::Bind(Handle h, void* conn) {
+  RingOf(h).conns[h & kSlotMask] = conn;
+}
+
+void UringStreamPoller::Send(Handle h, const iovec* iov, int count) {
+  RingOf(h).ring->Send(h & kSlotMask, iov, count);
+}
+
+void UringStreamPoller::Shutdown(Handle h) {
+  RingOf(h).ring->Shutdown(h & kSlotMask);
+}
+
+void UringStreamPoller::Close(Handle h) {
+  RingOf(h).ring->Close(h & kSlotMask);
+}
+
+bool UringStreamPoller::ReceiveDrained(Handle h) {
+  return RingOf(h).ring->ReceiveDrained(h & kSlotMask);
+}
+
+void UringStreamPoller::RunPending() {
+  for (size_t i = 0; i < rings_.size(); ++i) RunRing(rings_[i].get());
+}
+
+void UringStreamPoller::SettleClosed() {
+  for (auto& r : rings_) {
+    if (r->ring->counters().slots_closing > 0) {
+      r->ring->SettleClosed();
+      AfterRun(r.get());
+    }
+  }
+}
+
+std::vector<UringStreamPoller::RingStats> UringStreamPoller::ring_stats()
+    const {
+  std::vector<RingStats> out;
+  for (const auto& r : rings_) {
+    out.push_back({r->ring->slots(), r->ring->counters(),
+                   r->ring->setup_mode()});
+  }
+  return out;
+}
+
+}  // namespace nbio

@@ -1,0 +1,106 @@
+// The "io_uring" backend: readiness over IORING_OP_POLL_ADD (UringPoller, so
+// FdWatcher, WaitReadable, signals and the loop's wake-up work as on every
+// backend) plus a StreamEngine (stream_engine.h) that accepts, receives and
+// sends on direct descriptors through UringStreamRings
+// (reactor/uring/stream_ring.h).
+//
+// A TcpServer on this backend hands its listening socket to the engine: the
+// kernel accepts straight into a ring's fixed-file table, so a connection
+// takes no process file descriptor and one loop holds more connections
+// than RLIMIT_NOFILE allows descriptors. A ring holds at most RLIMIT_NOFILE
+// (soft) connections, so the engine adds rings as a listener fills them:
+// the first has kFirstRingSlots slots, each next one twice as many, up to
+// the limit. Every ring has an eventfd, polled by the readiness ring, so
+// the loop still blocks in one io_uring_enter per iteration, for all rings
+// and its timers.
+//
+// A listener's first ring is made in Listen(), so that an error (the
+// locked-memory limit, ENOMEM) reaches the caller; the next ones as it
+// fills. Rings are COOP_TASKRUN, not bound to a thread (a loop may be set up
+// on one thread and run on another): DEFER_TASKRUN would run completion
+// work only when the loop enters that very ring, which no eventfd reports.
+// When a later ring cannot be created, the listener is told
+// (listen_failed) and accepts by itself: ordinary descriptors, readiness,
+// nothing refused.
+//
+// Receive buffers: each ring has its own provided buffer ring
+// (kBuffersPerRing of kBufferBytes); a connection holds a buffer only while
+// its data is being handed over.
+#ifndef NBIO_REACTOR_POLLER_URING_STREAM_POLLER_H_
+#define NBIO_REACTOR_POLLER_URING_STREAM_POLLER_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "reactor/poller/stream_engine.h"
+#include "reactor/poller/uring_poller.h"
+#include "reactor/uring/stream_ring.h"
+
+namespace nbio {
+
+class UringStreamPoller final : public UringPoller, public StreamEngine {
+ public:
+  // Sets up the readiness ring and checks that this kernel can run the
+  // stream engine (a small trial ring: multishot accept into a sparse
+  // table, a provided buffer ring). Errors say why in operator words.
+  static absl::StatusOr<std::unique_ptr<UringStreamPoller>> Create();
+  ~UringStreamPoller() override;
+
+  const char* name() const override { return "io_uring"; }
+  absl::StatusOr<int> Wait(int64_t timeout_nanos) override;
+  StreamEngine* streams() override { return this; }
+
+  // StreamEngine.
+  absl::Status Listen(int listen_fd, const Upcalls* upcalls,
+                      void* listener) override;
+  void StopListening(void* listener, bool deliver) override;
+  void StartReceive(Handle h) override;
+  void StopReceive(Handle h) override;
+  void Bind(Handle h, void* conn) override;
+  void Send(Handle h, const iovec* iov, int count) override;
+  int max_send_iovecs() const override {
+    return UringStreamRing::kMaxSendIovecs;
+  }
+  void Shutdown(Handle h) override;
+  void Close(Handle h) override;
+  bool ReceiveDrained(Handle h) override;
+  void RunPending() override;
+  void SettleClosed() override;
+
+  static constexpr uint32_t kFirstRingSlots = 4096;
+  static constexpr uint32_t kBuffersPerRing = 256;
+  static constexpr uint32_t kBufferBytes = 16 * 1024;
+
+  // For reports and tests.
+  struct RingStats {
+    uint32_t slots;
+    UringStreamRing::Counters counters;
+    const char* setup_mode;
+  };
+  std::vector<RingStats> ring_stats() const;
+
+ private:
+  struct Listener;
+  struct Ring;
+  static constexpr int kSlotBits = 20;  // RLIMIT_NOFILE is at most 2^20
+  static constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
+
+  UringStreamPoller() = default;
+  // Adds a ring to `l`, bigger than its last.
+  absl::Status Grow(Listener* l);
+  // Runs the ring's completions; afterwards its interest and growth.
+  int RunRing(Ring* ring);
+  void AfterRun(Ring* ring);
+  Ring& RingOf(Handle h) { return *rings_[h >> kSlotBits]; }
+
+  std::vector<std::unique_ptr<Ring>> rings_;  // index: handle >> kSlotBits
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  uint32_t max_slots_ = 0;  // RLIMIT_NOFILE soft, at most 2^20
+};
+
+}  // namespace nbio
+
+#endif  // NBIO_REACTOR_POLLER_URING_STREAM_POLLER_H_
