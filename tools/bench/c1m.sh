@@ -26,7 +26,8 @@ Usage: tools/bench/c1m.sh [flags]
   --connections=N     connections to hold (default 1000000)
   --server=CMD        the echo server, a command line to which
                       --listen=127.0.0.1:0 is added, or one of the names
-                        nbio-io_uring  bazel-bin/echo/echo_server --backend=io_uring --reactors=1 (default)
+                        nbio-io_uring  bazel-bin/echo/echo_server --backend=io_uring --reactors=1
+                                       --max_connections=0 (default)
                         nbio-epoll     bazel-bin/echo/echo_server --backend=epoll --reactors=1
                         raw_epoll      bazel-bin/tools/bench/raw_epoll_echo
                         raw_uring      bazel-bin/tools/bench/raw_uring_echo
@@ -98,7 +99,7 @@ bin="$(pwd)/bazel-bin"
 case "$server" in
   nbio-io_uring | nbio-epoll)
     server_name="$server"
-    server_cmd="$bin/echo/echo_server --backend=${server#nbio-} --reactors=1"
+    server_cmd="$bin/echo/echo_server --backend=${server#nbio-} --reactors=1 --max_connections=0"
     targets=(//echo:echo_server) ;;
   raw_epoll | raw_uring)
     server_name="$server"
