@@ -336,8 +336,9 @@ class CpuJob {
 class EventLoop {
  public:
   struct Options {
-    // "epoll", "poll", "select", "io_uring"; empty: the best available
-    // (poller_registry.h).
+    // "epoll", "poll", "select", "io_uring" (the kernel does the stream
+    // I/O: README.md, "Backends"), "io_uring_poll"; empty: the best
+    // available (poller_registry.h).
     std::string backend;
     // nullptr: DefaultClock(). A ManualClock makes timer tests sleep-free.
     Clock* clock = nullptr;

@@ -13,6 +13,9 @@
 //   RemoveFd()        forget an entry (and drop its events still pending in
 //                     a Wait in progress);
 //   Wait()            wait, then Dispatch() each ready entry.
+// A completion backend also overrides streams() and returns its
+// StreamEngine (stream_engine.h): the stream operations it performs itself
+// ("io_uring" does; readiness backends return nullptr).
 // The public Add / Modify / Remove here do what every backend would repeat:
 // the argument checks, the entry's fd and interest, the counts (size(),
 // active()) and the table of which entry has which fd. A backend never
@@ -114,7 +117,7 @@ class Poller {
  public:
   virtual ~Poller() = default;
 
-  // "select", "poll", "epoll", "io_uring".
+  // "select", "poll", "epoll", "io_uring", "io_uring_poll".
   virtual const char* name() const = 0;
 
   // Starts watching `fd` for `interest` (may be 0: registered but quiet).

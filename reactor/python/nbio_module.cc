@@ -1109,7 +1109,8 @@ An event loop: nbio's C++ EventLoop, one per thread.
 Loop(backend="", manual_clock=False, stop_on_error=False, cpu_budget=0.001)
 
 backend: a name from nbio.backends() ("epoll", "poll", "select", and
-    "io_uring" where the kernel has it); "" picks the best available.
+    "io_uring" or "io_uring_poll" where the kernel has it); "" picks the
+    best available.
 manual_clock: time moves only with advance(seconds) (for tests); run_once()
     then polls without blocking.
 stop_on_error: an exception in a callback stops run(), which raises it.

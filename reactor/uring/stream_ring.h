@@ -1,7 +1,7 @@
 // UringStreamRing: one io_uring ring doing stream I/O on direct descriptors.
 //
-// The completion engine meant to sit under TcpConnection once the library
-// moves past 20,000 connections per process. A connection accepted into a
+// The completion engine under TcpConnection on the io_uring backend
+// (reactor/poller/uring_stream_poller.h). A connection accepted into a
 // slot of the ring's sparse fixed-file table never takes a process file
 // descriptor, so RLIMIT_NOFILE does not bound how many connections one
 // thread holds (it bounds only each ring's table: see README.md).
