@@ -556,6 +556,56 @@ TEST_P(TcpTest, DrainAndCloseAllReachEveryConnectionAcrossSlabChunks) {
   EXPECT_EQ(handler_.closed.size(), size_t{kClients});
 }
 
+// The server destroyed from inside one connection's OnData while the others
+// have output queued and receives armed: every connection gets OnClosed
+// once, inside the destructor, and nothing runs after (on io_uring: the
+// ring's batch in progress still holds completions for those connections,
+// and their send buffers are let go before the memory is).
+TEST_P(TcpTest, ServerDestroyedFromInsideOnDataWithWorkInFlight) {
+  Start();
+  constexpr int kClients = 8;
+  std::vector<std::unique_ptr<TestClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<TestClient>(server_->address()));
+  }
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == kClients; }));
+  const std::string big = RandomBytes(1 << 20, 41);
+  int calls_after = 0;
+  bool destroyed = false;
+  handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+    if (destroyed) {
+      ++calls_after;
+      return;
+    }
+    if (bytes.substr(0, 4) == "kill") {
+      destroyed = true;
+      server_.reset();
+      return;
+    }
+    conn->Write(big);  // output the peers do not read
+  };
+  for (int i = 1; i < kClients; ++i) clients[i]->Send("fill");
+  ASSERT_TRUE(PumpUntil([&] {
+    return server_->context()->stats().queued_bytes > 0 ||
+           server_->context()->stats().bytes_written >= big.size();
+  }));
+  for (int i = 1; i < kClients; ++i) clients[i]->Send("more data");
+  clients[0]->Send("kill");
+  ASSERT_TRUE(PumpUntil([&] { return destroyed; }));
+  EXPECT_EQ(handler_.closed.size(), size_t{kClients});
+  for (const absl::Status& reason : handler_.closed) {
+    EXPECT_EQ(reason.code(), absl::StatusCode::kCancelled) << reason;
+  }
+  Pump(20);
+  EXPECT_EQ(calls_after, 0);
+  EXPECT_EQ(handler_.closed.size(), size_t{kClients});
+  // Every peer sees its connection end.
+  for (auto& c : clients) {
+    ASSERT_TRUE(PumpUntil([&] { return c->eof() || c->error() != 0; },
+                          [&] { c->Receive(); }));
+  }
+}
+
 // ForEachConnection's contract, edge by edge: every open connection once,
 // none that is closing (OnClosed pending); fn may close or write to the one
 // it is given; a connection opened during the walk may or may not be seen,

@@ -628,6 +628,24 @@ class TcpTest(unittest.TestCase):
         self.assertEqual(loop._resource_count, 0)
         loop.close()
 
+    def test_echo_on_every_backend(self):
+        # On io_uring the server's side of each connection is a direct
+        # descriptor: no fileno, no peer address, the same callbacks.
+        for backend in nbio.backends():
+            with self.subTest(backend=backend):
+                loop = nbio.Loop(backend=backend)
+                server = loop.listen_tcp("127.0.0.1:0", Echo())
+                results = []
+                payload = bytes(range(256)) * 400
+                loop.connect_tcp(("127.0.0.1", server.port),
+                                 Client(payload,
+                                        lambda d, r: results.append((d, r))))
+                loop.call_later(0.5, server.close)
+                loop.run()
+                self.assertEqual(results, [(payload, None)])
+                self.assertEqual(loop._resource_count, 0)
+                loop.close()
+
     def test_connect_refused_fails_the_future(self):
         loop = nbio.Loop()
         server = loop.listen_tcp("127.0.0.1:0", Echo())
