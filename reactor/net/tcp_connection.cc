@@ -576,12 +576,7 @@ void TcpContext::Destroy(TcpConnection* conn) {
 
 absl::Status TcpContext::Adopt(int fd) { return AdoptConnection(fd).status(); }
 
-TcpConnection* TcpContext::AdoptHandle(StreamEngine::Handle h) {
-  if (destroying_) return nullptr;
-  auto* conn = new (slots_.Allocate()) TcpConnection(this);
-  conn->flags_ |= TcpConnection::kDirect;
-  conn->set_stream_handle(h);
-  streams_->Bind(h, conn);
+void TcpContext::Open(TcpConnection* conn) {
   ++stats_.connections_opened;
   ++stats_.connections;
   conn->Touch();
@@ -592,6 +587,15 @@ TcpConnection* TcpContext::AdoptHandle(StreamEngine::Handle h) {
   }
   handler_->OnAccept(conn);
   if (draining_ && !conn->is_closing()) conn->BeginDrain();
+}
+
+TcpConnection* TcpContext::AdoptHandle(StreamEngine::Handle h) {
+  if (destroying_) return nullptr;
+  auto* conn = new (slots_.Allocate()) TcpConnection(this);
+  conn->flags_ |= TcpConnection::kDirect;
+  conn->set_stream_handle(h);
+  streams_->Bind(h, conn);
+  Open(conn);
   return conn;
 }
 
@@ -615,16 +619,7 @@ absl::StatusOr<TcpConnection*> TcpContext::AdoptConnection(int fd) {
     // Fails harmlessly on non-TCP stream sockets (tests use socketpairs).
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
-  ++stats_.connections_opened;
-  ++stats_.connections;
-  conn->Touch();
-  if (idle_timeout_nanos_ > 0) {
-    loop_->ScheduleNode(&conn->idle_timer_,
-                        loop_->NowNanos() + idle_timeout_nanos_,
-                        idle_timeout_nanos_ / 8);
-  }
-  handler_->OnAccept(conn);
-  if (draining_ && !conn->is_closing()) conn->BeginDrain();
+  Open(conn);
   return conn;
 }
 

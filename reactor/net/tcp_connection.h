@@ -395,6 +395,9 @@ class TcpContext {
   // A connection the stream engine accepted as `h` (TcpServer); nullptr
   // while the context is being destroyed.
   TcpConnection* AdoptHandle(StreamEngine::Handle h);
+  // Counts `conn` open, starts its idle timer, calls OnAccept (and joins
+  // a drain in progress).
+  void Open(TcpConnection* conn);
   // Moves `conn` to closing_ and makes sure FlushClosed() runs soon.
   void ScheduleClosed(TcpConnection* conn, const absl::Status& reason);
   // Delivers OnClosed to every closing connection and destroys it.

@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -322,6 +323,19 @@ void ListenOn(UringStreamRing& ring, Connected* out) {
   out->listener = Listener(&out->port);
   ASSERT_GE(out->listener, 0);
   ASSERT_TRUE(ring.Listen(out->listener).ok());
+}
+
+// The single-connection tests' start: listens, connects `client` and waits
+// for its accept. The accepted slot, or -1.
+int64_t AcceptOne(UringStreamRing& ring, const EchoHandler& handler,
+                  Connected* conns, std::optional<Client>* client) {
+  ListenOn(ring, conns);
+  client->emplace(conns->port);
+  std::vector<Client*> clients{&**client};
+  if (!Pump(ring, clients, [&] { return handler.accepted.size() == 1; })) {
+    return -1;
+  }
+  return handler.accepted[0];
 }
 
 // ListenOn, then connects `n` clients and runs the ring until it has
@@ -940,13 +954,12 @@ TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
   Connected conns;
-  ListenOn(*ring, &conns);
-
-  Client client(conns.port);
+  std::optional<Client> one;
+  const int64_t accepted = AcceptOne(*ring, handler, &conns, &one);
+  ASSERT_GE(accepted, 0);
+  const auto slot = static_cast<uint32_t>(accepted);
+  Client& client = *one;
   std::vector<Client*> clients{&client};
-  ASSERT_TRUE(
-      Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
-  const uint32_t slot = handler.accepted[0];
   client.out = "first";
   ASSERT_TRUE(
       Pump(*ring, clients, [&] { return handler.received(slot) == "first"; }));
@@ -988,12 +1001,12 @@ TEST(UringStreamRingTest, ReceiveLimitEndsTheReceiveAtTheLimit) {
   handler.receive_limit = 10000;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
   Connected conns;
-  ListenOn(*ring, &conns);
-  Client client(conns.port);
+  std::optional<Client> one;
+  const int64_t accepted = AcceptOne(*ring, handler, &conns, &one);
+  ASSERT_GE(accepted, 0);
+  const auto slot = static_cast<uint32_t>(accepted);
+  Client& client = *one;
   std::vector<Client*> clients{&client};
-  ASSERT_TRUE(
-      Pump(*ring, clients, [&] { return handler.accepted.size() == 1; }));
-  const uint32_t slot = handler.accepted[0];
   const std::string data = Pattern(3, 100 * 1000);
   client.out = data;
   ASSERT_TRUE(Pump(*ring, clients, [&] {
