@@ -325,18 +325,25 @@ void ListenOn(UringStreamRing& ring, Connected* out) {
   ASSERT_TRUE(ring.Listen(out->listener).ok());
 }
 
-// The single-connection tests' start: listens, connects `client` and waits
-// for its accept. The accepted slot, or -1.
-int64_t AcceptOne(UringStreamRing& ring, const EchoHandler& handler,
-                  Connected* conns, std::optional<Client>* client) {
-  ListenOn(ring, conns);
-  client->emplace(conns->port);
-  std::vector<Client*> clients{&**client};
-  if (!Pump(ring, clients, [&] { return handler.accepted.size() == 1; })) {
-    return -1;
+// The single-connection tests' start: listens, connects a client and waits
+// for its accept.
+struct OneClient {
+  // False if no accept came.
+  bool Start(UringStreamRing& ring, const EchoHandler& handler) {
+    ListenOn(ring, &conns);
+    client.emplace(conns.port);
+    clients = {&*client};
+    if (!Pump(ring, clients, [&] { return handler.accepted.size() == 1; })) {
+      return false;
+    }
+    slot = handler.accepted[0];
+    return true;
   }
-  return handler.accepted[0];
-}
+  Connected conns;
+  std::optional<Client> client;
+  std::vector<Client*> clients;
+  uint32_t slot = 0;
+};
 
 // ListenOn, then connects `n` clients and runs the ring until it has
 // accepted them all.
@@ -953,13 +960,11 @@ TEST(UringStreamRingTest, StopReceiveHoldsDataUntilStart) {
   EchoHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  Connected conns;
-  std::optional<Client> one;
-  const int64_t accepted = AcceptOne(*ring, handler, &conns, &one);
-  ASSERT_GE(accepted, 0);
-  const auto slot = static_cast<uint32_t>(accepted);
-  Client& client = *one;
-  std::vector<Client*> clients{&client};
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
+  const uint32_t slot = one.slot;
+  Client& client = *one.client;
+  std::vector<Client*>& clients = one.clients;
   client.out = "first";
   ASSERT_TRUE(
       Pump(*ring, clients, [&] { return handler.received(slot) == "first"; }));
@@ -1000,19 +1005,14 @@ TEST(UringStreamRingTest, ReceiveLimitEndsTheReceiveAtTheLimit) {
   handler.echo = false;
   handler.receive_limit = 10000;
   CREATE_OR_SKIP(ring, SmallOptions(), &handler);
-  Connected conns;
-  std::optional<Client> one;
-  const int64_t accepted = AcceptOne(*ring, handler, &conns, &one);
-  ASSERT_GE(accepted, 0);
-  const auto slot = static_cast<uint32_t>(accepted);
-  Client& client = *one;
-  std::vector<Client*> clients{&client};
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
   const std::string data = Pattern(3, 100 * 1000);
-  client.out = data;
-  ASSERT_TRUE(Pump(*ring, clients, [&] {
-    return handler.received(slot).size() >= data.size();
+  one.client->out = data;
+  ASSERT_TRUE(Pump(*ring, one.clients, [&] {
+    return handler.received(one.slot).size() >= data.size();
   }));
-  EXPECT_TRUE(handler.received(slot) == data);
+  EXPECT_TRUE(handler.received(one.slot) == data);
   EXPECT_EQ(handler.violations, 0);
   // 100,000 bytes in receives of at most 10,000: at least ten arms, each
   // asking the owner; none ended with bytes past its limit (the data would
