@@ -3,6 +3,7 @@
 // Single-threaded: the test owns non-blocking client sockets and pumps the
 // loop with RunOnce(kNoWait) between client steps, so every test is
 // deterministic and nothing sleeps (the idle test uses a ManualClock).
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -604,6 +605,40 @@ TEST_P(TcpTest, ServerDestroyedFromInsideOnDataWithWorkInFlight) {
     ASSERT_TRUE(PumpUntil([&] { return c->eof() || c->error() != 0; },
                           [&] { c->Receive(); }));
   }
+}
+
+int OpenFds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d) != nullptr) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// Servers opened and closed one after another on one long-lived loop leave
+// nothing behind: on io_uring each server's rings (an fd and an eventfd
+// each, queues and buffers) go once its connections have.
+TEST_P(TcpTest, ServersComeAndGoOnOneLoopWithoutLeaking) {
+  Start();
+  server_.reset();
+  Pump(5);
+  const int at_rest = OpenFds();
+  for (int round = 0; round < 20; ++round) {
+    absl::StatusOr<std::unique_ptr<TcpServer>> server =
+        TcpServer::Create(loop_.get(), &handler_, TcpServerOptions());
+    ASSERT_TRUE(server.ok()) << server.status();
+    TestClient client((*server)->address());
+    client.Send("round");
+    ASSERT_TRUE(PumpUntil([&] { return client.received() == "round"; },
+                          [&] { client.Receive(); }))
+        << "round " << round;
+    server->reset();
+    Pump(5);
+  }
+  Pump(5);
+  EXPECT_EQ(OpenFds(), at_rest);
+  EXPECT_EQ(loop_->Load().fds_waiting, 0);
 }
 
 // ForEachConnection's contract, edge by edge: every open connection once,

@@ -141,6 +141,7 @@ absl::StatusOr<std::unique_ptr<UringStreamPoller>> UringStreamPoller::Create() {
 
 UringStreamPoller::~UringStreamPoller() {
   for (auto& ring : rings_) {
+    if (ring == nullptr) continue;
     if (ring->is_registered()) Remove(ring.get());
     ring->ring.reset();  // cancels what is in flight, closes every slot
   }
@@ -148,9 +149,6 @@ UringStreamPoller::~UringStreamPoller() {
 
 absl::Status UringStreamPoller::Listen(int listen_fd, const Upcalls* upcalls,
                                        void* listener) {
-  if (rings_.size() >= (size_t{1} << (32 - kSlotBits))) {
-    return absl::ResourceExhaustedError("io_uring: too many rings");
-  }
   auto l = std::make_unique<Listener>();
   l->fd = listen_fd;
   l->upcalls = upcalls;
@@ -169,6 +167,7 @@ void UringStreamPoller::StopListening(void* listener, bool deliver) {
       AfterRun(rings_[i].get());
     }
     l->stopped = true;
+    stopped_listeners_ = true;  // its rings go once their slots are closed
   }
 }
 
@@ -209,7 +208,9 @@ absl::Status UringStreamPoller::Grow(Listener* l) {
   // not fire again. COOP_TASKRUN runs the work whenever the thread enters
   // the kernel, and the eventfd is signalled as completions are posted.
   options.allow_defer_taskrun = false;
-  const auto index = static_cast<uint32_t>(rings_.size());
+  const auto index = free_indices_.empty()
+                         ? static_cast<uint32_t>(rings_.size())
+                         : free_indices_.back();
   auto r = std::make_unique<Ring>(this, index, l);
   absl::StatusOr<std::unique_ptr<UringStreamRing>> ring =
       index < (1u << (32 - kSlotBits))
@@ -229,8 +230,39 @@ absl::Status UringStreamPoller::Grow(Listener* l) {
                                     " more connections: ", status.message()));
   }
   l->rings.push_back(index);
-  rings_.push_back(std::move(r));
+  if (index == rings_.size()) {
+    rings_.push_back(std::move(r));
+  } else {
+    free_indices_.pop_back();
+    rings_[index] = std::move(r);
+  }
   return absl::OkStatus();
+}
+
+void UringStreamPoller::RetireIdleRings() {
+  // Here, at the top of Wait(), and not where a listener stops: that may be
+  // inside the ring's own dispatch (a server destroyed from a handler).
+  bool retired = false;
+  for (size_t i = 0; i < rings_.size(); ++i) {
+    Ring* r = rings_[i].get();
+    if (r == nullptr || !r->listener->stopped ||
+        r->ring->counters().slots_in_use > 0 || r->ring->HasPendingWork()) {
+      continue;
+    }
+    Listener* l = r->listener;
+    l->rings.erase(std::find(l->rings.begin(), l->rings.end(), r->index));
+    if (r->is_registered()) Remove(r);
+    rings_[i].reset();
+    free_indices_.push_back(static_cast<uint32_t>(i));
+    retired = true;
+  }
+  if (!retired) return;
+  listeners_.erase(
+      std::remove_if(listeners_.begin(), listeners_.end(),
+                     [](const std::unique_ptr<Listener>& l) {
+                       return l->stopped && l->rings.empty();
+                     }),
+      listeners_.end());
 }
 
 int UringStreamPoller::RunRing(Ring* r) {
@@ -266,6 +298,11 @@ void UringStreamPoller::AfterRun(Ring* r) {
 }
 
 absl::StatusOr<int> UringStreamPoller::Wait(int64_t timeout_nanos) {
+  if (stopped_listeners_) {
+    stopped_listeners_ = false;
+    RetireIdleRings();
+    for (const auto& l : listeners_) stopped_listeners_ |= l->stopped;
+  }
   int ran = 0;
   bool pending = false;
   // Work queued outside a ring's own Wait (a Write from a timer, another
@@ -275,7 +312,7 @@ absl::StatusOr<int> UringStreamPoller::Wait(int64_t timeout_nanos) {
     pending = false;
     for (size_t i = 0; i < rings_.size(); ++i) {
       Ring* r = rings_[i].get();
-      if (r->ring != nullptr && r->ring->HasPendingWork()) {
+      if (r != nullptr && r->ring->HasPendingWork()) {
         ran += RunRing(r);
         pending = true;
       }
@@ -318,12 +355,14 @@ bool UringStreamPoller::ReceiveDrained(Handle h) {
 }
 
 void UringStreamPoller::RunPending() {
-  for (size_t i = 0; i < rings_.size(); ++i) RunRing(rings_[i].get());
+  for (size_t i = 0; i < rings_.size(); ++i) {
+    if (rings_[i] != nullptr) RunRing(rings_[i].get());
+  }
 }
 
 void UringStreamPoller::SettleClosed() {
   for (auto& r : rings_) {
-    if (r->ring->counters().slots_closing > 0) {
+    if (r != nullptr && r->ring->counters().slots_closing > 0) {
       r->ring->SettleClosed();
       AfterRun(r.get());
     }
@@ -334,6 +373,7 @@ std::vector<UringStreamPoller::RingStats> UringStreamPoller::ring_stats()
     const {
   std::vector<RingStats> out;
   for (const auto& r : rings_) {
+    if (r == nullptr) continue;
     out.push_back({r->ring->slots(), r->ring->counters(),
                    r->ring->setup_mode()});
   }

@@ -14,6 +14,9 @@
 // the loop still blocks in one io_uring_enter per iteration, for all rings
 // and its timers.
 //
+// When a listener stops (its server closed), its rings are closed once
+// their connections have gone.
+//
 // A listener's first ring is made in Listen(), so that an error (the
 // locked-memory limit, ENOMEM) reaches the caller; the next ones as it
 // fills. Rings are COOP_TASKRUN, not bound to a thread (a loop may be set up
@@ -95,8 +98,14 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   int RunRing(Ring* ring);
   void AfterRun(Ring* ring);
   Ring& RingOf(Handle h) { return *rings_[h >> kSlotBits]; }
+  // Closes the rings of stopped listeners that hold no connection any more
+  // (their fds, queues and buffers), and forgets those listeners.
+  void RetireIdleRings();
 
-  std::vector<std::unique_ptr<Ring>> rings_;  // index: handle >> kSlotBits
+  // Index: handle >> kSlotBits; nullptr once retired (the index is reused).
+  std::vector<std::unique_ptr<Ring>> rings_;
+  std::vector<uint32_t> free_indices_;
+  bool stopped_listeners_ = false;  // some may have rings to retire
   std::vector<std::unique_ptr<Listener>> listeners_;
   uint32_t max_slots_ = 0;  // RLIMIT_NOFILE soft, at most 2^20
 };
