@@ -339,15 +339,22 @@ void UringStreamRing::Send(uint32_t slot, const iovec* iov, int count) {
                  "Send after Close or with a send in flight");
   NBIO_CHECK(count > 0);
   if (count > kMaxSendIovecs) count = kMaxSendIovecs;
-  s.send_msg = AcquireMsg();
-  SendHeader& h = Msg(s.send_msg);
-  std::memset(&h.msg, 0, sizeof(h.msg));
-  std::memcpy(h.iov, iov, sizeof(iovec) * static_cast<size_t>(count));
-  h.msg.msg_iov = h.iov;
-  h.msg.msg_iovlen = static_cast<size_t>(count);
-  msghdr& msg = h.msg;
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_sendmsg(sqe, static_cast<int>(slot), &msg, MSG_NOSIGNAL);
+  if (count == 1) {
+    // One buffer: a plain SEND, with no header for the kernel to copy in
+    // and nothing to keep (the usual echo of a short message).
+    io_uring_prep_send(sqe, static_cast<int>(slot), iov[0].iov_base,
+                       iov[0].iov_len, MSG_NOSIGNAL);
+  } else {
+    s.send_msg = AcquireMsg();
+    s.flags |= kSendHeader;
+    SendHeader& h = Msg(s.send_msg);
+    std::memset(&h.msg, 0, sizeof(h.msg));
+    std::memcpy(h.iov, iov, sizeof(iovec) * static_cast<size_t>(count));
+    h.msg.msg_iov = h.iov;
+    h.msg.msg_iovlen = static_cast<size_t>(count);
+    io_uring_prep_sendmsg(sqe, static_cast<int>(slot), &h.msg, MSG_NOSIGNAL);
+  }
   sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64(sqe, Tag(kSend, slot, s.gen));
   s.flags |= kSendInFlight;
@@ -632,8 +639,10 @@ void UringStreamRing::Dispatch(const Completion& c) {
       OnRecvCqe(slot, c);
       break;
     case kSend:
-      s.flags &= ~kSendInFlight;
-      free_msgs_.push_back(s.send_msg);  // capacity reserved: no allocation
+      if ((s.flags & kSendHeader) != 0) {
+        free_msgs_.push_back(s.send_msg);  // capacity reserved: no allocation
+      }
+      s.flags &= ~(kSendInFlight | kSendHeader);
       --s.ops;
       if ((s.flags & kClosing) != 0) {
         MaybeSubmitClose(slot);

@@ -248,6 +248,7 @@ class UringStreamRing {
     kCloseSent = 1 << 10,    // close_direct queued
     kSockNonEmpty = 1 << 11,  // the last receive said more was queued
     kHasSpill = 1 << 12,      // received while stopped: bytes in spill_
+    kSendHeader = 1 << 13,    // the send in flight has a header in msgs_
   };
   static constexpr uint16_t kNoBuffer = 0xffff;
 
