@@ -126,6 +126,12 @@ class EchoFaultTest : public ::testing::TestWithParam<std::string> {
   int base_fds_ = 0;
 };
 
+// Faults only one kind of backend can meet: descriptor exhaustion (each
+// connection a descriptor) and more connections than descriptors (the
+// kernel accepting into io_uring rings).
+class EchoFaultReadinessTest : public EchoFaultTest {};
+class EchoFaultEngineTest : public EchoFaultTest {};
+
 enum class Client {
   kBlocking,  // 10 s send / receive timeouts
   kNonBlocking,
@@ -221,10 +227,8 @@ std::vector<size_t> PushUntilBlocked(const std::vector<int>& fds, size_t cap,
 // io_uring: with RLIMIT_NOFILE at 256, the server holds 2,000 connections,
 // each verified by a round trip (rings of 256 slots are added as they fill),
 // and comes back to rest when they close.
-TEST_P(EchoFaultTest, DirectConnectionsOutnumberTheDescriptorLimit) {
-  if (!DirectConnections()) {
-    GTEST_SKIP() << GetParam() << ": every connection is a descriptor here";
-  }
+TEST_P(EchoFaultEngineTest, DirectConnectionsOutnumberTheDescriptorLimit) {
+  ASSERT_TRUE(DirectConnections());
   constexpr int kNoFile = 256;
   constexpr int kConnections = 2000;
   Start({}, kNoFile);
@@ -250,15 +254,13 @@ TEST_P(EchoFaultTest, DirectConnectionsOutnumberTheDescriptorLimit) {
       << Stat("connections");
 }
 
-TEST_P(EchoFaultTest, DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
+TEST_P(EchoFaultReadinessTest,
+       DescriptorExhaustionRefusesCleanlyWithoutSpinning) {
   constexpr int kNoFile = 64;
   constexpr int kEstablished = 8;
   constexpr int kFlood = 500;
   constexpr absl::Duration kFloodWindow = absl::Seconds(1);
-  if (DirectConnections()) {
-    GTEST_SKIP() << "io_uring: accepted connections take no descriptor; "
-                    "DirectConnectionsOutnumberTheDescriptorLimit covers it";
-  }
+  ASSERT_FALSE(DirectConnections());
   Start({}, kNoFile);
 
   std::vector<int> established;
@@ -794,6 +796,12 @@ TEST_P(EchoFaultTest, SigtermUnderLoadEchoesEveryByteThenExits0) {
 INSTANTIATE_TEST_SUITE_P(AllBackends, EchoFaultTest,
                          ::testing::Values("epoll", "poll", "select",
                                            "io_uring"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(ReadinessBackends, EchoFaultReadinessTest,
+                         ::testing::Values("epoll", "poll", "select"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(StreamEngineBackends, EchoFaultEngineTest,
+                         ::testing::ValuesIn(StreamEngineBackends()),
                          [](const auto& info) { return info.param; });
 
 // The same with two reactor threads: the signal reaches the main loop, and

@@ -90,6 +90,12 @@ class TcpTest : public ::testing::TestWithParam<std::string> {
   std::vector<absl::Status> refusals_;
 };
 
+// What only a readiness backend does (each connection is a descriptor),
+// and what only a stream-engine backend does (the kernel accepts into its
+// rings' tables).
+class TcpReadinessTest : public TcpTest {};
+class TcpEngineTest : public TcpTest {};
+
 TEST_P(TcpTest, ManyConnectionsEchoRandomDataByteForByte) {
   Start();
   constexpr int kClients = 40;  // below FD_SETSIZE for select
@@ -798,11 +804,9 @@ TEST_P(TcpTest, BytesSentWhileTheLoopSleepsWakeItAndAreEchoed) {
 // descriptor: with RLIMIT_NOFILE far below the count, every one of them is
 // accepted and echoes. (stream_ring_test and //tests:uring_nofile_test do
 // this at 2,000 connections in a child process.)
-TEST_P(TcpTest, EngineConnectionsAreNotBoundByTheDescriptorLimit) {
+TEST_P(TcpEngineTest, EngineConnectionsAreNotBoundByTheDescriptorLimit) {
   Start();
-  if (loop_->streams() == nullptr) {
-    GTEST_SKIP() << GetParam() << " is a readiness backend";
-  }
+  ASSERT_NE(loop_->streams(), nullptr);
   constexpr int kClients = 200;
   std::vector<int> clients;
   for (int i = 0; i < kClients; ++i) {
@@ -842,17 +846,11 @@ TEST_P(TcpTest, EngineConnectionsAreNotBoundByTheDescriptorLimit) {
 // Descriptor exhaustion: pending connects are refused cleanly, existing
 // connections keep working, the loop does not spin, and accepting resumes
 // once descriptors are free.
-TEST_P(TcpTest, FdExhaustionRefusesBacksOffAndRecovers) {
+TEST_P(TcpReadinessTest, FdExhaustionRefusesBacksOffAndRecovers) {
   TcpServerOptions options;
   options.accept_backoff = absl::Milliseconds(20);
   Start(std::move(options));
-  if (loop_->streams() != nullptr) {
-    GTEST_SKIP() << GetParam()
-                 << ": the kernel accepts into the ring's table, not into "
-                    "process descriptors; "
-                    "EngineConnectionsAreNotBoundByTheDescriptorLimit covers "
-                    "it";
-  }
+  ASSERT_EQ(loop_->streams(), nullptr);
   TestClient existing(server_->address());
   ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
 
@@ -1012,6 +1010,12 @@ TEST(TcpServerTest, PortInUseNamesAddressAndError) {
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, TcpTest,
                          ::testing::ValuesIn(PollerNames()),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(ReadinessBackends, TcpReadinessTest,
+                         ::testing::ValuesIn(ReadinessBackends()),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(StreamEngineBackends, TcpEngineTest,
+                         ::testing::ValuesIn(StreamEngineBackends()),
                          [](const auto& info) { return info.param; });
 
 // A TcpContext counts as a live handle of its loop (TcpContext calls

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -302,6 +303,22 @@ TEST_P(PollerTest, FdAboveFdSetsize) {
     poller_->Remove(&rec);
   }
   close(high);
+}
+
+// The tests' split of the backends (loop_test_util.h) is the pollers' own.
+TEST(PollerRegistryTest, StreamEngineBackendsAreThoseWithAnEngine) {
+  const std::vector<std::string> engines = StreamEngineBackends();
+  for (const std::string& name : PollerNames()) {
+    const bool listed =
+        std::find(engines.begin(), engines.end(), name) != engines.end();
+    const std::vector<std::string> readiness = ReadinessBackends();
+    EXPECT_NE(listed, std::find(readiness.begin(), readiness.end(), name) !=
+                          readiness.end())
+        << name << " must be in exactly one list";
+    absl::StatusOr<std::unique_ptr<Poller>> p = CreatePoller(name);
+    if (!p.ok()) continue;  // io_uring refused here: no_io_uring_test
+    EXPECT_EQ((*p)->streams() != nullptr, listed) << name;
+  }
 }
 
 TEST(PollerRegistryTest, KnowsEveryBackendAndRejectsOthers) {

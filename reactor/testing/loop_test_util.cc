@@ -40,6 +40,16 @@ std::string BackendUnavailableReason(const std::string& name) {
   return poller.ok() ? "" : std::string(poller.status().message());
 }
 
+std::vector<std::string> StreamEngineBackends() { return {"io_uring"}; }
+
+std::vector<std::string> ReadinessBackends() {
+  std::vector<std::string> names;
+  for (const std::string& name : PollerNames()) {
+    if (name != "io_uring") names.push_back(name);
+  }
+  return names;
+}
+
 std::unique_ptr<EventLoop> CreateTestLoop(const EventLoop::Options& options) {
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create(options);
   EXPECT_TRUE(loop.ok()) << loop.status();

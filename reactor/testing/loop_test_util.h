@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "reactor/async/future.h"
@@ -63,6 +64,13 @@ struct DestroyFlag {
 // kernel.io_uring_disabled, a seccomp profile); any other backend that
 // fails to start is a test failure, never a skip.
 std::string BackendUnavailableReason(const std::string& name);
+
+// The backends that do stream I/O themselves (Poller::streams() is not
+// null: "io_uring"), and the others, for tests of what only one kind does
+// (a descriptor limit that binds one and not the other). poller_test
+// checks the split against the pollers themselves.
+std::vector<std::string> StreamEngineBackends();
+std::vector<std::string> ReadinessBackends();
 
 // In a SetUp() or test body: skips the test, visibly and with the reason,
 // when `name` cannot run here (see above).
