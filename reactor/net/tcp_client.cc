@@ -24,6 +24,7 @@ TcpContext::PendingConnect::PendingConnect(TcpContext* ctx, int socket_fd,
       watcher(ctx->loop_, socket_fd, [this](uint32_t) { OnWritable(); }) {}
 
 void TcpContext::PendingConnect::OnWritable() {
+  CallbackScope scope(context);  // OnAccept may run in here
   int err = 0;
   socklen_t len = sizeof(err);
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;

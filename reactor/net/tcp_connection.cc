@@ -110,6 +110,7 @@ void TcpConnection::UpdateInterest() {
 
 void TcpConnection::OnEvents(PollerEntry* entry, uint32_t events) {
   TcpConnection* self = static_cast<TcpConnection*>(entry);
+  TcpContext::CallbackScope scope(self->context());
   // Write first: draining the output may lift a backpressure pause.
   if (events & kWritable) self->HandleWrite();
   if ((events & kReadable) && !self->is_closing()) self->HandleRead();
@@ -370,6 +371,7 @@ void TcpConnection::OnIdleTimer(TimerNode* node) {
   TcpConnection* self =
       internal::ContainerOf(node, &TcpConnection::idle_timer_);
   TcpContext* ctx = self->context();
+  TcpContext::CallbackScope scope(ctx);
   const int64_t now = ctx->loop_->NowNanos();
   // Now rounded down, activity rounded up: the idle time is never
   // overestimated, so no connection is closed early. Negative when there
@@ -443,6 +445,7 @@ void TcpConnection::OnEngineData(void* c, const char* bytes, size_t len,
   auto* self = static_cast<TcpConnection*>(c);
   if (self->flags_ & kClosing) return;
   TcpContext* ctx = self->context();
+  TcpContext::CallbackScope scope(ctx);
   ctx->stats_.bytes_read += len;
   self->Touch();
   ctx->handler_->OnData(self, absl::string_view(bytes, len));
@@ -455,6 +458,7 @@ void TcpConnection::OnEngineData(void* c, const char* bytes, size_t len,
 void TcpConnection::OnEngineReceiveEnd(void* c, int error) {
   auto* self = static_cast<TcpConnection*>(c);
   if (self->flags_ & kClosing) return;
+  TcpContext::CallbackScope scope(self->context());
   if (error != 0) {
     self->FailErrno("recv", -error);
     return;
@@ -470,6 +474,7 @@ void TcpConnection::OnEngineSendDone(void* c, int result) {
   auto* self = static_cast<TcpConnection*>(c);
   self->flags_ &= ~kSendInFlight;
   if (self->flags_ & kClosing) return;
+  TcpContext::CallbackScope scope(self->context());
   if (result < 0) {
     self->FailErrno("sendmsg", -result);
     return;
@@ -527,6 +532,10 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
 }
 
 TcpContext::~TcpContext() {
+  NBIO_CHECK_MSG(in_callback_ == 0,
+                 "TcpContext (or its TcpServer) destroyed inside a callback "
+                 "about one of its connections: hand it to "
+                 "EventLoop::DeleteLater() instead");
   destroying_ = true;
   while (!pending_connects_.empty()) {
     pending_connects_.front().Finish(absl::CancelledError("shutting down"));

@@ -325,7 +325,9 @@ class TcpContext {
   // "shutting down" (each gets OnClosed, inside the destructor). Handlers
   // called then may still call Connect() and Adopt() on this context (a
   // reconnect from OnClosed): those fail with CANCELLED too, and nothing is
-  // opened.
+  // opened. Not from inside a callback about one of its connections (the
+  // connection is still in use there): a check fails; hand the context (or
+  // its TcpServer) to EventLoop::DeleteLater() instead.
   ~TcpContext();
 
   TcpContext(const TcpContext&) = delete;
@@ -455,6 +457,16 @@ class TcpContext {
   bool draining_ = false;
   // The loop's stream engine, or nullptr (readiness backend).
   StreamEngine* const streams_;
+  // Callbacks about this context's connections under way (the loop's
+  // dispatch into a connection, an accept): the destructor checks it.
+  int in_callback_ = 0;
+  struct CallbackScope {
+    explicit CallbackScope(TcpContext* c) : ctx(c) { ++ctx->in_callback_; }
+    ~CallbackScope() { --ctx->in_callback_; }
+    CallbackScope(const CallbackScope&) = delete;
+    CallbackScope& operator=(const CallbackScope&) = delete;
+    TcpContext* const ctx;
+  };
   // Engine connections whose OnClosed has run, waiting for the engine to
   // let go of them before they are destroyed.
   size_t awaiting_release_ = 0;

@@ -148,6 +148,7 @@ void* TcpServer::OnEngineAccept(void* s, StreamEngine::Handle h) {
                      self->options_.max_connections, ") reached")));
     return nullptr;
   }
+  TcpContext::CallbackScope scope(&self->context_);
   TcpConnection* conn = self->context_.AdoptHandle(h);
   if (conn != nullptr) ++self->stats_.accepted;
   return conn;
@@ -220,7 +221,11 @@ void TcpServer::Refuse(const absl::Status& reason) {
   if (options_.on_refused) options_.on_refused(reason);
 }
 
-void TcpServer::OnListenReady() { AcceptSome(options_.max_accepts_per_wakeup); }
+void TcpServer::OnListenReady() {
+  // OnAccept runs in there, with the server in use.
+  TcpContext::CallbackScope scope(&context_);
+  AcceptSome(options_.max_accepts_per_wakeup);
+}
 
 size_t TcpServer::AcceptSome(int max) {
   // Counts every accept() that took a connection off the queue, adopted or
