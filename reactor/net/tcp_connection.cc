@@ -147,13 +147,7 @@ void TcpConnection::HandleRead() {
       continue;
     }
     if (n == 0) {
-      flags_ |= kPeerClosed;
-      UpdateInterest();
-      ctx->handler_->OnPeerClosed(this);
-      // EOF: nothing more to read, so a drain is done reading (the default
-      // OnPeerClosed has already shut down; one that did not is overruled).
-      if (flags_ & kDraining) FinishDrainRead();
-      MaybeFinishShutdown();
+      HandleEof();
       return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -252,7 +246,6 @@ bool TcpConnection::Write(std::string&& bytes) {
 }
 
 void TcpConnection::HandleWrite() {
-  TcpContext* ctx = context();
   while (!output_.empty()) {
     iovec iov[kMaxIovecs];
     const int count = output_.FillIovec(iov, kMaxIovecs);
@@ -268,13 +261,29 @@ void TcpConnection::HandleWrite() {
       FailErrno("sendmsg", errno);
       return;
     }
-    output_.Consume(n);
-    ctx->stats_.bytes_written += n;
-    ctx->stats_.queued_bytes -= n;
-    if (n > 0) Touch();
+    ConsumeSent(static_cast<size_t>(n));
     if (static_cast<size_t>(n) < offered) break;  // the socket buffer is full
   }
   AfterQueueChange();
+}
+
+void TcpConnection::ConsumeSent(size_t n) {
+  TcpContext* ctx = context();
+  output_.Consume(n);
+  ctx->stats_.bytes_written += n;
+  ctx->stats_.queued_bytes -= n;
+  if (n > 0) Touch();
+}
+
+void TcpConnection::HandleEof() {
+  flags_ |= kPeerClosed;
+  flags_ &= ~kReceiving;  // an engine's receive has ended by itself
+  UpdateInterest();
+  context()->handler_->OnPeerClosed(this);
+  // EOF: nothing more to read, so a drain is done reading (the default
+  // OnPeerClosed has already shut down; one that did not is overruled).
+  if (flags_ & kDraining) FinishDrainRead();
+  MaybeFinishShutdown();
 }
 
 void TcpConnection::AfterQueueChange() {
@@ -463,11 +472,7 @@ void TcpConnection::OnEngineReceiveEnd(void* c, int error) {
     self->FailErrno("recv", -error);
     return;
   }
-  self->flags_ |= kPeerClosed;
-  self->flags_ &= ~kReceiving;  // the engine's receive has ended
-  self->context()->handler_->OnPeerClosed(self);
-  if (self->flags_ & kDraining) self->FinishDrainRead();
-  self->MaybeFinishShutdown();
+  self->HandleEof();
 }
 
 void TcpConnection::OnEngineSendDone(void* c, int result) {
@@ -479,11 +484,7 @@ void TcpConnection::OnEngineSendDone(void* c, int result) {
     self->FailErrno("sendmsg", -result);
     return;
   }
-  TcpContext* ctx = self->context();
-  self->output_.Consume(static_cast<size_t>(result));
-  ctx->stats_.bytes_written += result;
-  ctx->stats_.queued_bytes -= result;
-  if (result > 0) self->Touch();
+  self->ConsumeSent(static_cast<size_t>(result));
   if (!self->output_.empty()) self->StartSend();
   self->AfterQueueChange();
 }

@@ -291,6 +291,10 @@ class TcpConnection : private PollerEntry {
   void HandleWrite();
   bool WriteDirect(absl::string_view* bytes);
   void AfterQueueChange();
+  // `n` bytes of the output went out: drops them and counts them.
+  void ConsumeSent(size_t n);
+  // The peer's FIN (a read of 0, or an engine receive's end).
+  void HandleEof();
   void UpdateInterest();
   void MaybeFinishShutdown();
   // Closes with ErrnoStatus(call, err), counting peer resets.

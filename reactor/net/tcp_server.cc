@@ -140,14 +140,7 @@ absl::Status TcpServer::StartEngineAccept() {
 
 void* TcpServer::OnEngineAccept(void* s, StreamEngine::Handle h) {
   auto* self = static_cast<TcpServer*>(s);
-  if (self->options_.max_connections > 0 &&
-      self->context_.connection_count() >= self->options_.max_connections) {
-    ++self->stats_.refused_over_limit;
-    self->Refuse(absl::UnavailableError(
-        absl::StrCat("connection refused: max_connections (",
-                     self->options_.max_connections, ") reached")));
-    return nullptr;
-  }
+  if (self->RefuseOverLimit()) return nullptr;  // the engine closes it
   TcpContext::CallbackScope scope(&self->context_);
   TcpConnection* conn = self->context_.AdoptHandle(h);
   if (conn != nullptr) ++self->stats_.accepted;
@@ -221,6 +214,18 @@ void TcpServer::Refuse(const absl::Status& reason) {
   if (options_.on_refused) options_.on_refused(reason);
 }
 
+bool TcpServer::RefuseOverLimit() {
+  if (options_.max_connections == 0 ||
+      context_.connection_count() < options_.max_connections) {
+    return false;
+  }
+  ++stats_.refused_over_limit;
+  Refuse(absl::UnavailableError(
+      absl::StrCat("connection refused: max_connections (",
+                   options_.max_connections, ") reached")));
+  return true;
+}
+
 void TcpServer::OnListenReady() {
   // OnAccept runs in there, with the server in use.
   TcpContext::CallbackScope scope(&context_);
@@ -262,13 +267,8 @@ size_t TcpServer::AcceptSome(int max) {
       }
     }
     ++taken;
-    if (options_.max_connections > 0 &&
-        context_.connection_count() >= options_.max_connections) {
+    if (RefuseOverLimit()) {
       close(fd);
-      ++stats_.refused_over_limit;
-      Refuse(absl::UnavailableError(
-          absl::StrCat("connection refused: max_connections (",
-                       options_.max_connections, ") reached")));
       continue;
     }
     absl::Status status = context_.Adopt(fd);  // closes fd on failure

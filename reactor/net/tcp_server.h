@@ -144,6 +144,9 @@ class TcpServer {
   void OnFdExhaustion(int err);
   void ResumeAccepting();
   void Refuse(const absl::Status& reason);
+  // At max_connections: counts and reports the refusal (the caller closes
+  // the connection) and returns true.
+  bool RefuseOverLimit();
 
   TcpServerOptions options_;
   int listen_fd_;

@@ -43,6 +43,14 @@ struct UringStreamPoller::Listener {
   bool failed = false;  // told listen_failed: accepts by itself now
 };
 
+// The engine cannot accept for `l` any more: tells its owner once, which
+// then accepts by itself.
+void UringStreamPoller::ListenerFailed(Listener* l, const absl::Status& why) {
+  if (l->stopped || l->failed) return;
+  l->failed = true;
+  l->upcalls->listen_failed(l->cookie, why);
+}
+
 // One ring, its eventfd (a readiness entry of the poller) and the owner's
 // pointer for each of its slots.
 struct UringStreamPoller::Ring final : public PollerEntry,
@@ -51,8 +59,7 @@ struct UringStreamPoller::Ring final : public PollerEntry,
       : PollerEntry(&Ring::OnEventFd),
         owner(owner),
         index(index),
-        listener(listener),
-        upcalls(listener->upcalls) {}
+        listener(listener) {}
 
   static void OnEventFd(PollerEntry* entry, uint32_t) {
     Ring* self = static_cast<Ring*>(entry);
@@ -69,7 +76,7 @@ struct UringStreamPoller::Ring final : public PollerEntry,
   void OnAccept(uint32_t slot) override {
     void* conn = listener->stopped
                      ? nullptr
-                     : upcalls->accept(listener->cookie, HandleOf(slot));
+                     : listener->upcalls->accept(listener->cookie, HandleOf(slot));
     if (conn == nullptr) {
       conns[slot] = nullptr;
       ring->Close(slot);
@@ -80,38 +87,33 @@ struct UringStreamPoller::Ring final : public PollerEntry,
   void OnAcceptError(int error) override {
     if (error == -EBADF || error == -ENOTSOCK || error == -EINVAL ||
         error == -EOPNOTSUPP) {
-      if (!listener->stopped && !listener->failed) {
-        listener->failed = true;
-        upcalls->listen_failed(listener->cookie,
-                               ErrnoStatus("io_uring accept", -error));
-      }
+      ListenerFailed(listener, ErrnoStatus("io_uring accept", -error));
     }
   }
   void OnData(uint32_t slot, const char* data, size_t len) override {
-    upcalls->data(conns[slot], data, len, ring->data_socket_empty());
+    listener->upcalls->data(conns[slot], data, len, ring->data_socket_empty());
   }
   void OnReceiveEnd(uint32_t slot, int error) override {
-    upcalls->receive_end(conns[slot], error);
+    listener->upcalls->receive_end(conns[slot], error);
   }
   void OnSendDone(uint32_t slot, int result) override {
-    upcalls->send_done(conns[slot], result);
+    listener->upcalls->send_done(conns[slot], result);
   }
   void OnShutdownDone(uint32_t slot, int result) override {
-    upcalls->shutdown_done(conns[slot], result);
+    listener->upcalls->shutdown_done(conns[slot], result);
   }
   uint32_t ReceiveLimit(uint32_t slot) override {
-    return conns[slot] != nullptr ? upcalls->receive_limit(conns[slot]) : 0;
+    return conns[slot] != nullptr ? listener->upcalls->receive_limit(conns[slot]) : 0;
   }
   void OnClosed(uint32_t slot) override {
     void* conn = conns[slot];
     conns[slot] = nullptr;
-    if (conn != nullptr) upcalls->released(conn);
+    if (conn != nullptr) listener->upcalls->released(conn);
   }
 
   UringStreamPoller* const owner;
   const uint32_t index;
-  Listener* const listener;
-  const Upcalls* const upcalls;
+  Listener* const listener;  // outlives its rings (RetireIdleRings)
   std::unique_ptr<UringStreamRing> ring;
   std::vector<void*> conns;  // by slot
 };
@@ -172,12 +174,10 @@ void UringStreamPoller::StopListening(void* listener, bool deliver) {
 }
 
 absl::Status UringStreamPoller::Grow(Listener* l) {
-  uint32_t slots = kFirstRingSlots;
-  if (!l->rings.empty()) {
-    slots = std::min<uint64_t>(
-        uint64_t{rings_[l->rings.back()]->ring->slots()} * 2, max_slots_);
-  }
-  slots = std::min(slots, max_slots_);
+  const uint32_t wanted = l->rings.empty()
+                             ? kFirstRingSlots
+                             : rings_[l->rings.back()]->ring->slots() * 2;
+  const uint32_t slots = std::min(wanted, max_slots_);
   UringStreamRing::Options options;
   options.slots = slots;
   const bool full = l->rings.size() < kFullRings;
@@ -289,10 +289,7 @@ void UringStreamPoller::AfterRun(Ring* r) {
     const uint32_t join_at = std::max<uint32_t>(1, std::min(2048u, slots / 8));
     if (slots - k.slots_in_use <= join_at) {
       absl::Status status = Grow(l);
-      if (!status.ok()) {
-        l->failed = true;
-        l->upcalls->listen_failed(l->cookie, status);
-      }
+      if (!status.ok()) ListenerFailed(l, status);
     }
   }
 }

@@ -92,6 +92,9 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   static constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
 
   UringStreamPoller() = default;
+  // The engine cannot accept for `l` any more: tells its owner once (it
+  // then accepts by itself).
+  static void ListenerFailed(Listener* l, const absl::Status& why);
   // Adds a ring to `l`, bigger than its last.
   absl::Status Grow(Listener* l);
   // Runs the ring's completions; afterwards its interest and growth.

@@ -269,6 +269,15 @@ void UringStreamRing::ArmAccept() {
   ++counters_.accept_arms;
 }
 
+void UringStreamRing::CancelAccept() {
+  if (accept_cancelled_) return;
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_cancel64(sqe, Tag(kAccept, 0, 0), 0);
+  io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  accept_cancelled_ = true;
+}
+
 void UringStreamRing::ArmReceive(uint32_t slot) {
   Slot& s = slots_[slot];
   const uint32_t limit = receive_limits_ ? handler_->ReceiveLimit(slot) : 0;
@@ -694,11 +703,7 @@ void UringStreamRing::OnAcceptCqe(const Completion& c) {
       // Nearly full: the multishot accept would take the whole backlog and
       // the kernel drop what finds no slot. Single-shot accepts from here
       // (armed again when this one's last completion arrives).
-      io_uring_sqe* sqe = GetSqe();
-      io_uring_prep_cancel64(sqe, Tag(kAccept, 0, 0), 0);
-      io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
-      sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-      accept_cancelled_ = true;
+      CancelAccept();
     }
     handler_->OnAccept(slot);
   } else if (c.res == -ECANCELED) {
@@ -840,24 +845,13 @@ void UringStreamRing::StopAccepting(bool deliver) {
   listen_fd_ = -1;  // ArmAccept arms nothing from now on
   accept_pending_ = false;
   if (!accept_armed_) return;
-  if (!accept_cancelled_) {
-    io_uring_sqe* sqe = GetSqe();
-    io_uring_prep_cancel64(sqe, Tag(kAccept, 0, 0), 0);
-    io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0, 0));
-    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-    accept_cancelled_ = true;
-  }
+  CancelAccept();
   discard_accepts_ = !deliver;
+  // Accept completions an earlier Wait reaped and has not dispatched yet
+  // come before the last one, so they are run here too.
   RunSelected(
       [](const Completion& c) { return (c.user_data >> 56) == kAccept; },
       [this] { return !accept_armed_; }, "io_uring accept cancel stuck");
-  // Accept completions reaped by an earlier Wait and not yet dispatched.
-  for (size_t i = batch_pos_; i < batch_.size(); ++i) {
-    if ((batch_[i].user_data >> 56) != kAccept) continue;
-    const Completion c = batch_[i];
-    batch_[i].user_data = Tag(kIgnore, 0, 0);
-    OnAcceptCqe(c);
-  }
   discard_accepts_ = false;
   accept_pending_ = false;
 }

@@ -274,6 +274,8 @@ class UringStreamRing {
 
   io_uring_sqe* GetSqe();
   void ArmAccept();
+  // Queues the cancel of the armed accept (once).
+  void CancelAccept();
   void ArmReceive(uint32_t slot);
   void CancelReceive(uint32_t slot);
   void MaybeSubmitClose(uint32_t slot);
