@@ -948,6 +948,10 @@ TEST_P(TcpTest, StopAcceptingKeepQueuedServesWhatWasQueued) {
   EXPECT_EQ(server_->StopAcceptingKeepQueued(), 3u);
   EXPECT_EQ(handler_.accepted, 3);
   EXPECT_FALSE(server_->is_accepting());
+  // A second call, and the plain stop after it, change nothing.
+  EXPECT_EQ(server_->StopAcceptingKeepQueued(), 0u);
+  server_->StopAccepting();
+  EXPECT_EQ(handler_.accepted, 3);
   for (int i = 0; i < 3; ++i) {
     TestClient* c = clients[i].get();
     const std::string want = absl::StrCat("queued ", i);
