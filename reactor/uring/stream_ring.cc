@@ -113,6 +113,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
     if (ret != -EINVAL) {
       setup_mode_ = a.name;
       single_issuer_ = (a.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
+      defer_taskrun_ = (a.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
       break;
     }
   }
@@ -550,7 +551,15 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
   if (accept_pending_) ArmAccept();
   int ret;
-  if (timeout_nanos == 0) {
+  if (timeout_nanos == 0 && !defer_taskrun_) {
+    // Not DEFER_TASKRUN: completion work runs on any entry to the kernel,
+    // and TASKRUN_FLAG says when some is waiting. io_uring_submit enters
+    // only when there are requests to submit, that flag, or an overflow to
+    // flush; a wait with a zero timeout (below) arms a timer in the kernel
+    // at every call, measured at a fifth of the server's CPU with 16 KiB
+    // echoes on 10 connections.
+    ret = io_uring_submit(&ring_);
+  } else if (timeout_nanos == 0) {
     // Submits and, with DEFER_TASKRUN, runs the deferred completion work
     // (a plain submit would not). All of it: asked for no completion, the
     // kernel runs at most 20 items of deferred work per enter (6.x,

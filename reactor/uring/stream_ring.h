@@ -300,6 +300,7 @@ class UringStreamRing {
   Handler* const handler_;
   const std::thread::id owner_ = std::this_thread::get_id();  // Create()'s
   bool single_issuer_ = false;  // the kernel binds the ring to owner_
+  bool defer_taskrun_ = false;  // completion work runs only in Wait()
   io_uring ring_{};
   bool ring_ready_ = false;
   const char* setup_mode_ = "";
