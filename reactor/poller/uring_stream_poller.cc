@@ -63,9 +63,10 @@ struct UringStreamPoller::Ring final : public PollerEntry,
 
   static void OnEventFd(PollerEntry* entry, uint32_t) {
     Ring* self = static_cast<Ring*>(entry);
+    // One read takes the whole count; a second would only say EAGAIN (a
+    // signal that comes after this read fires the poll again).
     uint64_t count;
-    while (read(self->ring->event_fd(), &count, sizeof(count)) > 0) {
-    }
+    (void)!read(self->ring->event_fd(), &count, sizeof(count));
     self->owner->RunRing(self);
   }
 
