@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -314,10 +315,15 @@ TEST_P(EchoDrainTest, PeersThatNeverCloseAreCutAtTheDeadlineAndCounted) {
   // Two idle peers, one that sends without ever reading (its echo fills the
   // server's queue, then its input waits in the server's kernel buffer), and
   // one that closes properly during the drain.
-  std::vector<int> idle = {server_->Connect(), server_->Connect()};
+  std::vector<int> idle;
+  for (int i = 0; i < 2; ++i) {
+    idle.push_back(server_->Connect());
+    ASSERT_GE(idle.back(), 0) << "connect: " << std::strerror(errno);
+  }
   const int closer = server_->Connect();
+  ASSERT_GE(closer, 0) << "connect: " << std::strerror(errno);
   const int pusher = ConnectNonBlocking(server_->address());
-  for (int fd : {idle[0], idle[1], closer, pusher}) ASSERT_GE(fd, 0);
+  ASSERT_GE(pusher, 0) << "connect: " << std::strerror(errno);
   const int small = 4096;
   setsockopt(pusher, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
   const std::string chunk = RandomBytes(64 * 1024, 7);

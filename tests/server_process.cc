@@ -125,7 +125,9 @@ int ServerProcess::Connect() const {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   if (connect(fd, address_.sockaddr_ptr(), address_.sockaddr_len()) != 0) {
+    const int err = errno;
     close(fd);
+    errno = err;  // for the caller's message
     return -1;
   }
   return fd;

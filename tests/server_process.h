@@ -46,7 +46,7 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
 
   // A blocking TCP connection to the server with 10 s send/receive
-  // timeouts, or -1.
+  // timeouts, or -1 with errno set by the failed call.
   int Connect() const;
 
   void Signal(int signo) const;
