@@ -152,6 +152,12 @@ class MessageQueue {
   // extra iovec, and freeing the string's buffer later.
   static constexpr std::size_t kMinAdoptSize = 1024;
 
+  // The BlockPool block size whose blocks each hold `payload` bytes after
+  // the queue's per-block header.
+  static constexpr std::size_t BlockSizeFor(std::size_t payload) {
+    return payload + sizeof(Block);
+  }
+
   // `pool` must outlive the queue.
   explicit MessageQueue(BlockPool* pool) noexcept : pool_(pool) {}
 

@@ -21,6 +21,13 @@ namespace nbio {
 namespace {
 
 constexpr int64_t kNanosPerMilli = 1000 * 1000;
+
+// TcpOptions::output_block_size, 0 resolved for the loop's backend.
+size_t OutputBlockSize(const TcpOptions& options, StreamEngine* streams) {
+  if (options.output_block_size != 0) return options.output_block_size;
+  if (streams == nullptr) return BlockPool::kDefaultBlockSize;
+  return MessageQueue::BlockSizeFor(streams->receive_chunk_bytes());
+}
 // Idle stamps are 32-bit milliseconds that wrap every 49 days; differences
 // are exact while the timeout stays under half of that.
 constexpr int64_t kMaxIdleNanos =
@@ -523,7 +530,7 @@ TcpContext::TcpContext(EventLoop* loop, ConnectionHandler* handler,
       idle_timeout_nanos_(std::min(
           absl::ToInt64Nanoseconds(options_.idle_timeout), kMaxIdleNanos)),
       read_buffer_(new char[options_.read_buffer_size]),
-      pool_(options_.output_block_size),
+      pool_(OutputBlockSize(options_, loop->streams())),
       flush_closed_(loop, [this] { FlushClosed(); }),
       drain_step_(loop, [this] { DrainStep(); }),
       streams_(loop->streams()) {

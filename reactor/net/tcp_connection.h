@@ -121,8 +121,12 @@ struct TcpOptions {
   size_t read_buffer_size = 64 * 1024;
   // Reads per readiness event before other connections get a turn.
   int max_reads_per_event = 4;
-  // Output queue block size (BlockPool).
-  size_t output_block_size = 4096;
+  // Output queue block size (BlockPool). 0: 4 KiB on a readiness backend
+  // (a write is queued only when the kernel's buffer is full); on a
+  // completion backend (io_uring), where every write is queued, a block
+  // holds one receive buffer's worth (16 KiB), so that an echoed chunk is
+  // one block and one iovec.
+  size_t output_block_size = 0;
   // TCP_NODELAY on every connection.
   bool no_delay = true;
 };

@@ -94,6 +94,11 @@ class StreamEngine {
   // send_done or released). One send in flight per handle.
   virtual void Send(Handle h, const iovec* iov, int count) = 0;
   virtual int max_send_iovecs() const = 0;
+  // The most bytes one `data` up-call carries (the engine's receive
+  // buffer): an owner that queues every write sizes its output blocks so
+  // that one received chunk fits one block (one iovec to send, one block
+  // to consume).
+  virtual size_t receive_chunk_bytes() const = 0;
   // shutdown(SHUT_WR).
   virtual void Shutdown(Handle h) = 0;
   // Cancels what is in flight and closes. `released` follows.

@@ -67,6 +67,7 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   int max_send_iovecs() const override {
     return UringStreamRing::kMaxSendIovecs;
   }
+  size_t receive_chunk_bytes() const override { return kBufferBytes; }
   void Shutdown(Handle h) override;
   void Close(Handle h) override;
   bool ReceiveDrained(Handle h) override;
