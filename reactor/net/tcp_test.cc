@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <functional>
 #include <memory>
 #include <random>
@@ -24,10 +25,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "queue/message_queue.h"
 #include "reactor/event_loop.h"
 #include "reactor/net/tcp_connection.h"
 #include "reactor/net/tcp_server.h"
 #include "reactor/poller/poller_registry.h"
+#include "reactor/poller/stream_engine.h"
 #include "reactor/testing/loop_test_util.h"
 #include "reactor/testing/tcp_test_util.h"
 #include "timers/clock.h"
@@ -283,6 +286,43 @@ TEST_P(TcpTest, QueuedWriteReportsDrainedAndLargeBufferIsAdopted) {
   // completion.)
   ASSERT_TRUE(PumpUntil([&] { return handler_.drained >= 1; }));
   EXPECT_EQ(handler_.drained, 1);
+}
+
+// TcpOptions::output_block_size 0 (the default) is resolved per backend: 4
+// KiB where a write goes straight to the socket, a receive chunk's worth on
+// an engine, where every write is queued; so an echoed 16 KiB chunk is one
+// block there. A size the user gives is kept on every backend.
+TEST_P(TcpTest, OutputBlockSizeFollowsTheBackendUnlessGiven) {
+  Start();
+  StreamEngine* streams = loop_->streams();
+  const size_t block = server_->context()->pool().block_size();
+  if (streams == nullptr) {
+    EXPECT_EQ(block, BlockPool::kDefaultBlockSize);
+  } else {
+    EXPECT_EQ(block,
+              MessageQueue::BlockSizeFor(streams->receive_chunk_bytes()));
+    // What one receive delivers fits one block.
+    const std::string chunk(streams->receive_chunk_bytes(), 'x');
+    size_t most_blocks = 0;
+    handler_.echo = false;
+    handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+      const size_t before = server_->context()->pool().blocks_in_use();
+      EXPECT_TRUE(conn->Write(bytes));
+      most_blocks = std::max(
+          most_blocks, server_->context()->pool().blocks_in_use() - before);
+    };
+    TestClient client(server_->address());
+    client.Send(chunk);
+    ASSERT_TRUE(
+        PumpUntil([&] { return client.received().size() == chunk.size(); },
+                  [&] { client.Receive(); }));
+    EXPECT_EQ(most_blocks, 1u);
+  }
+  server_.reset();
+  TcpServerOptions given;
+  given.tcp.output_block_size = 1024;
+  Start(std::move(given));
+  EXPECT_EQ(server_->context()->pool().block_size(), 1024u);
 }
 
 // Write(std::string&&) on an empty queue when the kernel takes only a
