@@ -75,9 +75,15 @@ inline void MessageQueue::Link(Block* block) {
 }
 
 inline void MessageQueue::Release(Block* block) noexcept {
-  if (block->adopted) {
+  if (block->kind == kAdopted) {
     using std::string;
     std::launder(reinterpret_cast<std::string*>(block->payload()))->~string();
+  } else if (block->kind == kLent) {
+    const Lent lent = *std::launder(reinterpret_cast<Lent*>(block->payload()));
+    block->~Block();
+    pool_->Deallocate(block);
+    lent.release(lent.lender, lent.token);
+    return;
   }
   block->~Block();
   pool_->Deallocate(block);
@@ -98,7 +104,7 @@ void MessageQueue::AppendSlow(absl::string_view bytes) {
   }
   const std::size_t capacity = BlockCapacity();
   while (left > 0) {
-    Block* block = NewBlock(/*adopted=*/false);
+    Block* block = NewBlock(kCopied);
     const std::size_t n = std::min(left, capacity);
     std::memcpy(block->end, src, n);
     block->end += n;
@@ -119,13 +125,33 @@ void MessageQueue::Append(std::string&& owned) {
     Append(absl::string_view(owned));
     return;
   }
-  Block* block = NewBlock(/*adopted=*/true);
+  Block* block = NewBlock(kAdopted);
   // Moving a heap-backed std::string hands over its buffer pointer: the
   // bytes stay where the caller wrote them.
   std::string* s = new (block->payload()) std::string(std::move(owned));
   block->read = s->data();
   block->end = s->data() + s->size();
   size_ += s->size();
+  Link(block);
+}
+
+void MessageQueue::AppendLent(absl::string_view bytes, ReleaseFn release,
+                              void* lender, uint64_t token) {
+  static_assert(sizeof(Block) + sizeof(Lent) <= BlockPool::kMinBlockSize,
+                "kMinBlockSize cannot hold a header and a lent block's hook");
+  static_assert(alignof(Lent) <= alignof(Block) &&
+                    sizeof(Block) % alignof(Lent) == 0,
+                "a lent block's hook would be misaligned after the header");
+  if (bytes.empty()) {
+    release(lender, token);
+    return;
+  }
+  Block* block = NewBlock(kLent);
+  new (block->payload()) Lent{release, lender, token};
+  // The queue never writes through these: TailRoom() is 0 for a lent block.
+  block->read = const_cast<char*>(bytes.data());
+  block->end = block->read + bytes.size();
+  size_ += bytes.size();
   Link(block);
 }
 

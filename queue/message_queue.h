@@ -127,15 +127,17 @@ class BlockPool {
 //
 // Layout: a singly linked chain of blocks from a BlockPool. Each block starts
 // with a small header (next block, first unsent byte, end of data) and holds
-// either copied bytes right after the header, or an adopted std::string
-// (Append(std::string&&)) whose own buffer the header points into. Small
+// either copied bytes right after the header, an adopted std::string
+// (Append(std::string&&)) whose own buffer the header points into, or the
+// release hook of memory the queue was lent (AppendLent). Small
 // appends fill the tail block's free space before a new block is taken, so
 // many small messages share a block and go out in one iovec. Every block on
 // the chain holds at least one unsent byte: an empty queue owns no block.
 //
 // Ownership: the queue owns its blocks (returned to the pool as they empty,
 // or on Clear() and destruction) and the strings it adopted. It does not own
-// the pool, which must outlive it. Movable, not copyable.
+// the pool, which must outlive it, nor lent memory, which it hands back
+// through the lender's hook. Movable, not copyable.
 //
 // Thread safety: none; a queue belongs to its connection's loop thread (the
 // pool's).
@@ -184,7 +186,7 @@ class MessageQueue {
       return;
     }
     if (tail_ == nullptr && bytes.size() <= BlockCapacity()) {
-      Block* block = NewBlock(/*adopted=*/false);
+      Block* block = NewBlock(kCopied);
       std::memcpy(block->end, bytes.data(), bytes.size());
       block->end += bytes.size();
       head_ = tail_ = block;
@@ -201,6 +203,16 @@ class MessageQueue {
   // buffer); shorter ones are copied as by Append(string_view). Either way
   // `owned` is left valid but unspecified.
   void Append(std::string&& owned);
+
+  // Queues `bytes` without copying them: the queue points into the caller's
+  // memory, which must stay valid and unchanged until the queue calls
+  // `release(lender, token)`, exactly once, when the last of these bytes is
+  // consumed, or at Clear() or destruction. Nothing is appended to that
+  // memory. `release` must not touch this queue. Empty `bytes`: released
+  // at once.
+  using ReleaseFn = void (*)(void* lender, uint64_t token);
+  void AppendLent(absl::string_view bytes, ReleaseFn release, void* lender,
+                  uint64_t token);
 
   // Points `iov[0..n)` at the first n unsent byte ranges, in order, where
   // n = min(max_iov, IOV_MAX, ranges queued), and returns n (0 when empty or
@@ -229,7 +241,7 @@ class MessageQueue {
         size_ -= n;
         return;
       }
-      if (n == size_ && head_ == tail_ && !head_->adopted) {
+      if (n == size_ && head_ == tail_ && head_->kind == kCopied) {
         Block* block = head_;
         head_ = tail_ = nullptr;
         size_ = 0;
@@ -252,22 +264,31 @@ class MessageQueue {
  private:
   // The header at the start of every block. Copied bytes follow it up to the
   // end of the pool block; an adopted block holds a std::string there
-  // instead, and [read, end) lies in that string's buffer. Pointers rather
+  // instead, and [read, end) lies in that string's buffer; a lent block
+  // holds a Lent and [read, end) lies in the lender's memory. Pointers rather
   // than offsets so FillIovec copies two fields per block; 32 bytes of a
   // 4 KiB block.
+  enum Kind : uint8_t { kCopied, kAdopted, kLent };
+  // A lent block's payload.
+  struct Lent {
+    ReleaseFn release;
+    void* lender;
+    uint64_t token;
+  };
+
   struct Block {
     Block* next;
     char* read;  // first unsent byte
     char* end;   // one past the last queued byte
-    bool adopted;
+    uint8_t kind;  // Kind
 
     char* payload() { return reinterpret_cast<char*>(this + 1); }
   };
 
   // Free bytes after the tail block's data; 0 without a tail, or when the
-  // tail is an adopted string (appending there would copy into it).
+  // tail is an adopted string or lent memory (not the queue's to write).
   std::size_t TailRoom() const {
-    if (tail_ == nullptr || tail_->adopted) return 0;
+    if (tail_ == nullptr || tail_->kind != kCopied) return 0;
     return static_cast<std::size_t>(reinterpret_cast<char*>(tail_) +
                                     pool_->block_size() - tail_->end);
   }
@@ -278,11 +299,11 @@ class MessageQueue {
   }
 
   // A new block from the pool, header initialised, not yet linked.
-  Block* NewBlock(bool adopted) {
+  Block* NewBlock(Kind kind) {
     Block* block = new (pool_->Allocate()) Block;
     block->next = nullptr;
     block->read = block->end = block->payload();
-    block->adopted = adopted;
+    block->kind = kind;
     return block;
   }
 

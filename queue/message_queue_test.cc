@@ -273,6 +273,73 @@ TEST(MessageQueueTest, OwnedBuffersMixWithCopiedBytes) {
   EXPECT_EQ(pool.blocks_in_use(), 0u);  // and ASan checks the strings died
 }
 
+// Records the releases of lent memory: token per call, in order.
+struct Lender {
+  std::vector<uint64_t> returned;
+  static void Return(void* lender, uint64_t token) {
+    static_cast<Lender*>(lender)->returned.push_back(token);
+  }
+};
+
+TEST(MessageQueueTest, LentBytesAreSentInPlaceAndReturnedOnceWhenConsumed) {
+  BlockPool pool(kSmallBlock);
+  MessageQueue q(&pool);
+  Lender lender;
+  const std::string lent = Pattern(5000, 'A');
+  q.Append("head:");
+  q.AppendLent(lent, &Lender::Return, &lender, 7);
+  q.Append("tail");  // not written into the lent memory
+  EXPECT_EQ(lent, Pattern(5000, 'A'));
+  EXPECT_EQ(IovecLengths(q), (std::vector<std::size_t>{5, 5000, 4}));
+  struct iovec iov[3];
+  ASSERT_EQ(q.FillIovec(iov, 3), 3);
+  EXPECT_EQ(iov[1].iov_base, lent.data());  // in place
+  EXPECT_EQ(q.size(), 5u + 5000u + 4u);
+  q.Consume(5 + 4999);  // all but the last lent byte
+  EXPECT_TRUE(lender.returned.empty());
+  EXPECT_EQ(Exposed(q), lent.substr(4999) + "tail");
+  q.Consume(1);  // the last one: returned now, once
+  EXPECT_EQ(lender.returned, std::vector<uint64_t>{7});
+  EXPECT_EQ(Exposed(q), "tail");
+  q.Consume(4);
+  EXPECT_EQ(lender.returned, std::vector<uint64_t>{7});
+  EXPECT_EQ(pool.blocks_in_use(), 0u);
+}
+
+TEST(MessageQueueTest, LentBytesAreReturnedByClearDestructionAndAMoveOver) {
+  BlockPool pool(kSmallBlock);
+  Lender lender;
+  const std::string lent = Pattern(300);
+  {
+    MessageQueue q(&pool);
+    q.AppendLent(lent, &Lender::Return, &lender, 1);
+    q.AppendLent(absl::string_view(lent).substr(10, 20), &Lender::Return,
+                 &lender, 2);
+    EXPECT_EQ(Exposed(q), lent + lent.substr(10, 20));
+    q.Consume(100);
+    q.Clear();
+    EXPECT_EQ(lender.returned, (std::vector<uint64_t>{1, 2}));
+    q.AppendLent(lent, &Lender::Return, &lender, 3);
+    MessageQueue other(&pool);
+    other.AppendLent(lent, &Lender::Return, &lender, 4);
+    other = std::move(q);  // other's own lent bytes go back first
+    EXPECT_EQ(lender.returned, (std::vector<uint64_t>{1, 2, 4}));
+    // Consumed exactly to the end of the lent block in one call that
+    // spans it (ConsumeSlow), on a queue of one block.
+    other.Consume(lent.size());
+    EXPECT_EQ(lender.returned, (std::vector<uint64_t>{1, 2, 4, 3}));
+    other.AppendLent(lent, &Lender::Return, &lender, 5);
+  }  // destroyed with lent bytes queued
+  EXPECT_EQ(lender.returned, (std::vector<uint64_t>{1, 2, 4, 3, 5}));
+  EXPECT_EQ(pool.blocks_in_use(), 0u);
+  // Empty: returned at once, nothing queued.
+  MessageQueue q(&pool);
+  q.AppendLent(absl::string_view(), &Lender::Return, &lender, 6);
+  EXPECT_EQ(lender.returned.back(), 6u);
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(pool.blocks_in_use(), 0u);
+}
+
 TEST(MessageQueueTest, ClearAndDestructionReturnEveryBlock) {
   BlockPool pool(kSmallBlock, /*max_free_blocks=*/1000);
   {
