@@ -205,6 +205,9 @@ absl::Status UringStreamRing::Init(const Options& options) {
 }
 
 UringStreamRing::~UringStreamRing() {
+  NBIO_CHECK_MSG(counters_.buffers_lent == 0,
+                 "UringStreamRing destroyed with buffers lent out: a queued "
+                 "send would point into freed memory");
   // Tearing the ring down cancels what is in flight and closes every slot.
   if (ring_ready_) io_uring_queue_exit(&ring_);
   if (event_fd_ >= 0) close(event_fd_);
@@ -449,6 +452,29 @@ void UringStreamRing::ReturnBuffer(uint16_t bid) {
   --counters_.buffers_out;
 }
 
+bool UringStreamRing::LendDelivered(const char* data, size_t len,
+                                    uint16_t* bid) {
+  if (delivering_bid_ == kNoBuffer || delivered_lent_) return false;
+  const char* const buffer = Buffer(delivering_bid_);
+  if (data < buffer || len > buffer_bytes_ ||
+      data + len > buffer + buffer_bytes_) {
+    return false;
+  }
+  if (counters_.buffers_lent + 1 > buffer_count_ / 2) return false;
+  delivered_lent_ = true;
+  ++counters_.buffers_lent;
+  ++counters_.lends;
+  *bid = delivering_bid_;
+  return true;
+}
+
+void UringStreamRing::ReturnLent(uint16_t bid) {
+  NBIO_CHECK_MSG(counters_.buffers_lent > 0 && bid < buffer_count_,
+                 "ReturnLent of a buffer that is not lent");
+  --counters_.buffers_lent;
+  ReturnBuffer(bid);
+}
+
 void UringStreamRing::PublishBuffers() {
   if (buffers_to_publish_ == 0) return;
   io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffers_to_publish_));
@@ -489,7 +515,10 @@ void UringStreamRing::DeliverHeld(uint32_t slot) {
       }
       const size_t n = std::min<size_t>(buffer_bytes_, bytes.size() - done);
       data_socket_empty_ = false;
+      const uint16_t outer_bid = delivering_bid_;
+      delivering_bid_ = kNoBuffer;  // copied bytes: nothing to lend
       handler_->OnData(slot, bytes.data() + done, n);
+      delivering_bid_ = outer_bid;
       done += n;
     }
     if (done < bytes.size() && (s.flags & (kInUse | kClosing)) == kInUse &&
@@ -758,8 +787,14 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
                (s.flags & kHasSpill) == 0) {
       const uint32_t gen = s.gen;
       data_socket_empty_ = (c.flags & IORING_CQE_F_SOCK_NONEMPTY) == 0;
+      const uint16_t outer_bid = delivering_bid_;
+      const bool outer_lent = delivered_lent_;
+      delivering_bid_ = bid;
+      delivered_lent_ = false;
       handler_->OnData(slot, Buffer(bid), static_cast<size_t>(c.res));
-      ReturnBuffer(bid);
+      if (!delivered_lent_) ReturnBuffer(bid);
+      delivering_bid_ = outer_bid;
+      delivered_lent_ = outer_lent;
       // The handler may have closed the slot, and its close may even have
       // finished; then this completion's follow-up is not ours to do.
       if ((s.flags & kInUse) == 0 || s.gen != gen) return;

@@ -70,7 +70,8 @@ class UringStreamRing {
     // ENOTSOCK, EINVAL), which stop accepting.
     virtual void OnAcceptError(int error) {}
     // `len` bytes received on `slot`, in order. `data` is the ring's buffer,
-    // valid only during the call; it goes back to the buffer ring after.
+    // valid only during the call (unless LendDelivered keeps it); it goes
+    // back to the buffer ring after.
     // Never called while the slot's receive is stopped, nor after Close().
     virtual void OnData(uint32_t slot, const char* data, size_t len) = 0;
     // Receiving ended for good: 0 at EOF, -errno on an error (ECONNRESET,
@@ -138,6 +139,8 @@ class UringStreamRing {
     uint64_t spilled_bytes = 0;   // received while stopped, copied aside
     uint64_t limited_rearms = 0;  // receives that reached their limit
     uint32_t slots_closing = 0;   // Close() called, OnClosed not yet
+    uint32_t buffers_lent = 0;    // kept by LendDelivered, not returned yet
+    uint64_t lends = 0;           // LendDelivered calls that lent
   };
 
   // Sets up the ring, the file table and the buffer ring; call it on the
@@ -205,6 +208,19 @@ class UringStreamRing {
   // During OnData: whether the kernel said the socket was empty after the
   // receive being delivered (false for held data: not known).
   bool data_socket_empty() const { return data_socket_empty_; }
+
+  // During OnData: keeps the buffer being delivered out of the buffer ring
+  // so that the owner can send from it instead of copying (an echo), until
+  // ReturnLent(*bid). Lends only when [data, data + len) lies in that
+  // buffer, it is not lent already, and at most half of the ring's buffers
+  // would be lent: receiving never waits on an owner's slow peer. False
+  // (nothing kept) otherwise, and for data that was held back (copied
+  // aside, no buffer). The ring must outlive its lent buffers (a check).
+  bool LendDelivered(const char* data, size_t len, uint16_t* bid);
+  // Gives a lent buffer back to the buffer ring (at the next Wait(), which
+  // HasPendingWork then asks for). Any time on the ring's thread, also
+  // from inside a handler callback.
+  void ReturnLent(uint16_t bid);
 
   // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
   // 0: do not block) for a completion, and dispatches every completion
@@ -350,6 +366,8 @@ class UringStreamRing {
   template <typename Pick, typename Done>
   void RunSelected(Pick pick, Done done, const char* what);
   bool data_socket_empty_ = false;
+  uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given
+  bool delivered_lent_ = false;          // ... and LendDelivered kept it
   bool receive_limits_ = true;  // the kernel takes a multishot byte limit
   bool discard_accepts_ = false;  // StopAccepting(false) in progress
   // Starved receives (ENOBUFS), FIFO: a circular array of slots.

@@ -1064,6 +1064,106 @@ TEST(UringStreamRingTest, StoppedSlotsDoNotKeepBuffersFromOthers) {
   EXPECT_EQ(handler.violations, 0);
 }
 
+// Lends every delivered buffer it may, and records what LendDelivered said
+// to the edge cases around the delivery.
+class LendingHandler : public EchoHandler {
+ public:
+  explicit LendingHandler(uint32_t slots) : EchoHandler(slots) {}
+  void set_ring(UringStreamRing* ring) {
+    ring_ = ring;
+    EchoHandler::set_ring(ring);
+  }
+  void OnData(uint32_t slot, const char* data, size_t len) override {
+    EchoHandler::OnData(slot, data, len);
+    uint16_t bid = 0;
+    // Not the delivered bytes: memory of the test, and past the buffer's end.
+    const char other[8] = {};
+    if (ring_->LendDelivered(other, sizeof(other), &bid)) ++wrong_lends;
+    if (ring_->LendDelivered(data, len + 65536, &bid)) ++wrong_lends;
+    if (!ring_->LendDelivered(data, len, &bid)) {
+      ++refused;
+      return;
+    }
+    // Once per delivery.
+    if (ring_->LendDelivered(data, len, &bid)) ++wrong_lends;
+    lent.push_back({bid, std::string(data, len), data});
+  }
+  struct Loan {
+    uint16_t bid;
+    std::string bytes;  // what the buffer held when lent
+    const char* at;
+  };
+  std::vector<Loan> lent;
+  int refused = 0;
+  int wrong_lends = 0;
+
+ private:
+  UringStreamRing* ring_ = nullptr;
+};
+
+// A lent buffer stays out of the buffer ring, its bytes untouched by later
+// receives, until it is returned; at most half of the buffers are lent, and
+// receiving goes on meanwhile with the rest.
+TEST(UringStreamRingTest, LentBuffersStayPutUntilReturned) {
+  UringStreamRing::Options options = SmallOptions();
+  options.buffer_count = 4;
+  options.buffer_bytes = 1024;
+  LendingHandler handler(64);
+  handler.echo = false;
+  CREATE_OR_SKIP(ring, options, &handler);
+  uint16_t bid = 0;
+  const char outside[4] = {};
+  EXPECT_FALSE(ring->LendDelivered(outside, 4, &bid)) << "outside OnData";
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
+  std::string expected;
+  for (int i = 0; i < 6; ++i) {
+    const std::string message = Pattern(i, 100);
+    expected += message;
+    one.client->out = message;
+    ASSERT_TRUE(Pump(*ring, one.clients, [&] {
+      return handler.received(one.slot).size() == expected.size();
+    }));
+  }
+  EXPECT_TRUE(handler.received(one.slot) == expected);
+  // Two of four lent, the other deliveries refused; no wrong lend.
+  ASSERT_EQ(handler.lent.size(), 2u);
+  EXPECT_EQ(handler.refused, 4);
+  EXPECT_EQ(handler.wrong_lends, 0);
+  EXPECT_EQ(ring->counters().buffers_lent, 2u);
+  EXPECT_EQ(ring->counters().buffers_out, 2u);
+  for (const auto& loan : handler.lent) {
+    EXPECT_EQ(std::string(loan.at, loan.bytes.size()), loan.bytes)
+        << "a lent buffer was reused";
+  }
+  EXPECT_NE(handler.lent[0].bid, handler.lent[1].bid);
+  // Returned: back in the ring at the next Wait.
+  for (const auto& loan : handler.lent) ring->ReturnLent(loan.bid);
+  EXPECT_TRUE(ring->HasPendingWork());
+  ASSERT_TRUE(ring->Wait(0).ok());
+  EXPECT_EQ(ring->counters().buffers_lent, 0u);
+  EXPECT_EQ(ring->counters().buffers_out, 0u);
+  EXPECT_EQ(ring->counters().lends, 2u);
+  // And lending resumes.
+  one.client->out = "again";
+  ASSERT_TRUE(Pump(*ring, one.clients, [&] { return handler.lent.size() == 3; }));
+  ring->ReturnLent(handler.lent[2].bid);
+  EXPECT_EQ(handler.violations, 0);
+}
+
+TEST(UringStreamRingDeathTest, DestroyedWithABufferLentFailsACheck) {
+  UringStreamRing::Options options = SmallOptions();
+  LendingHandler handler(64);
+  handler.echo = false;
+  CREATE_OR_SKIP(ring, options, &handler);
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
+  one.client->out = "x";
+  ASSERT_TRUE(Pump(*ring, one.clients, [&] { return handler.lent.size() == 1; }));
+  EXPECT_DEATH(ring.reset(), "buffers lent out");
+  ring->ReturnLent(handler.lent[0].bid);
+}
+
 // Several rings in one blocking call: each ring's eventfd in one epoll set.
 // (With DEFER_TASKRUN the ring fd itself does not turn readable: see
 // README.md.)
