@@ -195,11 +195,24 @@ bool TcpConnection::Write(absl::string_view bytes) {
     if (!WriteDirect(&bytes)) return false;
     if (bytes.empty()) return true;
   }
-  output_.Append(bytes);
-  context()->stats_.queued_bytes += bytes.size();
+  TcpContext* ctx = context();
+  uint64_t loan;
+  if ((flags_ & kDirect) && bytes.size() >= MessageQueue::kMinAdoptSize &&
+      ctx->streams_->Lend(bytes.data(), bytes.size(), &loan)) {
+    // Bytes of the receive being delivered (an echo): sent from the
+    // engine's buffer, which goes back when they have been sent.
+    output_.AppendLent(bytes, &ReturnLoan, ctx->streams_, loan);
+  } else {
+    output_.Append(bytes);
+  }
+  ctx->stats_.queued_bytes += bytes.size();
   if (flags_ & kDirect) StartSend();
   AfterQueueChange();
   return true;
+}
+
+void TcpConnection::ReturnLoan(void* engine, uint64_t token) {
+  static_cast<StreamEngine*>(engine)->ReturnLoan(token);
 }
 
 void TcpConnection::StartSend() {

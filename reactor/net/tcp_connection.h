@@ -157,7 +157,10 @@ class TcpConnection : private PollerEntry {
 
   // Queues `bytes` for the peer (written at once when nothing is queued).
   // Returns false, dropping the bytes, when the connection is closing or our
-  // side has been shut down.
+  // side has been shut down. The bytes are copied, except on a completion
+  // backend (io_uring) when they are (part of) what OnData is being given
+  // and 1 KiB or more: the engine's receive buffer is then kept and sent
+  // from (an echo copies nothing), while the engine has buffers to spare.
   bool Write(absl::string_view bytes);
   // Hands over a buffer: what is not written at once is kept without copying
   // its bytes when it is large (MessageQueue::kMinAdoptSize and up), also
@@ -286,6 +289,8 @@ class TcpConnection : private PollerEntry {
   static void OnEngineSendDone(void* conn, int result);
   static void OnEngineShutdownDone(void* conn, int result);
   static void OnEngineReleased(void* conn);
+  // MessageQueue::ReleaseFn of a receive buffer the engine lent to output_.
+  static void ReturnLoan(void* engine, uint64_t token);
   bool is_direct() const { return (flags_ & kDirect) != 0; }
   StreamEngine* engine() const;
   // Hands the output queue's head to the engine.

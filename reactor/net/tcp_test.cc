@@ -860,6 +860,75 @@ TEST_P(TcpTest, BytesSentWhileTheLoopSleepsWakeItAndAreEchoed) {
                         [&] { client.Receive(); }));
 }
 
+// On a completion backend an echo is sent from the receive buffer it
+// arrived in (Write of OnData's bytes): no copy, every byte back in order,
+// and the buffer returned once sent. A peer that never reads holds lent
+// buffers only up to the engine's share (half of a ring's), so the others
+// are still served, and its reset returns what it held.
+TEST_P(TcpEngineTest, EchoesAreSentFromTheReceiveBufferWhichComesBack) {
+  TcpServerOptions options;
+  // Far above what the stuck peer below gets queued: its lent buffers are
+  // bounded by the engine's share alone.
+  options.tcp.high_watermark = 64 << 20;
+  Start(std::move(options));
+  StreamEngine* streams = loop_->streams();
+  ASSERT_NE(streams, nullptr);
+  int lent_in_on_data = 0;
+  handler_.echo = false;
+  handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+    const uint64_t before = streams->buffers_lent();
+    EXPECT_TRUE(conn->Write(bytes));
+    // Small writes are copied; a lent buffer stays out while its send is in
+    // flight, which cannot end inside this call.
+    if (streams->buffers_lent() == before + 1) ++lent_in_on_data;
+  };
+  const std::string data = RandomBytes(1 << 20, 11);
+  {
+    TestClient client(server_->address());
+    size_t offered = 0;
+    ASSERT_TRUE(PumpUntil(
+        [&] { return client.received().size() == data.size(); }, [&] {
+          if (offered < data.size() && client.all_sent()) {
+            const size_t n = std::min<size_t>(64 * 1024, data.size() - offered);
+            client.Send(absl::string_view(data).substr(offered, n));
+            offered += n;
+          }
+          client.Flush();
+          client.Receive();
+        }));
+    EXPECT_TRUE(client.received() == data);
+    EXPECT_GT(lent_in_on_data, 0);
+    ASSERT_TRUE(PumpUntil([&] { return streams->buffers_lent() == 0; }));
+  }
+  // A peer that sends and never reads.
+  TestClient stuck(server_->address());
+  const int small = 4096;
+  setsockopt(stuck.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  const std::string flood = RandomBytes(16 << 20, 12);
+  stuck.Send(flood);
+  uint64_t most_lent = 0;
+  Pump(3000, [&] {
+    stuck.Flush();
+    most_lent = std::max(most_lent, streams->buffers_lent());
+  });
+  // Half of the first ring's 256 buffers (UringStreamPoller::kBuffersPerRing),
+  // reached: the rest of its echo was copied.
+  EXPECT_EQ(most_lent, 128u);
+  TestClient other(server_->address());
+  const std::string hello = RandomBytes(64 * 1024, 13);
+  other.Send(hello);
+  ASSERT_TRUE(PumpUntil([&] { return other.received().size() == hello.size(); },
+                        [&] {
+                          other.Flush();
+                          other.Receive();
+                        }));
+  EXPECT_TRUE(other.received() == hello);
+  stuck.Reset();
+  ASSERT_TRUE(PumpUntil([&] {
+    return handler_.closed.size() >= 2 && streams->buffers_lent() == 0;
+  }));
+}
+
 // On a completion backend, connections a server accepts take no process
 // descriptor: with RLIMIT_NOFILE far below the count, every one of them is
 // accepted and echoes. (stream_ring_test and //tests:uring_nofile_test do

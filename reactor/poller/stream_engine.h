@@ -99,6 +99,18 @@ class StreamEngine {
   // that one received chunk fits one block (one iovec to send, one block
   // to consume).
   virtual size_t receive_chunk_bytes() const = 0;
+
+  // During a `data` up-call (of any connection of this engine): keeps the
+  // receive buffer holding [bytes, bytes + len) for the caller, who sends
+  // from it instead of copying, and sets *token. False (the caller copies)
+  // when the bytes are not that buffer's, it is lent already, or the engine
+  // keeps its buffers for receiving. Every lent buffer must come back by
+  // ReturnLoan(token) (any time, on the loop's thread) before the engine is
+  // destroyed.
+  virtual bool Lend(const char* bytes, size_t len, uint64_t* token) = 0;
+  virtual void ReturnLoan(uint64_t token) = 0;
+  // Buffers lent and not returned, for tests and reports.
+  virtual uint64_t buffers_lent() const = 0;
   // shutdown(SHUT_WR).
   virtual void Shutdown(Handle h) = 0;
   // Cancels what is in flight and closes. `released` follows.

@@ -92,7 +92,10 @@ struct UringStreamPoller::Ring final : public PollerEntry,
     }
   }
   void OnData(uint32_t slot, const char* data, size_t len) override {
+    Ring* const outer = owner->delivering_;
+    owner->delivering_ = this;
     listener->upcalls->data(conns[slot], data, len, ring->data_socket_empty());
+    owner->delivering_ = outer;
   }
   void OnReceiveEnd(uint32_t slot, int error) override {
     listener->upcalls->receive_end(conns[slot], error);
@@ -246,8 +249,10 @@ void UringStreamPoller::RetireIdleRings() {
   bool retired = false;
   for (size_t i = 0; i < rings_.size(); ++i) {
     Ring* r = rings_[i].get();
+    // Its buffers lent to connections of other rings hold it too.
     if (r == nullptr || !r->listener->stopped ||
-        r->ring->counters().slots_in_use > 0 || r->ring->HasPendingWork()) {
+        r->ring->counters().slots_in_use > 0 ||
+        r->ring->counters().buffers_lent > 0 || r->ring->HasPendingWork()) {
       continue;
     }
     Listener* l = r->listener;
@@ -350,6 +355,31 @@ void UringStreamPoller::Close(Handle h) {
 
 bool UringStreamPoller::ReceiveDrained(Handle h) {
   return RingOf(h).ring->ReceiveDrained(h & kSlotMask);
+}
+
+bool UringStreamPoller::Lend(const char* bytes, size_t len, uint64_t* token) {
+  uint16_t bid;
+  if (delivering_ == nullptr ||
+      !delivering_->ring->LendDelivered(bytes, len, &bid)) {
+    return false;
+  }
+  *token = (uint64_t{delivering_->index} << 16) | bid;
+  return true;
+}
+
+void UringStreamPoller::ReturnLoan(uint64_t token) {
+  const auto index = static_cast<uint32_t>(token >> 16);
+  NBIO_CHECK_MSG(index < rings_.size() && rings_[index] != nullptr,
+                 "ReturnLoan: no such ring");
+  rings_[index]->ring->ReturnLent(static_cast<uint16_t>(token));
+}
+
+uint64_t UringStreamPoller::buffers_lent() const {
+  uint64_t n = 0;
+  for (const auto& r : rings_) {
+    if (r != nullptr) n += r->ring->counters().buffers_lent;
+  }
+  return n;
 }
 
 void UringStreamPoller::RunPending() {

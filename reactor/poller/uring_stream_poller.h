@@ -68,6 +68,9 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
     return UringStreamRing::kMaxSendIovecs;
   }
   size_t receive_chunk_bytes() const override { return kBufferBytes; }
+  bool Lend(const char* bytes, size_t len, uint64_t* token) override;
+  void ReturnLoan(uint64_t token) override;
+  uint64_t buffers_lent() const override;
   void Shutdown(Handle h) override;
   void Close(Handle h) override;
   bool ReceiveDrained(Handle h) override;
@@ -112,6 +115,7 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   bool stopped_listeners_ = false;  // some may have rings to retire
   std::vector<std::unique_ptr<Listener>> listeners_;
   uint32_t max_slots_ = 0;  // RLIMIT_NOFILE soft, at most 2^20
+  Ring* delivering_ = nullptr;  // whose OnData is running (Lend)
 };
 
 }  // namespace nbio
