@@ -860,6 +860,77 @@ TEST_P(TcpTest, BytesSentWhileTheLoopSleepsWakeItAndAreEchoed) {
                         [&] { client.Receive(); }));
 }
 
+// A loop that serves a listener blocks in one call for everything it
+// waits on: on io_uring, with one ring, that is the stream ring itself,
+// which must still wake for a Post from another thread, a timer and an fd
+// watcher (the readiness ring). Each wakes the sleeping loop; a watchdog
+// turns a lost wake-up into a failure instead of a hang.
+TEST_P(TcpTest, ALoopServingAListenerWakesForPostsTimersAndWatchers) {
+  Start();
+  TestClient client(server_->address());
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  std::atomic<int> stage{0};  // 1 post, 2 timer, 3 watcher: seen
+  std::atomic<bool> timed_out{false};
+  TestPipe pipe;
+  FdWatcher watcher(loop_.get(), pipe.r, [&](uint32_t) {
+    char c;
+    (void)!read(pipe.r, &c, 1);
+    stage = 3;
+    loop_->Stop();
+  });
+  ASSERT_TRUE(watcher.SetInterest(kReadable).ok());
+  Timer timer(loop_.get(), [&] {
+    stage = 2;
+    loop_->Stop();
+  });
+  std::thread other([&] {
+    // The loop has nothing to do: it goes to sleep first.
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    loop_->Post([&] {
+      stage = 1;
+      loop_->Stop();
+    });
+    for (int i = 0; i < 1000 && stage.load() < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    (void)!write(pipe.w, "x", 1);
+    for (int i = 0; i < 1000 && stage.load() < 3; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (stage.load() < 3) {
+      // The test fails instead of hanging: Stop() and a byte from the peer,
+      // which wakes the loop whatever else is lost.
+      timed_out = true;
+      loop_->Stop();
+      (void)!send(client.fd(), "!", 1, MSG_NOSIGNAL);
+    }
+  });
+  const uint64_t polls_before = loop_->counters().poll_calls;
+  // Each Run() returns at its Stop(); after the rescue nothing more is run.
+  auto run = [&] {
+    if (!timed_out.load()) {
+      EXPECT_TRUE(loop_->Run().ok());
+    }
+  };
+  run();
+  EXPECT_EQ(stage.load(), 1) << "a Post from another thread did not wake it";
+  timer.Start(absl::Milliseconds(20));
+  run();
+  EXPECT_EQ(stage.load(), 2) << "the timer did not wake it";
+  run();
+  EXPECT_EQ(stage.load(), 3) << "the fd watcher did not wake it";
+  other.join();
+  ASSERT_FALSE(timed_out.load());
+  // About two polls per wake-up; a spinning loop makes thousands.
+  EXPECT_LT(loop_->counters().poll_calls - polls_before, 100u)
+      << "the loop spun";
+  // And the connection is still served.
+  client.Send("still here");
+  ASSERT_TRUE(PumpUntil([&] { return client.received() == "still here"; },
+                        [&] { client.Receive(); }));
+}
+
 // On a completion backend an echo is sent from the receive buffer it
 // arrived in (Write of OnData's bytes): no copy, every byte back in order,
 // and the buffer returned once sent. A peer that never reads holds lent

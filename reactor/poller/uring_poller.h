@@ -65,6 +65,13 @@ class UringPoller : public Poller {
   UringPoller() = default;
   // Sets up the ring (Create's work).
   absl::Status Init();
+  // For a derived backend that blocks in another ring: this ring's fd (it
+  // polls readable while completions wait), whether completions wait, and
+  // handing queued requests to the kernel (no system call when none are
+  // queued and no completion work is flagged).
+  int readiness_ring_fd() const { return ring_.ring_fd; }
+  bool HasCompletions() { return io_uring_cq_ready(&ring_) > 0; }
+  void SubmitPending() { io_uring_submit(&ring_); }
 
  private:
   // The ring's state for one fd.

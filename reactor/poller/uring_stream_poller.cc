@@ -109,6 +109,7 @@ struct UringStreamPoller::Ring final : public PollerEntry,
   uint32_t ReceiveLimit(uint32_t slot) override {
     return conns[slot] != nullptr ? listener->upcalls->receive_limit(conns[slot]) : 0;
   }
+  void OnFdReadable(int) override {}  // the readiness ring: run after Wait
   void OnClosed(uint32_t slot) override {
     void* conn = conns[slot];
     conns[slot] = nullptr;
@@ -258,6 +259,7 @@ void UringStreamPoller::RetireIdleRings() {
     Listener* l = r->listener;
     l->rings.erase(std::find(l->rings.begin(), l->rings.end(), r->index));
     if (r->is_registered()) Remove(r);
+    if (solo_ == r) solo_ = nullptr;
     rings_[i].reset();
     free_indices_.push_back(static_cast<uint32_t>(i));
     retired = true;
@@ -300,12 +302,49 @@ void UringStreamPoller::AfterRun(Ring* r) {
   }
 }
 
+UringStreamPoller::Ring* UringStreamPoller::SoloRing() const {
+  Ring* only = nullptr;
+  for (const auto& r : rings_) {
+    if (r == nullptr) continue;
+    if (only != nullptr) return nullptr;
+    only = r.get();
+  }
+  return only;
+}
+
+absl::StatusOr<int> UringStreamPoller::WaitInRing(Ring* r,
+                                                  int64_t timeout_nanos) {
+  // Readiness requests (FdWatchers, the loop's wake-up) reach the kernel
+  // before the loop blocks; their completions make the readiness ring's fd
+  // readable, which wakes the wait below.
+  SubmitPending();
+  if (!r->ring->watching_fd()) r->ring->WatchFd(readiness_ring_fd());
+  if (HasCompletions()) timeout_nanos = 0;
+  // Submits the ring's queued sends and receives, blocks until a
+  // completion (of the ring or the watch) or the timeout, and dispatches.
+  absl::StatusOr<int> n = r->ring->Wait(timeout_nanos);
+  NBIO_CHECK_MSG(n.ok(), "io_uring stream ring: io_uring_enter failed");
+  AfterRun(r);
+  // The readiness ring without blocking: its completions, if any.
+  absl::StatusOr<int> m = UringPoller::Wait(0);
+  if (!m.ok()) return m;
+  return *n + *m;
+}
+
 absl::StatusOr<int> UringStreamPoller::Wait(int64_t timeout_nanos) {
   if (stopped_listeners_) {
     stopped_listeners_ = false;
     RetireIdleRings();
     for (const auto& l : listeners_) stopped_listeners_ |= l->stopped;
   }
+  Ring* const solo = SoloRing();
+  if (solo != solo_) {
+    // The eventfd signals only what the loop does not block in.
+    if (solo_ != nullptr) solo_->ring->SetEventFdSignals(true);
+    if (solo != nullptr) solo->ring->SetEventFdSignals(false);
+    solo_ = solo;
+  }
+  if (solo != nullptr) return WaitInRing(solo, timeout_nanos);
   int ran = 0;
   bool pending = false;
   // Work queued outside a ring's own Wait (a Write from a timer, another

@@ -9,10 +9,12 @@
 // takes no process file descriptor and one loop holds more connections
 // than RLIMIT_NOFILE allows descriptors. A ring holds at most RLIMIT_NOFILE
 // (soft) connections, so the engine adds rings as a listener fills them:
-// the first has kFirstRingSlots slots, each next one twice as many, up to
-// the limit. Every ring has an eventfd, polled by the readiness ring, so
-// the loop still blocks in one io_uring_enter per iteration, for all rings
-// and its timers.
+// the limit. With one ring (up to 4,096 connections of one server) the
+// loop blocks in that ring: one io_uring_enter submits its sends and
+// waits for its completions, the loop's timer, and the readiness ring,
+// whose fd the stream ring polls. With more, every ring has an eventfd,
+// polled by the readiness ring, and the loop blocks there: still one
+// io_uring_enter per iteration, for all rings and its timers.
 //
 // When a listener stops (its server closed), its rings are closed once
 // their connections have gone.
@@ -104,6 +106,10 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   // Runs the ring's completions; afterwards its interest and growth.
   int RunRing(Ring* ring);
   void AfterRun(Ring* ring);
+  // The only ring, if there is exactly one; else nullptr.
+  Ring* SoloRing() const;
+  // Wait() with one ring: blocks in it (see the file comment).
+  absl::StatusOr<int> WaitInRing(Ring* ring, int64_t timeout_nanos);
   Ring& RingOf(Handle h) { return *rings_[h >> kSlotBits]; }
   // Closes the rings of stopped listeners that hold no connection any more
   // (their fds, queues and buffers), and forgets those listeners.
@@ -116,6 +122,8 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   std::vector<std::unique_ptr<Listener>> listeners_;
   uint32_t max_slots_ = 0;  // RLIMIT_NOFILE soft, at most 2^20
   Ring* delivering_ = nullptr;  // whose OnData is running (Lend)
+  Ring* solo_ = nullptr;  // the ring the loop blocks in, if one; its eventfd
+                          // signals are off meanwhile
 };
 
 }  // namespace nbio

@@ -1,5 +1,6 @@
 #include "reactor/uring/stream_ring.h"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -25,6 +26,7 @@ enum Op : uint64_t {
   kSend = 3,
   kShutdown = 4,
   kClose = 5,
+  kWatch = 6,  // WatchFd's poll request
 };
 constexpr uint32_t kGenMask = 0xffffff;
 
@@ -452,6 +454,23 @@ void UringStreamRing::ReturnBuffer(uint16_t bid) {
   --counters_.buffers_out;
 }
 
+void UringStreamRing::WatchFd(int fd) {
+  NBIO_CHECK_MSG(!watching_fd_, "WatchFd while a watch is armed");
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_poll_add(sqe, fd, POLLIN);
+  io_uring_sqe_set_data64(sqe, Tag(kWatch, 0, 0));
+  watching_fd_ = true;
+}
+
+void UringStreamRing::SetEventFdSignals(bool on) {
+  if (event_fd_ < 0) return;
+  io_uring_cq_eventfd_toggle(&ring_, on);
+  if (on) {
+    const uint64_t one = 1;
+    (void)!write(event_fd_, &one, sizeof(one));
+  }
+}
+
 bool UringStreamRing::LendDelivered(const char* data, size_t len,
                                     uint16_t* bid) {
   if (delivering_bid_ == kNoBuffer || delivered_lent_) return false;
@@ -579,6 +598,11 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   // SINGLE_ISSUER: the kernel would answer EEXIST from another thread.
   NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
   if (accept_pending_) ArmAccept();
+  // Buffers given back since the last Wait (lent ones) reach the kernel,
+  // and the receives they were short for are armed, before it waits.
+  PublishBuffers();
+  RearmStarved();
+  if (!resume_.empty()) timeout_nanos = 0;  // held data: deliver, not sleep
   int ret;
   if (timeout_nanos == 0 && !defer_taskrun_) {
     // Not DEFER_TASKRUN: completion work runs on any entry to the kernel,
@@ -665,6 +689,11 @@ void UringStreamRing::Dispatch(const Completion& c) {
   if (op == kIgnore) return;
   if (op == kAccept) {
     OnAcceptCqe(c);
+    return;
+  }
+  if (op == kWatch) {
+    watching_fd_ = false;
+    handler_->OnFdReadable(c.res);
     return;
   }
   const uint32_t slot = static_cast<uint32_t>(c.user_data);

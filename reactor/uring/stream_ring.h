@@ -95,6 +95,9 @@ class UringStreamRing {
     // kernel has let go of the slot: the owner may reuse what it keeps for
     // it, and the slot may come back from a later accept.
     virtual void OnClosed(uint32_t slot) = 0;
+    // The fd given to WatchFd() is readable (result: the poll mask), or the
+    // watch failed (-errno).
+    virtual void OnFdReadable(int result) {}
   };
 
   struct Options {
@@ -225,8 +228,20 @@ class UringStreamRing {
   // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
   // 0: do not block) for a completion, and dispatches every completion
   // available. Returns how many completions were handled (0 on timeout or
-  // signal).
+  // signal). Does not block while held data waits to be delivered.
   absl::StatusOr<int> Wait(int64_t timeout_nanos);
+
+  // For an owner that blocks in this ring's Wait() while something else
+  // must wake it too (its readiness ring's fd): a one-shot poll request for
+  // POLLIN on `fd`, whose completion is Handler::OnFdReadable. One at a
+  // time; watching_fd() until it completes.
+  void WatchFd(int fd);
+  bool watching_fd() const { return watching_fd_; }
+  // With Options::event_fd: whether completions signal the eventfd
+  // (IORING_CQ_EVENTFD_DISABLED, no system call). Off while the owner
+  // blocks in this ring itself; turned on again, the eventfd is signalled
+  // once, so a waiter on it looks at the ring.
+  void SetEventFdSignals(bool on);
 
   // The ring's fd. With DEFER_TASKRUN it does NOT become readable when
   // work is pending (that work runs only inside Wait), neither for epoll
@@ -366,6 +381,7 @@ class UringStreamRing {
   template <typename Pick, typename Done>
   void RunSelected(Pick pick, Done done, const char* what);
   bool data_socket_empty_ = false;
+  bool watching_fd_ = false;             // WatchFd's request is armed
   uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given
   bool delivered_lent_ = false;          // ... and LendDelivered kept it
   bool receive_limits_ = true;  // the kernel takes a multishot byte limit
