@@ -64,7 +64,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       }
       case 2: {
         const uint32_t a = in.Byte();
-        if (room) checker.AppendOwned(a * 41);
+        if (room) {
+          // The low bit picks: an owned string, or lent bytes.
+          if (a & 1) {
+            checker.AppendLent((a >> 1) * 83);
+          } else {
+            checker.AppendOwned(a * 41);
+          }
+        }
         break;
       }
       case 3:

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,12 +27,19 @@ namespace nbio {
 class MessageQueueModelChecker {
  public:
   MessageQueueModelChecker(std::size_t block_size, std::size_t max_free_blocks);
+  // Clears the queue first: it hands lent buffers back to this checker.
+  ~MessageQueueModelChecker();
 
   // Appends `len` fresh bytes (a running pattern, so misordered or repeated
   // bytes show) by copy, or as an owned std::string. An adopted string is
   // checked to be exposed in place, not copied, when FillIovec reaches it.
   void AppendCopy(std::size_t len);
   void AppendOwned(std::size_t len);
+  // AppendLent of `len` fresh bytes in a buffer the checker owns: checked
+  // to be exposed in place, handed back exactly once, never before its
+  // last byte is consumed (or the queue cleared), and at once after. The
+  // buffer is freed when handed back, so ASan catches a later read.
+  void AppendLent(std::size_t len);
 
   // FillIovec(max_iov): checks the count against the queue's block count and
   // the bytes against the model's front. Returns the bytes exposed.
@@ -50,6 +58,9 @@ class MessageQueueModelChecker {
 
  private:
   char NextByte();
+  static void ReturnLent(void* checker, uint64_t token);
+  // Every lent buffer whose bytes are all consumed has been handed back.
+  void CheckLentReturned() const;
   const char* ModelData() const { return model_.data() + model_front_; }
   void CheckInvariants() const;
 
@@ -63,6 +74,16 @@ class MessageQueueModelChecker {
   uint32_t next_byte_ = 0;
   std::vector<struct iovec> iov_;
   std::string scratch_;
+  // Lent buffers by token: the bytes (null once handed back) and the
+  // stream offset one past their last byte.
+  struct Lent {
+    std::unique_ptr<char[]> bytes;
+    uint64_t end;
+  };
+  std::vector<Lent> lent_;
+  std::size_t lent_checked_ = 0;  // lent_[0, this) are all handed back
+  uint64_t appended_ = 0;         // bytes appended since the start
+  uint64_t consumed_ = 0;         // bytes consumed or cleared
 };
 
 }  // namespace nbio

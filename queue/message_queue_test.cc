@@ -430,9 +430,14 @@ TEST_P(MessageQueueModelTest, MatchesStringModel) {
       const uint32_t kind = rng() % 10;
       checker.AppendCopy(kind == 0 ? 0 : kind < 8 ? below(200) : below(5000));
     } else if (r < 36 && !full) {
-      checker.AppendOwned(rng() % 2
-                              ? below(MessageQueue::kMinAdoptSize)
-                              : MessageQueue::kMinAdoptSize + below(6000));
+      const std::size_t len = rng() % 2
+                                  ? below(MessageQueue::kMinAdoptSize)
+                                  : MessageQueue::kMinAdoptSize + below(6000);
+      if (rng() % 2) {
+        checker.AppendOwned(len);
+      } else {
+        checker.AppendLent(rng() % 8 == 0 ? 0 : len);
+      }
     } else if (r < 56) {
       // Fill with small, exact-IOV_MAX and oversized limits.
       const uint32_t kind = rng() % 8;
