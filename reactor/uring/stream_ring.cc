@@ -577,6 +577,7 @@ void UringStreamRing::RearmStarved() {
     if ((s.flags & (kInUse | kRecvWanted | kClosing | kRecvArmed |
                     kRecvEnded)) == (kInUse | kRecvWanted)) {
       ArmReceive(slot);
+      s.flags |= kStarvedRetry;
       ++counters_.enobufs_rearms;
       --free_buffers;
     }
@@ -801,6 +802,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     --counters_.receives_armed;
   }
   if (c.res > 0) {
+    s.flags &= ~kStarvedRetry;
     if ((c.flags & IORING_CQE_F_SOCK_NONEMPTY) != 0) {
       s.flags |= kSockNonEmpty;
     } else {
@@ -843,7 +845,16 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     // by RearmStarved once buffers have come back.
     if ((s.flags & kStarved) == 0) {
       s.flags |= kStarved;
-      starved_[(starved_head_ + starved_count_) % starved_.size()] = slot;
+      if ((s.flags & kStarvedRetry) != 0) {
+        // Starved again right after its turn (the receives still armed took
+        // the buffers first): it keeps its place at the front, or a
+        // connection could wait behind every other starved one at every
+        // turn (seen as a 0.5 s p99 at 10,000 connections).
+        starved_head_ = (starved_head_ + starved_.size() - 1) % starved_.size();
+        starved_[starved_head_] = slot;
+      } else {
+        starved_[(starved_head_ + starved_count_) % starved_.size()] = slot;
+      }
       ++starved_count_;
     }
   } else if (c.res == -EINVAL && receive_limits_) {

@@ -280,6 +280,7 @@ class UringStreamRing {
     kSockNonEmpty = 1 << 11,  // the last receive said more was queued
     kHasSpill = 1 << 12,      // received while stopped: bytes in spill_
     kSendHeader = 1 << 13,    // the send in flight has a header in msgs_
+    kStarvedRetry = 1 << 14,  // armed by RearmStarved, no data since
   };
   static constexpr uint16_t kNoBuffer = 0xffff;
 
