@@ -70,7 +70,7 @@ class UringPoller : public Poller {
   // handing queued requests to the kernel (no system call when none are
   // queued and no completion work is flagged).
   int readiness_ring_fd() const { return ring_.ring_fd; }
-  bool HasCompletions() { return io_uring_cq_ready(&ring_) > 0; }
+  bool HasCompletions() const { return io_uring_cq_ready(&ring_) > 0; }
   void SubmitPending() { io_uring_submit(&ring_); }
 
  private:

@@ -77,7 +77,8 @@ struct UringStreamPoller::Ring final : public PollerEntry,
   void OnAccept(uint32_t slot) override {
     void* conn = listener->stopped
                      ? nullptr
-                     : listener->upcalls->accept(listener->cookie, HandleOf(slot));
+                     : listener->upcalls->accept(listener->cookie,
+                                                 HandleOf(slot));
     if (conn == nullptr) {
       conns[slot] = nullptr;
       ring->Close(slot);
@@ -107,7 +108,9 @@ struct UringStreamPoller::Ring final : public PollerEntry,
     listener->upcalls->shutdown_done(conns[slot], result);
   }
   uint32_t ReceiveLimit(uint32_t slot) override {
-    return conns[slot] != nullptr ? listener->upcalls->receive_limit(conns[slot]) : 0;
+    return conns[slot] != nullptr
+               ? listener->upcalls->receive_limit(conns[slot])
+               : 0;
   }
   void OnFdReadable(int) override {}  // the readiness ring: run after Wait
   void OnClosed(uint32_t slot) override {
@@ -273,8 +276,8 @@ void UringStreamPoller::RetireIdleRings() {
       listeners_.end());
 }
 
-int UringStreamPoller::RunRing(Ring* r) {
-  absl::StatusOr<int> n = r->ring->Wait(0);
+int UringStreamPoller::RunRing(Ring* r, int64_t timeout_nanos) {
+  absl::StatusOr<int> n = r->ring->Wait(timeout_nanos);
   NBIO_CHECK_MSG(n.ok(), "io_uring stream ring: io_uring_enter failed");
   AfterRun(r);
   return *n;
@@ -322,13 +325,11 @@ absl::StatusOr<int> UringStreamPoller::WaitInRing(Ring* r,
   if (HasCompletions()) timeout_nanos = 0;
   // Submits the ring's queued sends and receives, blocks until a
   // completion (of the ring or the watch) or the timeout, and dispatches.
-  absl::StatusOr<int> n = r->ring->Wait(timeout_nanos);
-  NBIO_CHECK_MSG(n.ok(), "io_uring stream ring: io_uring_enter failed");
-  AfterRun(r);
+  const int n = RunRing(r, timeout_nanos);
   // The readiness ring without blocking: its completions, if any.
   absl::StatusOr<int> m = UringPoller::Wait(0);
   if (!m.ok()) return m;
-  return *n + *m;
+  return n + *m;
 }
 
 absl::StatusOr<int> UringStreamPoller::Wait(int64_t timeout_nanos) {

@@ -104,7 +104,8 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   // Adds a ring to `l`, bigger than its last.
   absl::Status Grow(Listener* l);
   // Runs the ring's completions; afterwards its interest and growth.
-  int RunRing(Ring* ring);
+  // (Wait(timeout_nanos) of the ring: 0 runs it without blocking.)
+  int RunRing(Ring* ring, int64_t timeout_nanos = 0);
   void AfterRun(Ring* ring);
   // The only ring, if there is exactly one; else nullptr.
   Ring* SoloRing() const;

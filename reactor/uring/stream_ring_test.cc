@@ -1146,7 +1146,8 @@ TEST(UringStreamRingTest, LentBuffersStayPutUntilReturned) {
   EXPECT_EQ(ring->counters().lends, 2u);
   // And lending resumes.
   one.client->out = "again";
-  ASSERT_TRUE(Pump(*ring, one.clients, [&] { return handler.lent.size() == 3; }));
+  ASSERT_TRUE(
+      Pump(*ring, one.clients, [&] { return handler.lent.size() == 3; }));
   ring->ReturnLent(handler.lent[2].bid);
   EXPECT_EQ(handler.violations, 0);
 }
@@ -1159,7 +1160,8 @@ TEST(UringStreamRingDeathTest, DestroyedWithABufferLentFailsACheck) {
   OneClient one;
   ASSERT_TRUE(one.Start(*ring, handler));
   one.client->out = "x";
-  ASSERT_TRUE(Pump(*ring, one.clients, [&] { return handler.lent.size() == 1; }));
+  ASSERT_TRUE(
+      Pump(*ring, one.clients, [&] { return handler.lent.size() == 1; }));
   EXPECT_DEATH(ring.reset(), "buffers lent out");
   ring->ReturnLent(handler.lent[0].bid);
 }
