@@ -160,6 +160,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
 
   // The provided buffer ring: page-aligned memory, so it is mapped.
   buffer_count_ = options.buffer_count;
+  lent_.assign(buffer_count_, false);
   buffer_bytes_ = options.buffer_bytes;
   buf_ring_bytes_ = size_t{buffer_count_} * sizeof(io_uring_buf);
   void* ring_mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE,
@@ -481,6 +482,7 @@ bool UringStreamRing::LendDelivered(const char* data, size_t len,
   }
   if (counters_.buffers_lent + 1 > buffer_count_ / 2) return false;
   delivered_lent_ = true;
+  lent_[delivering_bid_] = true;
   ++counters_.buffers_lent;
   ++counters_.lends;
   *bid = delivering_bid_;
@@ -488,8 +490,9 @@ bool UringStreamRing::LendDelivered(const char* data, size_t len,
 }
 
 void UringStreamRing::ReturnLent(uint16_t bid) {
-  NBIO_CHECK_MSG(counters_.buffers_lent > 0 && bid < buffer_count_,
+  NBIO_CHECK_MSG(bid < buffer_count_ && lent_[bid],
                  "ReturnLent of a buffer that is not lent");
+  lent_[bid] = false;
   --counters_.buffers_lent;
   ReturnBuffer(bid);
 }

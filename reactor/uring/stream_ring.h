@@ -222,7 +222,8 @@ class UringStreamRing {
   bool LendDelivered(const char* data, size_t len, uint16_t* bid);
   // Gives a lent buffer back to the buffer ring (at the next Wait(), which
   // HasPendingWork then asks for). Any time on the ring's thread, also
-  // from inside a handler callback.
+  // from inside a handler callback. A buffer not lent (or given back
+  // already) fails a check.
   void ReturnLent(uint16_t bid);
 
   // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
@@ -385,6 +386,7 @@ class UringStreamRing {
   bool watching_fd_ = false;             // WatchFd's request is armed
   uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given
   bool delivered_lent_ = false;          // ... and LendDelivered kept it
+  std::vector<bool> lent_;               // by buffer id: LendDelivered's
   bool receive_limits_ = true;  // the kernel takes a multishot byte limit
   bool discard_accepts_ = false;  // StopAccepting(false) in progress
   // Starved receives (ENOBUFS), FIFO: a circular array of slots.

@@ -1164,6 +1164,18 @@ TEST(UringStreamRingDeathTest, DestroyedWithABufferLentFailsACheck) {
       Pump(*ring, one.clients, [&] { return handler.lent.size() == 1; }));
   EXPECT_DEATH(ring.reset(), "buffers lent out");
   ring->ReturnLent(handler.lent[0].bid);
+  // A second return, with another buffer lent meanwhile (so the count
+  // alone would not tell), and a buffer never lent.
+  one.client->out = "y";
+  ASSERT_TRUE(
+      Pump(*ring, one.clients, [&] { return handler.lent.size() == 2; }));
+  uint16_t never = 0;
+  while (never == handler.lent[0].bid || never == handler.lent[1].bid) ++never;
+  if (handler.lent[1].bid != handler.lent[0].bid) {
+    EXPECT_DEATH(ring->ReturnLent(handler.lent[0].bid), "not lent");
+  }
+  EXPECT_DEATH(ring->ReturnLent(never), "not lent");
+  ring->ReturnLent(handler.lent[1].bid);
 }
 
 // Several rings in one blocking call: each ring's eventfd in one epoll set.
