@@ -1000,6 +1000,60 @@ TEST_P(TcpEngineTest, EchoesAreSentFromTheReceiveBufferWhichComesBack) {
   }));
 }
 
+// Lent receive buffers while the server goes away: destroyed from outside
+// the loop's callbacks, and handed to DeleteLater from inside the OnData
+// that lent one. Every buffer comes back (the rings would fail a check at
+// the loop's end otherwise) and the loop serves a new server after.
+TEST_P(TcpEngineTest, ServerDestroyedWithBuffersLentGetsThemAllBack) {
+  for (const bool from_callback : {false, true}) {
+    SCOPED_TRACE(from_callback ? "DeleteLater from OnData" : "destroyed");
+    TcpServerOptions options;
+    options.tcp.high_watermark = 64 << 20;
+    Start(std::move(options));
+    StreamEngine* streams = loop_->streams();
+    ASSERT_NE(streams, nullptr);
+    uint64_t echoed = 0;
+    handler_.echo = false;
+    handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+      EXPECT_TRUE(conn->Write(bytes));
+      echoed += bytes.size();
+      if (from_callback && echoed >= (4u << 20) && server_ != nullptr) {
+        loop_->DeleteLater(std::move(server_));
+      }
+    };
+    TestClient stuck(server_->address());
+    const int small = 4096;
+    setsockopt(stuck.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    stuck.Send(RandomBytes(16 << 20, 14));
+    uint64_t most_lent = 0;
+    ASSERT_TRUE(PumpUntil(
+        [&] { return server_ == nullptr || echoed >= (8u << 20); }, [&] {
+          stuck.Flush();
+          most_lent = std::max(most_lent, streams->buffers_lent());
+        }));
+    EXPECT_GT(most_lent, 0u);
+    if (!from_callback) {
+      EXPECT_GT(streams->buffers_lent(), 0u);
+      server_.reset();
+    }
+    Pump(20);
+    EXPECT_EQ(streams->buffers_lent(), 0u);
+    EXPECT_EQ(server_, nullptr);
+  }
+  // The loop still serves (an echo, by the handler's own).
+  handler_.on_data = nullptr;
+  Start();
+  TestClient client(server_->address());
+  const std::string hello = RandomBytes(32 * 1024, 15);
+  client.Send(hello);
+  ASSERT_TRUE(
+      PumpUntil([&] { return client.received().size() == hello.size(); }, [&] {
+        client.Flush();
+        client.Receive();
+      }));
+  EXPECT_TRUE(client.received() == hello);
+}
+
 // On a completion backend, connections a server accepts take no process
 // descriptor: with RLIMIT_NOFILE far below the count, every one of them is
 // accepted and echoes. (stream_ring_test and //tests:uring_nofile_test do
