@@ -34,6 +34,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace nbio {
 
@@ -115,6 +116,11 @@ class StreamEngine {
   virtual void Shutdown(Handle h) = 0;
   // Cancels what is in flight and closes. `released` follows.
   virtual void Close(Handle h) = 0;
+  // A process fd for h's socket, for what only a descriptor can ask
+  // (getpeername, FIONREAD); the caller closes it. Synchronous, runs no
+  // up-call, so it may be called from inside one. Fails (with the reason)
+  // on a kernel that cannot, or at the open-file limit.
+  virtual absl::StatusOr<int> InstallFd(Handle h) = 0;
   // Whether everything the kernel held for h has been delivered: a receive
   // is armed, nothing is held back, and the last receive found the socket
   // empty. Meaningful after RunPending().

@@ -393,6 +393,10 @@ void UringStreamPoller::Close(Handle h) {
   RingOf(h).ring->Close(h & kSlotMask);
 }
 
+absl::StatusOr<int> UringStreamPoller::InstallFd(Handle h) {
+  return RingOf(h).ring->InstallFd(h & kSlotMask);
+}
+
 bool UringStreamPoller::ReceiveDrained(Handle h) {
   return RingOf(h).ring->ReceiveDrained(h & kSlotMask);
 }

@@ -75,6 +75,7 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   uint64_t buffers_lent() const override;
   void Shutdown(Handle h) override;
   void Close(Handle h) override;
+  absl::StatusOr<int> InstallFd(Handle h) override;
   bool ReceiveDrained(Handle h) override;
   void RunPending() override;
   void SettleClosed() override;

@@ -27,7 +27,12 @@ enum Op : uint64_t {
   kShutdown = 4,
   kClose = 5,
   kWatch = 6,  // WatchFd's poll request
+  kInstall = 7,  // InstallFd's request
 };
+// Linux 6.8 (IORING_OP_FIXED_FD_INSTALL), newer than liburing 2.3's
+// headers. The request's other fields must be zero; install_fd_flags 0
+// asks for O_CLOEXEC.
+constexpr uint8_t kOpFixedFdInstall = 54;
 constexpr uint32_t kGenMask = 0xffffff;
 
 uint64_t Tag(Op op, uint32_t slot, uint32_t gen) {
@@ -463,6 +468,30 @@ void UringStreamRing::WatchFd(int fd) {
   watching_fd_ = true;
 }
 
+absl::StatusOr<int> UringStreamRing::InstallFd(uint32_t slot) {
+  NBIO_CHECK_MSG(!installing_, "InstallFd is not re-entrant");
+  if (!in_use(slot) || (slots_[slot].flags & kClosing) != 0) {
+    return absl::FailedPreconditionError("io_uring: the slot is not open");
+  }
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_rw(kOpFixedFdInstall, sqe, static_cast<int>(slot), nullptr,
+                   0, 0);
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, Tag(kInstall, slot, slots_[slot].gen));
+  installing_ = true;
+  RunSelected(
+      [](const Completion& c) { return (c.user_data >> 56) == kInstall; },
+      [this] { return !installing_; }, "io_uring fd install stuck");
+  const int32_t res = install_result_;
+  if (res >= 0) return res;
+  if (res == -EINVAL) {
+    return absl::UnimplementedError(
+        "io_uring: this kernel cannot install a direct descriptor as a "
+        "process fd (IORING_OP_FIXED_FD_INSTALL needs Linux 6.8)");
+  }
+  return ErrnoStatus("io_uring fixed fd install", -res);
+}
+
 void UringStreamRing::SetEventFdSignals(bool on) {
   if (event_fd_ < 0) return;
   io_uring_cq_eventfd_toggle(&ring_, on);
@@ -698,6 +727,11 @@ void UringStreamRing::Dispatch(const Completion& c) {
   if (op == kWatch) {
     watching_fd_ = false;
     handler_->OnFdReadable(c.res);
+    return;
+  }
+  if (op == kInstall) {
+    installing_ = false;
+    install_result_ = c.res;
     return;
   }
   const uint32_t slot = static_cast<uint32_t>(c.user_data);

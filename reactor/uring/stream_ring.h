@@ -183,6 +183,15 @@ class UringStreamRing {
   // for the slot after this but OnClosed.
   void Close(uint32_t slot);
 
+  // A process fd for the slot's socket (IORING_OP_FIXED_FD_INSTALL, O_CLOEXEC),
+  // for what only a descriptor can ask (getpeername, FIONREAD); the caller
+  // closes it. Synchronous: the kernel installs the fd as it sees the
+  // request, and no handler callback runs meanwhile, so it may be called
+  // from inside one. Errors: FAILED_PRECONDITION for a slot not open or
+  // closing, UNIMPLEMENTED before Linux 6.8, RESOURCE_EXHAUSTED when the
+  // process is at its open-file limit (EMFILE).
+  absl::StatusOr<int> InstallFd(uint32_t slot);
+
   // Stops accepting: cancels the accept and waits (briefly: the kernel
   // cancels at once) for its last completion. Connections it had already
   // accepted are delivered (OnAccept) before this returns when `deliver`,
@@ -384,6 +393,8 @@ class UringStreamRing {
   void RunSelected(Pick pick, Done done, const char* what);
   bool data_socket_empty_ = false;
   bool watching_fd_ = false;             // WatchFd's request is armed
+  bool installing_ = false;              // InstallFd awaits its completion
+  int32_t install_result_ = 0;           // ... which it finds here
   uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given
   bool delivered_lent_ = false;          // ... and LendDelivered kept it
   std::vector<bool> lent_;               // by buffer id: LendDelivered's

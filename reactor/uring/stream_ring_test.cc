@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -22,8 +23,10 @@
 #include <thread>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -228,7 +231,7 @@ class EchoHandler : public UringStreamRing::Handler {
   std::vector<std::pair<uint32_t, int>> ends;
   std::vector<std::pair<uint32_t, int>> send_errors;
 
- private:
+ protected:
   struct Conn {
     bool open = false;
     bool closing = false;
@@ -443,6 +446,87 @@ TEST_P(UringStreamRingModeTest, EchoRoundTripOnSeveralConnections) {
   EXPECT_EQ(handler.violations, 0);
   EXPECT_TRUE(handler.accept_errors.empty());
   ExpectQuiet(*ring);
+}
+
+// InstallFd from inside OnData, with other connections' completions
+// waiting in the same batch: each fd is the slot's own socket (its peer is
+// that client), a slot that is not open is refused, and nothing waiting is
+// lost: every echo arrives whole.
+class InstallingHandler : public EchoHandler {
+ public:
+  using EchoHandler::EchoHandler;
+  void OnData(uint32_t slot, const char* data, size_t len) override {
+    absl::StatusOr<int> fd = ring_->InstallFd(slot);
+    if (!fd.ok()) {
+      errors.push_back(fd.status());
+    } else {
+      sockaddr_storage ss{};
+      socklen_t n = sizeof(ss);
+      ports.emplace_back(slot, getpeername(*fd, reinterpret_cast<sockaddr*>(&ss),
+                                           &n) == 0
+                                   ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)
+                                               ->sin_port)
+                                   : 0);
+      cloexec &= (fcntl(*fd, F_GETFD) & FD_CLOEXEC) != 0;
+      close(*fd);
+    }
+    EchoHandler::OnData(slot, data, len);
+  }
+  std::vector<std::pair<uint32_t, uint16_t>> ports;  // slot, peer port
+  std::vector<absl::Status> errors;
+  bool cloexec = true;
+};
+
+TEST_P(UringStreamRingModeTest, InstallFdGivesTheSlotsOwnSocketMidBatch) {
+  InstallingHandler handler(64);
+  UringStreamRing::Options options = SmallOptions();
+  options.allow_defer_taskrun = GetParam();
+  CREATE_OR_SKIP(ring, options, &handler);
+  handler.set_ring(ring.get());
+  Connected conns;
+  constexpr int kConns = 8;
+  ConnectAll(*ring, handler, kConns, &conns);
+  for (int i = 0; i < kConns; ++i) conns.clients[i]->out = Pattern(i, 1000);
+  // Every client's bytes arrive before the ring runs: one batch.
+  for (Client* c : conns.clients) c->Progress(false);
+  ASSERT_TRUE(Pump(*ring, conns.clients, [&] {
+    for (Client* c : conns.clients) {
+      if (c->in.size() < 1000) return false;
+    }
+    return true;
+  }));
+  for (int i = 0; i < kConns; ++i) {
+    EXPECT_TRUE(conns.clients[i]->in == Pattern(i, 1000)) << i;
+  }
+  for (const absl::Status& e : handler.errors) {
+    if (absl::IsUnimplemented(e)) GTEST_SKIP() << e;  // before Linux 6.8
+    ADD_FAILURE() << e;
+  }
+  ASSERT_GE(handler.ports.size(), size_t{kConns});
+  // Each slot's fd has that slot's client as its peer.
+  std::set<uint16_t> client_ports;
+  for (Client* c : conns.clients) {
+    sockaddr_in local{};
+    socklen_t n = sizeof(local);
+    getsockname(c->fd, reinterpret_cast<sockaddr*>(&local), &n);
+    client_ports.insert(ntohs(local.sin_port));
+  }
+  std::map<uint32_t, std::set<uint16_t>> seen;
+  for (const auto& [slot, port] : handler.ports) seen[slot].insert(port);
+  EXPECT_EQ(seen.size(), size_t{kConns});
+  std::set<uint16_t> all;
+  for (const auto& [slot, ports] : seen) {
+    EXPECT_EQ(ports.size(), 1u) << "slot " << slot << " changed peers";
+    all.insert(*ports.begin());
+  }
+  EXPECT_EQ(all, client_ports);
+  EXPECT_TRUE(handler.cloexec);
+  // A slot not open, and one being closed, are refused.
+  EXPECT_TRUE(absl::IsFailedPrecondition(ring->InstallFd(63).status()));
+  const uint32_t slot = handler.accepted[0];
+  handler.CloseOnce(slot);
+  EXPECT_TRUE(absl::IsFailedPrecondition(ring->InstallFd(slot).status()));
+  EXPECT_EQ(handler.violations, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(SetupModes, UringStreamRingModeTest, ::testing::Bool(),
