@@ -387,13 +387,25 @@ void TcpConnection::Close(const absl::Status& reason) {
 }
 
 absl::StatusOr<SocketAddress> TcpConnection::PeerAddress() const {
+  absl::StatusOr<SocketAddress> peer;
+  const absl::Status status =
+      WithFd([&peer](int fd) { peer = SocketAddress::PeerOf(fd); });
+  if (!status.ok()) return status;
+  return peer;
+}
+
+absl::Status TcpConnection::WithFd(absl::FunctionRef<void(int fd)> fn) const {
   if (is_closing()) return absl::FailedPreconditionError("connection closed");
-  if (flags_ & kDirect) {
-    return absl::UnimplementedError(
-        "peer address: not known for a connection on an io_uring direct "
-        "descriptor");
+  if ((flags_ & kDirect) == 0) {
+    fn(fd());
+    return absl::OkStatus();
   }
-  return SocketAddress::PeerOf(fd());
+  // A direct descriptor has no process fd: the engine makes one.
+  absl::StatusOr<int> fd = engine()->InstallFd(stream_handle());
+  if (!fd.ok()) return fd.status();
+  fn(*fd);
+  close(*fd);
+  return absl::OkStatus();
 }
 
 void TcpConnection::OnIdleTimer(TimerNode* node) {

@@ -28,7 +28,7 @@
 // On a completion backend ("io_uring") a connection accepted by a TcpServer
 // is the backend's (EventLoop::streams()): the kernel receives into shared
 // buffers and sends the output queue, and the connection has no process
-// fd (fd() is -1, PeerAddress() is UNIMPLEMENTED). The API and the
+// fd (fd() is -1; WithFd() lends one for a call). The API and the
 // handler's calls are the same, and each receive is limited to the room
 // under the high watermark as a read is (kernel 6.16+; before, a pause may
 // leave up to what the socket held received, kept aside until reading
@@ -200,7 +200,16 @@ class TcpConnection : private PollerEntry {
   size_t queued_bytes() const { return output_.size(); }
   bool is_reading() const { return (flags_ & kReading) != 0; }
   bool is_closing() const { return (flags_ & kClosing) != 0; }
+  // The peer's address (getpeername), on every backend.
   absl::StatusOr<SocketAddress> PeerAddress() const;
+  // Calls fn with a descriptor of the connection's socket, for what only a
+  // descriptor can ask or set (getsockopt, FIONREAD, TCP_NODELAY): fd()
+  // itself, or on a completion backend a process fd made for the call and
+  // closed after it (IORING_OP_FIXED_FD_INSTALL, Linux 6.8). fn must not
+  // close it nor keep it. Fails, without calling fn, on a closing
+  // connection, and on io_uring at the open-file limit (RESOURCE_EXHAUSTED)
+  // or before 6.8 (UNIMPLEMENTED). May be called from any callback.
+  absl::Status WithFd(absl::FunctionRef<void(int fd)> fn) const;
   TcpContext* context() const;
 
   // A pointer for the user (libuv's handle->data).

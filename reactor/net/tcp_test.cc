@@ -45,6 +45,16 @@ std::string RandomBytes(size_t n, uint32_t seed) {
   return s;
 }
 
+// Descriptors open in this process now.
+int OpenFds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d) != nullptr) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
 class TcpTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override { NBIO_SKIP_IF_BACKEND_UNAVAILABLE(GetParam()); }
@@ -270,6 +280,49 @@ TEST_P(TcpTest, CloseFromOnDataReportsAfterTheCall) {
   EXPECT_EQ(handler_.closed[0].code(), absl::StatusCode::kAborted);
   ASSERT_TRUE(PumpUntil([&] { return client.eof() || client.error() != 0; },
                         [&] { client.Receive(); }));
+}
+
+// PeerAddress and WithFd answer on every backend (on io_uring through a
+// process fd made for the call), from OnAccept and from OnData, as often as
+// asked, and refuse a closing connection.
+TEST_P(TcpTest, PeerAddressAndWithFdAnswerFromEveryCallback) {
+  Start();
+  std::vector<std::string> peers;
+  auto record = [&](TcpConnection* conn) {
+    absl::StatusOr<SocketAddress> peer = conn->PeerAddress();
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    peers.push_back(peer->ToString());
+  };
+  int sock_type = 0;
+  handler_.on_accept = [&](TcpConnection* conn) { record(conn); };
+  handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
+    record(conn);
+    record(conn);  // the second call
+    const absl::Status asked = conn->WithFd([&](int fd) {
+      socklen_t len = sizeof(sock_type);
+      ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_TYPE, &sock_type, &len), 0);
+    });
+    ASSERT_TRUE(asked.ok()) << asked;
+    EXPECT_TRUE(conn->Write(bytes));
+    conn->Close(absl::OkStatus());
+    EXPECT_TRUE(absl::IsFailedPrecondition(conn->PeerAddress().status()));
+    bool called = false;
+    EXPECT_TRUE(absl::IsFailedPrecondition(
+        conn->WithFd([&](int) { called = true; })));
+    EXPECT_FALSE(called);
+  };
+  const int fds_before = OpenFds();
+  TestClient client(server_->address());
+  absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(client.fd());
+  ASSERT_TRUE(local.ok()) << local.status();
+  ASSERT_TRUE(PumpUntil([&] { return handler_.accepted == 1; }));
+  client.Send("hello");
+  ASSERT_TRUE(PumpUntil([&] { return handler_.closed.size() == 1; }));
+  ASSERT_EQ(peers.size(), 3u);
+  for (const std::string& peer : peers) EXPECT_EQ(peer, local->ToString());
+  EXPECT_EQ(sock_type, SOCK_STREAM);
+  // The fds made for the calls were closed (the client's own is counted).
+  EXPECT_EQ(OpenFds(), fds_before + 1);
 }
 
 TEST_P(TcpTest, QueuedWriteReportsDrainedAndLargeBufferIsAdopted) {
@@ -673,15 +726,6 @@ TEST_P(TcpTest, ServerDestroyedInsideItsOwnCallbackFailsACheck) {
       "destroyed inside a callback about one of its connections");
 }
 
-int OpenFds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d) != nullptr) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
 // Servers opened and closed one after another on one long-lived loop leave
 // nothing behind: on io_uring each server's rings (an fd and an eventfd
 // each, queues and buffers) go once its connections have.
@@ -1079,6 +1123,13 @@ TEST_P(TcpEngineTest, EngineConnectionsAreNotBoundByTheDescriptorLimit) {
   rlimit low = old_limit;
   low.rlim_cur = 64;
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  // What needs a process fd says so, and costs the connection nothing.
+  TcpConnection* one = nullptr;
+  server_->context()->ForEachConnection(
+      [&](TcpConnection* conn) { one = conn; });
+  ASSERT_NE(one, nullptr);
+  absl::StatusOr<SocketAddress> peer = one->PeerAddress();
+  EXPECT_TRUE(absl::IsResourceExhausted(peer.status())) << peer.status();
   for (int i = 0; i < kClients; ++i) {
     ASSERT_EQ(send(clients[i], "ping", 4, MSG_NOSIGNAL), 4);
   }
@@ -1092,6 +1143,14 @@ TEST_P(TcpEngineTest, EngineConnectionsAreNotBoundByTheDescriptorLimit) {
   }));
   EXPECT_EQ(server_->context()->connection_count(), size_t{kClients});
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  peer = one->PeerAddress();
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  bool is_a_client = false;
+  for (int fd : clients) {
+    absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
+    is_a_client |= local.ok() && *local == *peer;
+  }
+  EXPECT_TRUE(is_a_client) << peer->ToString();
   for (int fd : clients) close(fd);
   ASSERT_TRUE(
       PumpUntil([&] { return server_->context()->connection_count() == 0; }));

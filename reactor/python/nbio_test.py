@@ -630,11 +630,19 @@ class TcpTest(unittest.TestCase):
 
     def test_echo_on_every_backend(self):
         # On io_uring the server's side of each connection is a direct
-        # descriptor: no fileno, no peer address, the same callbacks.
+        # descriptor: no fileno, the same callbacks, and a peer address
+        # asked through a descriptor made for the call.
         for backend in nbio.backends():
             with self.subTest(backend=backend):
                 loop = nbio.Loop(backend=backend)
-                server = loop.listen_tcp("127.0.0.1:0", Echo())
+                peers = []
+
+                class PeerEcho(Echo):
+                    def on_accept(self, conn):
+                        peers.append(conn.peer_address)
+                        conn.start_reading()
+
+                server = loop.listen_tcp("127.0.0.1:0", PeerEcho())
                 results = []
                 payload = bytes(range(256)) * 400
                 loop.connect_tcp(("127.0.0.1", server.port),
@@ -643,6 +651,9 @@ class TcpTest(unittest.TestCase):
                 loop.call_later(0.5, server.close)
                 loop.run()
                 self.assertEqual(results, [(payload, None)])
+                self.assertEqual(len(peers), 1)
+                self.assertEqual(peers[0][0], "127.0.0.1")
+                self.assertNotIn(peers[0][1], (0, server.port))
                 self.assertEqual(loop._resource_count, 0)
                 loop.close()
 
