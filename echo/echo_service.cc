@@ -4,6 +4,9 @@
 
 #include <utility>
 
+#include "absl/status/status.h"
+#include "reactor/poller/stream_engine.h"
+
 namespace nbio {
 
 absl::StatusOr<std::unique_ptr<EchoService>> EchoService::Create(
@@ -64,12 +67,20 @@ void EchoService::FinishWaiting() {
 
 EchoService::CutReport EchoService::CutRemaining() {
   CutReport report;
+  // On io_uring the kernel may have received bytes into ring buffers that
+  // were not delivered yet: they are echoed (queued) first, so that what is
+  // counted below is all a peer sent and will not get back.
+  if (StreamEngine* streams = server_->context()->loop()->streams()) {
+    streams->RunPending();
+  }
   server_->context()->ForEachConnection([&](TcpConnection* conn) {
     // Closing ones are already ending: not cut.
     ++report.connections;
     report.queued_bytes += conn->queued_bytes();
     int unread = 0;
-    if (ioctl(conn->fd(), FIONREAD, &unread) == 0 && unread > 0) {
+    const absl::Status asked = conn->WithFd(
+        [&unread](int fd) { ioctl(fd, FIONREAD, &unread); });
+    if (asked.ok() && unread > 0) {
       report.unread_bytes += static_cast<uint64_t>(unread);
     }
   });

@@ -56,8 +56,9 @@ class EchoService : public ConnectionHandler {
   struct CutReport {
     uint64_t connections = 0;
     uint64_t queued_bytes = 0;  // echo waiting in our output queues
-    // Received by the kernel, not read yet (FIONREAD; not known for
-    // io_uring direct connections, which have no fd: 0 there).
+    // Received by the kernel, not read yet (FIONREAD). On io_uring, bytes
+    // already in the ring's buffers are delivered and echoed first, so they
+    // count as queued.
     uint64_t unread_bytes = 0;
   };
 
