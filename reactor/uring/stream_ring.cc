@@ -33,6 +33,13 @@ enum Op : uint64_t {
 // headers. The request's other fields must be zero; install_fd_flags 0
 // asks for O_CLOEXEC.
 constexpr uint8_t kOpFixedFdInstall = 54;
+// Linux 6.12, newer than liburing 2.3's headers: a buffer ring whose buffers
+// are consumed incrementally (IOU_PBUF_RING_INC, in io_uring_buf_reg's
+// `pad`, named `flags` since), and the completion flag saying that the
+// kernel keeps the rest of the buffer for the next receive
+// (IORING_CQE_F_BUF_MORE).
+constexpr uint16_t kPbufRingInc = 2;
+constexpr uint32_t kCqeBufMore = 1u << 4;
 constexpr uint32_t kGenMask = 0xffffff;
 
 uint64_t Tag(Op op, uint32_t slot, uint32_t gen) {
@@ -165,7 +172,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
 
   // The provided buffer ring: page-aligned memory, so it is mapped.
   buffer_count_ = options.buffer_count;
-  lent_.assign(buffer_count_, false);
+  buffer_use_.assign(buffer_count_, BufferUse{});
   buffer_bytes_ = options.buffer_bytes;
   buf_ring_bytes_ = size_t{buffer_count_} * sizeof(io_uring_buf);
   void* ring_mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE,
@@ -177,7 +184,15 @@ absl::Status UringStreamRing::Init(const Options& options) {
   buf_reg.ring_addr = reinterpret_cast<uint64_t>(ring_mem);
   buf_reg.ring_entries = buffer_count_;
   buf_reg.bgid = 0;
+  incremental_ = options.incremental_buffers;
+  buf_reg.pad = incremental_ ? kPbufRingInc : 0;
   ret = io_uring_register_buf_ring(&ring_, &buf_reg, 0);
+  if (ret == -EINVAL && incremental_) {
+    // Before 6.12: every receive takes a whole buffer.
+    incremental_ = false;
+    buf_reg.pad = 0;
+    ret = io_uring_register_buf_ring(&ring_, &buf_reg, 0);
+  }
   if (ret < 0) {
     if (ret == -ENOMEM) {
       return IoUringSetupError("io_uring_register_buf_ring", -ret);
@@ -509,20 +524,58 @@ bool UringStreamRing::LendDelivered(const char* data, size_t len,
       data + len > buffer + buffer_bytes_) {
     return false;
   }
-  if (counters_.buffers_lent + 1 > buffer_count_ / 2) return false;
+  BufferUse& u = buffer_use_[delivering_bid_];
+  if (u.loans == 0 && counters_.buffers_lent + 1 > buffer_count_ / 2) {
+    return false;
+  }
+  NBIO_CHECK(u.loans < UINT16_MAX);
+  if (u.loans++ == 0) ++counters_.buffers_lent;
   delivered_lent_ = true;
-  lent_[delivering_bid_] = true;
-  ++counters_.buffers_lent;
   ++counters_.lends;
   *bid = delivering_bid_;
   return true;
 }
 
 void UringStreamRing::ReturnLent(uint16_t bid) {
-  NBIO_CHECK_MSG(bid < buffer_count_ && lent_[bid],
+  NBIO_CHECK_MSG(bid < buffer_count_ && buffer_use_[bid].loans > 0,
                  "ReturnLent of a buffer that is not lent");
-  lent_[bid] = false;
-  --counters_.buffers_lent;
+  if (--buffer_use_[bid].loans == 0) --counters_.buffers_lent;
+  MaybeReturnBuffer(bid);
+}
+
+const char* UringStreamRing::TakeBuffer(const Completion& c, uint16_t* bid) {
+  *bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+  NBIO_CHECK_MSG(*bid < buffer_count_, "buffer id out of range");
+  BufferUse& u = buffer_use_[*bid];
+  if (!u.filling) {
+    // The kernel's first receive into this buffer since it was given.
+    NBIO_CHECK_MSG(u.loans == 0 && u.offset == 0,
+                   "a buffer not given back came back from the kernel");
+    u.filling = true;
+  }
+  // Incremental buffers: this receive continues where the buffer's last
+  // one ended (the kernel orders a buffer's completions).
+  const char* data = Buffer(*bid) + u.offset;
+  if (c.res > 0) {
+    u.offset += static_cast<uint32_t>(c.res);
+    NBIO_CHECK_MSG(u.offset <= buffer_bytes_, "a receive overran its buffer");
+  }
+  return data;
+}
+
+void UringStreamRing::DoneWithReceive(uint16_t bid, uint32_t cqe_flags) {
+  // BUF_MORE: the kernel keeps the rest of the buffer for the next receive.
+  // Until then it is still the kernel's (not counted out).
+  if ((cqe_flags & kCqeBufMore) != 0) return;
+  buffer_use_[bid].filling = false;
+  ++counters_.buffers_out;
+  MaybeReturnBuffer(bid);
+}
+
+void UringStreamRing::MaybeReturnBuffer(uint16_t bid) {
+  BufferUse& u = buffer_use_[bid];
+  if (u.filling || u.loans > 0) return;
+  u.offset = 0;
   ReturnBuffer(bid);
 }
 
@@ -532,11 +585,10 @@ void UringStreamRing::PublishBuffers() {
   buffers_to_publish_ = 0;
 }
 
-void UringStreamRing::Spill(uint32_t slot, uint16_t bid, uint32_t len) {
-  spill_[slot].append(Buffer(bid), len);
+void UringStreamRing::Spill(uint32_t slot, const char* data, uint32_t len) {
+  spill_[slot].append(data, len);
   counters_.spilled_bytes += len;
   slots_[slot].flags |= kHasSpill;
-  ReturnBuffer(bid);
 }
 
 void UringStreamRing::DropSpill(uint32_t slot) {
@@ -743,8 +795,9 @@ void UringStreamRing::Dispatch(const Completion& c) {
     // state (see OnAcceptCqe); nothing else holds a buffer either, but be
     // safe: a buffer must never leak.
     if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
-      ++counters_.buffers_out;
-      ReturnBuffer(static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT));
+      uint16_t bid;
+      TakeBuffer(c, &bid);
+      DoneWithReceive(bid, c.flags);
     }
     return;
   }
@@ -847,10 +900,10 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     }
   }
   if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
-    const auto bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
-    ++counters_.buffers_out;
+    uint16_t bid;
+    const char* data = TakeBuffer(c, &bid);
     if (c.res <= 0 || (s.flags & kClosing) != 0) {
-      ReturnBuffer(bid);
+      DoneWithReceive(bid, c.flags);
     } else if ((s.flags & (kRecvWanted | kInResume)) == kRecvWanted &&
                (s.flags & kHasSpill) == 0) {
       const uint32_t gen = s.gen;
@@ -859,8 +912,8 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
       const bool outer_lent = delivered_lent_;
       delivering_bid_ = bid;
       delivered_lent_ = false;
-      handler_->OnData(slot, Buffer(bid), static_cast<size_t>(c.res));
-      if (!delivered_lent_) ReturnBuffer(bid);
+      handler_->OnData(slot, data, static_cast<size_t>(c.res));
+      DoneWithReceive(bid, c.flags);
       delivering_bid_ = outer_bid;
       delivered_lent_ = outer_lent;
       // The handler may have closed the slot, and its close may even have
@@ -869,7 +922,8 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     } else {
       // Stopped (or older data waits to be delivered): copy the bytes
       // aside until StartReceive; the buffer goes back now.
-      Spill(slot, bid, static_cast<uint32_t>(c.res));
+      Spill(slot, data, static_cast<uint32_t>(c.res));
+      DoneWithReceive(bid, c.flags);
     }
   }
   if (more) return;

@@ -119,6 +119,12 @@ class UringStreamRing {
     uint32_t buffer_bytes = 16 * 1024;
     // Tries SINGLE_ISSUER | DEFER_TASKRUN first when true.
     bool allow_defer_taskrun = true;
+    // Buffers consumed incrementally (IOU_PBUF_RING_INC, Linux 6.12): a
+    // receive takes from a buffer only the bytes it got, and the next one
+    // goes on in the same buffer, so small receives share buffers instead
+    // of taking one each. Where the kernel lacks it, or when false, each
+    // receive takes a whole buffer.
+    bool incremental_buffers = true;
     // Accepting: a multishot accept while more than this many slots are
     // free, then one single-shot accept at a time, armed only while a slot
     // is free, so that connections past a full table wait in the listen
@@ -135,14 +141,14 @@ class UringStreamRing {
   struct Counters {
     uint32_t slots_in_use = 0;  // accepted, OnClosed not yet called
     uint32_t receives_armed = 0;
-    uint32_t buffers_out = 0;     // taken by the kernel, not returned yet
+    uint32_t buffers_out = 0;     // filled by the kernel, not returned yet
     uint64_t enobufs_rearms = 0;  // receives ended by ENOBUFS and re-armed
     uint64_t cq_overflows = 0;    // waits that found completions overflowed
     uint64_t accept_arms = 0;     // accept requests armed (either kind)
     uint64_t spilled_bytes = 0;   // received while stopped, copied aside
     uint64_t limited_rearms = 0;  // receives that reached their limit
     uint32_t slots_closing = 0;   // Close() called, OnClosed not yet
-    uint32_t buffers_lent = 0;    // kept by LendDelivered, not returned yet
+    uint32_t buffers_lent = 0;    // with loans from LendDelivered out
     uint64_t lends = 0;           // LendDelivered calls that lent
   };
 
@@ -224,15 +230,18 @@ class UringStreamRing {
   // During OnData: keeps the buffer being delivered out of the buffer ring
   // so that the owner can send from it instead of copying (an echo), until
   // ReturnLent(*bid). Lends only when [data, data + len) lies in that
-  // buffer, it is not lent already, and at most half of the ring's buffers
-  // would be lent: receiving never waits on an owner's slow peer. False
-  // (nothing kept) otherwise, and for data that was held back (copied
-  // aside, no buffer). The ring must outlive its lent buffers (a check).
+  // buffer, this delivery has not lent already, and at most half of the
+  // ring's buffers would be lent: receiving never waits on an owner's slow
+  // peer. An incremental buffer may hold several connections' receives and
+  // so several loans; it goes back once all have returned and the kernel
+  // has filled it. False (nothing kept) otherwise, and for data that was
+  // held back (copied aside, no buffer). The ring must outlive its lent
+  // buffers (a check).
   bool LendDelivered(const char* data, size_t len, uint16_t* bid);
-  // Gives a lent buffer back to the buffer ring (at the next Wait(), which
-  // HasPendingWork then asks for). Any time on the ring's thread, also
-  // from inside a handler callback. A buffer not lent (or given back
-  // already) fails a check.
+  // Returns one loan of the buffer; the buffer goes back to the buffer ring
+  // (at the next Wait(), which HasPendingWork then asks for) with its last.
+  // Any time on the ring's thread, also from inside a handler callback. A
+  // buffer with no loan out fails a check.
   void ReturnLent(uint16_t bid);
 
   // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
@@ -266,6 +275,7 @@ class UringStreamRing {
   int event_fd() const { return event_fd_; }
 
   const char* setup_mode() const { return setup_mode_; }
+  bool incremental_buffers() const { return incremental_; }
   uint32_t slots() const { return slot_count_; }
   uint32_t cq_entries() const { return cq_entries_; }
   uint32_t sq_entries() const { return sq_entries_; }
@@ -327,7 +337,14 @@ class UringStreamRing {
   // Copies a receive that arrived while the slot was stopped into spill_ and
   // gives its buffer back at once: a paused connection whose peer never
   // reads must not keep the ring's shared buffers from everyone else.
-  void Spill(uint32_t slot, uint16_t bid, uint32_t len);
+  void Spill(uint32_t slot, const char* data, uint32_t len);
+  // A receive completion's bytes: where they start in their buffer (*bid).
+  const char* TakeBuffer(const Completion& c, uint16_t* bid);
+  // After the completion's bytes were handled: the receive's hold on the
+  // buffer ends, unless the kernel keeps the rest for the next one.
+  void DoneWithReceive(uint16_t bid, uint32_t cqe_flags);
+  // Gives the buffer back once neither the kernel nor a loan holds it.
+  void MaybeReturnBuffer(uint16_t bid);
   void DropSpill(uint32_t slot);
   void DeliverHeld(uint32_t slot);
   void RearmStarved();
@@ -397,7 +414,15 @@ class UringStreamRing {
   int32_t install_result_ = 0;           // ... which it finds here
   uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given
   bool delivered_lent_ = false;          // ... and LendDelivered kept it
-  std::vector<bool> lent_;               // by buffer id: LendDelivered's
+  // By buffer id: how far the kernel has filled it (incremental buffers),
+  // whether it may fill more, and LendDelivered's loans from it.
+  struct BufferUse {
+    uint32_t offset = 0;
+    uint16_t loans = 0;
+    bool filling = false;
+  };
+  std::vector<BufferUse> buffer_use_;
+  bool incremental_ = false;  // IOU_PBUF_RING_INC accepted
   bool receive_limits_ = true;  // the kernel takes a multishot byte limit
   bool discard_accepts_ = false;  // StopAccepting(false) in progress
   // Starved receives (ENOBUFS), FIFO: a circular array of slots.

@@ -398,16 +398,27 @@ TEST(UringStreamRingTest, DefaultTableHasRlimitNofileSlots) {
 }
 
 // The echo under each setup mode: DEFER_TASKRUN (completion work runs only
-// in Wait) and its fallback COOP_TASKRUN.
-class UringStreamRingModeTest : public ::testing::TestWithParam<bool> {};
+// in Wait) and its fallback COOP_TASKRUN, with incremental buffers, and
+// COOP_TASKRUN with a whole buffer per receive (kernels before 6.12).
+enum class RingMode { kDeferTaskrun, kCoopTaskrun, kWholeBuffers };
+class UringStreamRingModeTest : public ::testing::TestWithParam<RingMode> {
+ protected:
+  UringStreamRing::Options ModeOptions() const {
+    UringStreamRing::Options options = SmallOptions();
+    options.allow_defer_taskrun = GetParam() == RingMode::kDeferTaskrun;
+    options.incremental_buffers = GetParam() != RingMode::kWholeBuffers;
+    return options;
+  }
+};
 
 TEST_P(UringStreamRingModeTest, EchoRoundTripOnSeveralConnections) {
   EchoHandler handler(64);
-  UringStreamRing::Options options = SmallOptions();
-  options.allow_defer_taskrun = GetParam();
-  CREATE_OR_SKIP(ring, options, &handler);
-  if (!GetParam()) {
+  CREATE_OR_SKIP(ring, ModeOptions(), &handler);
+  if (GetParam() != RingMode::kDeferTaskrun) {
     EXPECT_EQ(std::string(ring->setup_mode()), "COOP_TASKRUN|TASKRUN_FLAG");
+  }
+  if (GetParam() == RingMode::kWholeBuffers) {
+    EXPECT_FALSE(ring->incremental_buffers());
   }
   Connected conns;
   ListenOn(*ring, &conns);
@@ -479,9 +490,7 @@ class InstallingHandler : public EchoHandler {
 
 TEST_P(UringStreamRingModeTest, InstallFdGivesTheSlotsOwnSocketMidBatch) {
   InstallingHandler handler(64);
-  UringStreamRing::Options options = SmallOptions();
-  options.allow_defer_taskrun = GetParam();
-  CREATE_OR_SKIP(ring, options, &handler);
+  CREATE_OR_SKIP(ring, ModeOptions(), &handler);
   handler.set_ring(ring.get());
   Connected conns;
   constexpr int kConns = 8;
@@ -529,10 +538,21 @@ TEST_P(UringStreamRingModeTest, InstallFdGivesTheSlotsOwnSocketMidBatch) {
   EXPECT_EQ(handler.violations, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(SetupModes, UringStreamRingModeTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return info.param ? "DeferTaskrun" : "CoopTaskrun";
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    SetupModes, UringStreamRingModeTest,
+    ::testing::Values(RingMode::kDeferTaskrun, RingMode::kCoopTaskrun,
+                      RingMode::kWholeBuffers),
+    [](const ::testing::TestParamInfo<RingMode>& info) -> std::string {
+      switch (info.param) {
+        case RingMode::kDeferTaskrun:
+          return "DeferTaskrun";
+        case RingMode::kCoopTaskrun:
+          return "CoopTaskrun";
+        case RingMode::kWholeBuffers:
+          return "WholeBuffers";
+      }
+      return "";
+    });
 
 // Connections past a full table wait in the listen backlog: with a
 // reserve as large as the table, accepts are single-shot and armed only
@@ -1192,6 +1212,7 @@ TEST(UringStreamRingTest, LentBuffersStayPutUntilReturned) {
   UringStreamRing::Options options = SmallOptions();
   options.buffer_count = 4;
   options.buffer_bytes = 1024;
+  options.incremental_buffers = false;  // one receive, one buffer
   LendingHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, options, &handler);
@@ -1236,8 +1257,84 @@ TEST(UringStreamRingTest, LentBuffersStayPutUntilReturned) {
   EXPECT_EQ(handler.violations, 0);
 }
 
+// Incremental buffers: small receives follow one another in one buffer,
+// each delivered from where the last ended, and each may be lent. The
+// buffer goes back only once the kernel has filled it and every loan has
+// come back; until then its bytes stay put, and receiving goes on in the
+// next buffer.
+TEST(UringStreamRingTest, IncrementalBufferComesBackAfterItsLastLoan) {
+  UringStreamRing::Options options = SmallOptions();
+  options.buffer_count = 4;
+  options.buffer_bytes = 1024;
+  LendingHandler handler(64);
+  handler.echo = false;
+  CREATE_OR_SKIP(ring, options, &handler);
+  if (!ring->incremental_buffers()) {
+    GTEST_SKIP() << "the kernel has no incremental buffers (Linux 6.12)";
+  }
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
+  // 100-byte messages, one at a time: ten fit in the first buffer, the
+  // eleventh ends it (24 bytes) and goes on in the next.
+  std::string expected;
+  for (int i = 0; i < 12; ++i) {
+    const std::string message = Pattern(i, 100);
+    expected += message;
+    one.client->out = message;
+    ASSERT_TRUE(Pump(*ring, one.clients, [&] {
+      return handler.received(one.slot).size() == expected.size();
+    }));
+  }
+  EXPECT_TRUE(handler.received(one.slot) == expected);
+  EXPECT_EQ(handler.wrong_lends, 0);
+  // Every delivery lent (two buffers at most: within half of four).
+  ASSERT_EQ(handler.lent.size(), 13u);
+  const uint16_t first = handler.lent[0].bid;
+  for (int i = 0; i < 11; ++i) {
+    EXPECT_EQ(handler.lent[i].bid, first) << i;
+    // Back to back in the buffer.
+    if (i > 0) {
+      EXPECT_EQ(handler.lent[i].at,
+                handler.lent[i - 1].at + handler.lent[i - 1].bytes.size());
+    }
+  }
+  EXPECT_NE(handler.lent[11].bid, first);
+  EXPECT_EQ(ring->counters().buffers_lent, 2u);
+  // The first buffer is filled, out and lent; the second the kernel still
+  // fills.
+  EXPECT_EQ(ring->counters().buffers_out, 1u);
+  for (size_t i = 0; i + 1 < handler.lent.size(); ++i) {
+    ring->ReturnLent(handler.lent[i].bid);
+    ASSERT_TRUE(ring->Wait(0).ok());
+    if (handler.lent[i].bid == first) {
+      // Untouched while any loan of it is out.
+      for (size_t j = i + 1; j < 11; ++j) {
+        EXPECT_EQ(std::string(handler.lent[j].at, handler.lent[j].bytes.size()),
+                  handler.lent[j].bytes);
+      }
+      EXPECT_EQ(ring->counters().buffers_out, i == 10 ? 0u : 1u) << i;
+    }
+  }
+  ring->ReturnLent(handler.lent.back().bid);
+  EXPECT_EQ(ring->counters().buffers_lent, 0u);
+  // And it is filled again later: 4 buffers of 1 KiB carry 8 KiB more.
+  const std::string more = Pattern(99, 8192);
+  one.client->out = more;
+  expected += more;
+  ASSERT_TRUE(Pump(*ring, one.clients, [&] {
+    for (size_t i = 13; i < handler.lent.size(); ++i) {
+      ring->ReturnLent(handler.lent[i].bid);
+    }
+    handler.lent.resize(std::min<size_t>(handler.lent.size(), 13));
+    return handler.received(one.slot).size() == expected.size();
+  }));
+  EXPECT_TRUE(handler.received(one.slot) == expected);
+  EXPECT_EQ(handler.violations, 0);
+}
+
 TEST(UringStreamRingDeathTest, DestroyedWithABufferLentFailsACheck) {
   UringStreamRing::Options options = SmallOptions();
+  options.incremental_buffers = false;  // so "x" and "y" get two buffers
   LendingHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, options, &handler);
