@@ -124,8 +124,8 @@ struct TcpOptions {
   // Output queue block size (BlockPool). 0: 4 KiB on a readiness backend
   // (a write is queued only when the kernel's buffer is full); on a
   // completion backend (io_uring), where every write is queued, a block
-  // holds one receive buffer's worth (16 KiB), so that an echoed chunk is
-  // one block and one iovec.
+  // holds one receive buffer's worth up to 16 KiB, so that a copied echo
+  // of a chunk is one block and one iovec (larger chunks are lent).
   size_t output_block_size = 0;
   // TCP_NODELAY on every connection.
   bool no_delay = true;

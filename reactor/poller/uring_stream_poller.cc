@@ -141,6 +141,7 @@ absl::StatusOr<std::unique_ptr<UringStreamPoller>> UringStreamPoller::Create() {
     absl::StatusOr<std::unique_ptr<UringStreamRing>> ring =
         UringStreamRing::Create(trial, &none);
     if (!ring.ok()) return ring.status();
+    poller->incremental_ = (*ring)->incremental_buffers();
   }
   rlimit nofile{};
   getrlimit(RLIMIT_NOFILE, &nofile);
@@ -196,8 +197,8 @@ absl::Status UringStreamPoller::Grow(Listener* l) {
   // lost. One per slot cost 26 bytes a connection at 1,000,000.
   options.cq_entries = std::max<uint32_t>(4096, slots / 4);
   if (full) {
-    options.buffer_count = kBuffersPerRing;
-    options.buffer_bytes = kBufferBytes;
+    options.buffer_count = buffer_count();
+    options.buffer_bytes = buffer_bytes();
   } else {
     options.buffer_count = kSmallBufferCount;
     options.buffer_bytes = kSmallBufferBytes;
