@@ -543,38 +543,45 @@ void UringStreamRing::ReturnLent(uint16_t bid) {
   MaybeReturnBuffer(bid);
 }
 
-const char* UringStreamRing::TakeBuffer(const Completion& c, uint16_t* bid) {
-  *bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
-  NBIO_CHECK_MSG(*bid < buffer_count_, "buffer id out of range");
-  BufferUse& u = buffer_use_[*bid];
-  if (!u.filling) {
+uint32_t UringStreamRing::NoteReceived(int32_t res, uint32_t cqe_flags) {
+  const auto bid = static_cast<uint16_t>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+  NBIO_CHECK_MSG(bid < buffer_count_, "buffer id out of range");
+  BufferUse& u = buffer_use_[bid];
+  if (!u.kernel_fills) {
     // The kernel's first receive into this buffer since it was given.
-    NBIO_CHECK_MSG(u.loans == 0 && u.offset == 0,
+    NBIO_CHECK_MSG(u.offset == 0 && u.pending == 0 && u.loans == 0,
                    "a buffer not given back came back from the kernel");
-    u.filling = true;
   }
-  // Incremental buffers: this receive continues where the buffer's last
-  // one ended (the kernel orders a buffer's completions).
-  const char* data = Buffer(*bid) + u.offset;
-  if (c.res > 0) {
-    u.offset += static_cast<uint32_t>(c.res);
+  // Incremental buffers: this receive goes on where the buffer's last one
+  // ended (the kernel posts a buffer's completions in order; they are
+  // reaped in that order, but may be dispatched out of it: RunSelected).
+  const uint32_t at = u.offset;
+  if (res > 0) {
+    u.offset += static_cast<uint32_t>(res);
     NBIO_CHECK_MSG(u.offset <= buffer_bytes_, "a receive overran its buffer");
   }
-  return data;
+  NBIO_CHECK(u.pending < UINT16_MAX);
+  ++u.pending;
+  // BUF_MORE: the kernel keeps the rest of the buffer for the next receive;
+  // until it is done with it, the buffer is not counted out.
+  u.kernel_fills = (cqe_flags & kCqeBufMore) != 0;
+  if (!u.kernel_fills) ++counters_.buffers_out;
+  return at;
 }
 
-void UringStreamRing::DoneWithReceive(uint16_t bid, uint32_t cqe_flags) {
-  // BUF_MORE: the kernel keeps the rest of the buffer for the next receive.
-  // Until then it is still the kernel's (not counted out).
-  if ((cqe_flags & kCqeBufMore) != 0) return;
-  buffer_use_[bid].filling = false;
-  ++counters_.buffers_out;
+const char* UringStreamRing::TakeBuffer(const Completion& c, uint16_t* bid) {
+  *bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+  return Buffer(*bid) + c.buf_offset;
+}
+
+void UringStreamRing::DoneWithReceive(uint16_t bid) {
+  --buffer_use_[bid].pending;
   MaybeReturnBuffer(bid);
 }
 
 void UringStreamRing::MaybeReturnBuffer(uint16_t bid) {
   BufferUse& u = buffer_use_[bid];
-  if (u.filling || u.loans > 0) return;
+  if (u.kernel_fills || u.pending > 0 || u.loans > 0) return;
   u.offset = 0;
   ReturnBuffer(bid);
 }
@@ -673,7 +680,10 @@ void UringStreamRing::Reap() {
   unsigned seen = 0;
   io_uring_cqe* cqe;
   io_uring_for_each_cqe(&ring_, head, cqe) {
-    batch_.push_back({cqe->user_data, cqe->res, cqe->flags});
+    const uint32_t at = (cqe->flags & IORING_CQE_F_BUFFER) != 0
+                            ? NoteReceived(cqe->res, cqe->flags)
+                            : 0;
+    batch_.push_back({cqe->user_data, cqe->res, cqe->flags, at});
     ++seen;
   }
   io_uring_cq_advance(&ring_, seen);
@@ -795,9 +805,7 @@ void UringStreamRing::Dispatch(const Completion& c) {
     // state (see OnAcceptCqe); nothing else holds a buffer either, but be
     // safe: a buffer must never leak.
     if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
-      uint16_t bid;
-      TakeBuffer(c, &bid);
-      DoneWithReceive(bid, c.flags);
+      DoneWithReceive(static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT));
     }
     return;
   }
@@ -903,7 +911,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     uint16_t bid;
     const char* data = TakeBuffer(c, &bid);
     if (c.res <= 0 || (s.flags & kClosing) != 0) {
-      DoneWithReceive(bid, c.flags);
+      DoneWithReceive(bid);
     } else if ((s.flags & (kRecvWanted | kInResume)) == kRecvWanted &&
                (s.flags & kHasSpill) == 0) {
       const uint32_t gen = s.gen;
@@ -913,7 +921,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
       delivering_bid_ = bid;
       delivered_lent_ = false;
       handler_->OnData(slot, data, static_cast<size_t>(c.res));
-      DoneWithReceive(bid, c.flags);
+      DoneWithReceive(bid);
       delivering_bid_ = outer_bid;
       delivered_lent_ = outer_lent;
       // The handler may have closed the slot, and its close may even have
@@ -923,7 +931,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
       // Stopped (or older data waits to be delivered): copy the bytes
       // aside until StartReceive; the buffer goes back now.
       Spill(slot, data, static_cast<uint32_t>(c.res));
-      DoneWithReceive(bid, c.flags);
+      DoneWithReceive(bid);
     }
   }
   if (more) return;

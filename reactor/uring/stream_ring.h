@@ -319,6 +319,7 @@ class UringStreamRing {
     uint64_t user_data;
     int32_t res;
     uint32_t flags;
+    uint32_t buf_offset;  // where a receive's bytes start in its buffer
   };
 
   UringStreamRing(Handler* handler) : handler_(handler) {}
@@ -338,12 +339,15 @@ class UringStreamRing {
   // gives its buffer back at once: a paused connection whose peer never
   // reads must not keep the ring's shared buffers from everyone else.
   void Spill(uint32_t slot, const char* data, uint32_t len);
-  // A receive completion's bytes: where they start in their buffer (*bid).
+  // At reaping, in the kernel's order: a receive completion's place in its
+  // buffer (returned), which it holds until dispatched.
+  uint32_t NoteReceived(int32_t res, uint32_t cqe_flags);
+  // A receive completion's bytes and their buffer (*bid).
   const char* TakeBuffer(const Completion& c, uint16_t* bid);
-  // After the completion's bytes were handled: the receive's hold on the
-  // buffer ends, unless the kernel keeps the rest for the next one.
-  void DoneWithReceive(uint16_t bid, uint32_t cqe_flags);
-  // Gives the buffer back once neither the kernel nor a loan holds it.
+  // After the completion's bytes were handled: its hold on the buffer ends.
+  void DoneWithReceive(uint16_t bid);
+  // Gives the buffer back once neither the kernel, a completion not yet
+  // dispatched, nor a loan holds it.
   void MaybeReturnBuffer(uint16_t bid);
   void DropSpill(uint32_t slot);
   void DeliverHeld(uint32_t slot);
@@ -415,11 +419,13 @@ class UringStreamRing {
   uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given
   bool delivered_lent_ = false;          // ... and LendDelivered kept it
   // By buffer id: how far the kernel has filled it (incremental buffers),
-  // whether it may fill more, and LendDelivered's loans from it.
+  // whether it may fill more, its completions reaped and not yet
+  // dispatched, and LendDelivered's loans from it.
   struct BufferUse {
     uint32_t offset = 0;
+    uint16_t pending = 0;
     uint16_t loans = 0;
-    bool filling = false;
+    bool kernel_fills = false;
   };
   std::vector<BufferUse> buffer_use_;
   bool incremental_ = false;  // IOU_PBUF_RING_INC accepted
