@@ -348,6 +348,26 @@ struct OneClient {
   uint32_t slot = 0;
 };
 
+// Sends `count` messages of `bytes` from one's client, each received by
+// the ring before the next goes; returns them all, in order (a prefix if
+// one was not received: the caller's comparison then fails).
+std::string SendOneAtATime(UringStreamRing& ring, OneClient& one,
+                           EchoHandler& handler, int count, size_t bytes) {
+  std::string expected;
+  for (int i = 0; i < count; ++i) {
+    const std::string message = Pattern(i, bytes);
+    expected += message;
+    one.client->out = message;
+    if (!Pump(ring, one.clients, [&] {
+          return handler.received(one.slot).size() == expected.size();
+        })) {
+      ADD_FAILURE() << "message " << i << " was not received";
+      break;
+    }
+  }
+  return expected;
+}
+
 // ListenOn, then connects `n` clients and runs the ring until it has
 // accepted them all.
 void ConnectAll(UringStreamRing& ring, EchoHandler& handler, int n,
@@ -1221,15 +1241,7 @@ TEST(UringStreamRingTest, LentBuffersStayPutUntilReturned) {
   EXPECT_FALSE(ring->LendDelivered(outside, 4, &bid)) << "outside OnData";
   OneClient one;
   ASSERT_TRUE(one.Start(*ring, handler));
-  std::string expected;
-  for (int i = 0; i < 6; ++i) {
-    const std::string message = Pattern(i, 100);
-    expected += message;
-    one.client->out = message;
-    ASSERT_TRUE(Pump(*ring, one.clients, [&] {
-      return handler.received(one.slot).size() == expected.size();
-    }));
-  }
+  const std::string expected = SendOneAtATime(*ring, one, handler, 6, 100);
   EXPECT_TRUE(handler.received(one.slot) == expected);
   // Two of four lent, the other deliveries refused; no wrong lend.
   ASSERT_EQ(handler.lent.size(), 2u);
@@ -1276,15 +1288,7 @@ TEST(UringStreamRingTest, IncrementalBufferComesBackAfterItsLastLoan) {
   ASSERT_TRUE(one.Start(*ring, handler));
   // 100-byte messages, one at a time: ten fit in the first buffer, the
   // eleventh ends it (24 bytes) and goes on in the next.
-  std::string expected;
-  for (int i = 0; i < 12; ++i) {
-    const std::string message = Pattern(i, 100);
-    expected += message;
-    one.client->out = message;
-    ASSERT_TRUE(Pump(*ring, one.clients, [&] {
-      return handler.received(one.slot).size() == expected.size();
-    }));
-  }
+  std::string expected = SendOneAtATime(*ring, one, handler, 12, 100);
   EXPECT_TRUE(handler.received(one.slot) == expected);
   EXPECT_EQ(handler.wrong_lends, 0);
   // Every delivery lent (two buffers at most: within half of four).
