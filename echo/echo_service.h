@@ -83,7 +83,9 @@ class EchoService : public ConnectionHandler {
   void DrainWaitingForPeers(absl::AnyInvocable<void()> done);
 
   // Ends every connection now (CANCELLED) and says what they still held.
-  // A drain in progress then finishes (its `done` runs).
+  // A drain in progress then finishes (its `done` runs). From outside the
+  // connections' callbacks (a deadline timer): on io_uring it first runs
+  // the completions already in, which a callback is one of.
   CutReport CutRemaining();
 
   // Connections open now (not counting those whose OnClosed already ran).

@@ -22,13 +22,13 @@ namespace {
 
 constexpr int64_t kNanosPerMilli = 1000 * 1000;
 
-// TcpOptions::output_block_size, 0 resolved for the loop's backend.
 // The most an output block holds on a completion backend. A connection
 // with output pending holds a block: larger ones cost memory and cache at
 // many connections (64 KiB blocks: a median 11% more CPU per message at
 // 100), and chunks that large are lent rather than copied anyway.
 constexpr size_t kMaxEngineBlockBytes = 16 * 1024;
 
+// TcpOptions::output_block_size, 0 resolved for the loop's backend.
 size_t OutputBlockSize(const TcpOptions& options, StreamEngine* streams) {
   if (options.output_block_size != 0) return options.output_block_size;
   if (streams == nullptr) return BlockPool::kDefaultBlockSize;

@@ -692,6 +692,13 @@ void UringStreamRing::Reap() {
 absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   // SINGLE_ISSUER: the kernel would answer EEXIST from another thread.
   NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
+  // From a handler, the batch being dispatched would be overwritten.
+  NBIO_CHECK_MSG(!in_wait_, "UringStreamRing::Wait from inside a handler");
+  in_wait_ = true;
+  struct Leave {
+    bool* in_wait;
+    ~Leave() { *in_wait = false; }
+  } leave{&in_wait_};
   if (accept_pending_) ArmAccept();
   // Buffers given back since the last Wait (lent ones) reach the kernel,
   // and the receives they were short for are armed, before it waits.

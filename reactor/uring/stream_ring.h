@@ -247,7 +247,8 @@ class UringStreamRing {
   // Submits what is queued, waits up to `timeout_nanos` (< 0: no limit;
   // 0: do not block) for a completion, and dispatches every completion
   // available. Returns how many completions were handled (0 on timeout or
-  // signal). Does not block while held data waits to be delivered.
+  // signal). Does not block while held data waits to be delivered. Not
+  // from inside a handler callback (a check fails).
   absl::StatusOr<int> Wait(int64_t timeout_nanos);
 
   // For an owner that blocks in this ring's Wait() while something else
@@ -414,6 +415,7 @@ class UringStreamRing {
   void RunSelected(Pick pick, Done done, const char* what);
   bool data_socket_empty_ = false;
   bool watching_fd_ = false;             // WatchFd's request is armed
+  bool in_wait_ = false;                 // Wait() is running (not re-entrant)
   bool installing_ = false;              // InstallFd awaits its completion
   int32_t install_result_ = 0;           // ... which it finds here
   uint16_t delivering_bid_ = kNoBuffer;  // the buffer OnData is given

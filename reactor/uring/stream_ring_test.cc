@@ -1389,6 +1389,35 @@ TEST(UringStreamRingTest, SharedBufferBytesSurviveOutOfOrderDispatch) {
   }
 }
 
+// Wait() from inside a handler would overwrite the batch being
+// dispatched: a check fails instead.
+class WaitingHandler : public EchoHandler {
+ public:
+  using EchoHandler::EchoHandler;
+  void OnData(uint32_t slot, const char* data, size_t len) override {
+    ring_->Wait(0).IgnoreError();
+  }
+};
+
+TEST(UringStreamRingDeathTest, WaitFromAHandlerFailsACheck) {
+  WaitingHandler handler(64);
+  UringStreamRing::Options options = SmallOptions();
+  // The death test's child is another task: a SINGLE_ISSUER ring would
+  // refuse it (EEXIST) before any handler ran.
+  options.allow_defer_taskrun = false;
+  CREATE_OR_SKIP(ring, options, &handler);
+  handler.set_ring(ring.get());
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
+  one.client->out = "x";
+  one.client->Progress(false);
+  EXPECT_DEATH(
+      {
+        for (int i = 0; i < 1000; ++i) ring->Wait(1'000'000).IgnoreError();
+      },
+      "Wait from inside a handler");
+}
+
 TEST(UringStreamRingDeathTest, DestroyedWithABufferLentFailsACheck) {
   UringStreamRing::Options options = SmallOptions();
   options.incremental_buffers = false;  // so "x" and "y" get two buffers
