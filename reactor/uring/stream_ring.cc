@@ -704,7 +704,13 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   // and the receives they were short for are armed, before it waits.
   PublishBuffers();
   RearmStarved();
-  if (!resume_.empty()) timeout_nanos = 0;  // held data: deliver, not sleep
+  // Held data, or completions a RunSelected (StopAccepting, SettleClosed,
+  // InstallFd) reaped outside a Wait and left for it: deliver, not sleep.
+  // Blocking on them lost a wake-up: the one-shot watch of the owner's
+  // readiness ring fired, sat in batch_, and the loop slept with no watch
+  // armed (a cross-thread Post then never woke it: echo_server with two
+  // reactors hung at exit about 1 time in 15).
+  if (!resume_.empty() || batch_pos_ < batch_.size()) timeout_nanos = 0;
   int ret;
   if (timeout_nanos == 0 && !defer_taskrun_) {
     // Not DEFER_TASKRUN: completion work runs on any entry to the kernel,
@@ -989,7 +995,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
 
 bool UringStreamRing::HasPendingWork() const {
   if (io_uring_sq_ready(&ring_) > 0 || accept_pending_ || !resume_.empty() ||
-      buffers_to_publish_ > 0) {
+      buffers_to_publish_ > 0 || batch_pos_ < batch_.size()) {
     return true;
   }
   return starved_count_ > 0 && counters_.buffers_out < buffer_count_;

@@ -1389,6 +1389,36 @@ TEST(UringStreamRingTest, SharedBufferBytesSurviveOutOfOrderDispatch) {
   }
 }
 
+// SettleClosed outside a Wait reaps every completion but runs only the
+// closing slots'; the rest waits in the batch for the next Wait, which must
+// then deliver it without blocking (a one-shot watch left there once kept
+// echo_server's second reactor asleep forever).
+TEST(UringStreamRingTest, CompletionsLeftBySettleClosedAreRunWithoutBlocking) {
+  EchoHandler handler(64);
+  handler.echo = false;
+  CREATE_OR_SKIP(ring, SmallOptions(), &handler);
+  handler.set_ring(ring.get());
+  Connected conns;
+  ConnectAll(*ring, handler, 2, &conns);
+  // Loopback: the bytes are in the socket when send returns; the closing
+  // wait below runs the receive's completion work, which posts them.
+  conns.clients[0]->out = "hello";
+  conns.clients[0]->Progress(false);
+  handler.CloseOnce(handler.accepted[1]);
+  ring->SettleClosed();
+  ASSERT_EQ(handler.closed.size(), 1u);
+  if (handler.received(handler.accepted[0]).empty()) {
+    EXPECT_TRUE(ring->HasPendingWork()) << "reaped and not dispatched";
+  }
+  const auto start = Clock::now();
+  absl::StatusOr<int> n = ring->Wait(10'000'000'000);  // 10 s
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5))
+      << "slept on a completion it had already reaped";
+  EXPECT_EQ(handler.received(handler.accepted[0]), "hello");
+  EXPECT_EQ(handler.violations, 0);
+}
+
 // Wait() from inside a handler would overwrite the batch being
 // dispatched: a check fails instead.
 class WaitingHandler : public EchoHandler {
