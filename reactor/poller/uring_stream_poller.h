@@ -29,8 +29,8 @@
 // nothing refused.
 //
 // Receive buffers: each ring has its own provided buffer ring
-// (buffer_count() of buffer_bytes()); a connection holds a buffer only
-// while its data is being handed over, or lent for an echo.
+// (kBuffersPerRing of kBufferBytes); a connection holds a buffer only while
+// its data is being handed over.
 #ifndef NBIO_REACTOR_POLLER_URING_STREAM_POLLER_H_
 #define NBIO_REACTOR_POLLER_URING_STREAM_POLLER_H_
 
@@ -69,7 +69,7 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   int max_send_iovecs() const override {
     return UringStreamRing::kMaxSendIovecs;
   }
-  size_t receive_chunk_bytes() const override { return buffer_bytes(); }
+  size_t receive_chunk_bytes() const override { return kBufferBytes; }
   bool Lend(const char* bytes, size_t len, uint64_t* token) override;
   void ReturnLoan(uint64_t token) override;
   uint64_t buffers_lent() const override;
@@ -81,17 +81,8 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   void SettleClosed() override;
 
   static constexpr uint32_t kFirstRingSlots = 4096;
-  // The receive buffers of a listener's first rings (4 MiB each way). With
-  // incremental buffers (Linux 6.12) small receives share a buffer, so a
-  // few large ones serve both many small messages and large ones (16 KiB
-  // echoes cost 17% less CPU than with 16 KiB buffers: tools/bench/
-  // README.md); without, each receive takes a whole buffer, and more,
-  // smaller ones keep 10,000 connections from running dry.
-  uint32_t buffer_count() const { return incremental_ ? 64 : 256; }
-  uint32_t buffer_bytes() const {
-    return incremental_ ? 64 * 1024 : 16 * 1024;
-  }
-  bool incremental_buffers() const { return incremental_; }
+  static constexpr uint32_t kBuffersPerRing = 256;
+  static constexpr uint32_t kBufferBytes = 16 * 1024;
 
   // For reports and tests.
   struct RingStats {
@@ -132,7 +123,6 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   bool stopped_listeners_ = false;  // some may have rings to retire
   std::vector<std::unique_ptr<Listener>> listeners_;
   uint32_t max_slots_ = 0;  // RLIMIT_NOFILE soft, at most 2^20
-  bool incremental_ = false;  // the kernel has incremental buffers
   Ring* delivering_ = nullptr;  // whose OnData is running (Lend)
   Ring* solo_ = nullptr;  // the ring the loop blocks in, if one; its eventfd
                           // signals are off meanwhile
