@@ -107,7 +107,25 @@ class TcpTest : public ::testing::TestWithParam<std::string> {
 // and what only a stream-engine backend does (the kernel accepts into its
 // rings' tables).
 class TcpReadinessTest : public TcpTest {};
-class TcpEngineTest : public TcpTest {};
+class TcpEngineTest : public TcpTest {
+ protected:
+  // A server whose high watermark never pauses reading, so that what a
+  // peer that never reads holds is bounded by the engine's lending share
+  // alone, and whose handler echoes by hand (on_data); its engine.
+  StreamEngine* StartUnpaused() {
+    TcpServerOptions options;
+    options.tcp.high_watermark = 64 << 20;
+    Start(std::move(options));
+    handler_.echo = false;
+    return loop_->streams();
+  }
+  // A peer with a 4 KiB receive buffer that sends 16 MiB and never reads.
+  void FloodWithoutReading(TestClient& peer, uint32_t seed) {
+    const int small = 4096;
+    setsockopt(peer.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    peer.Send(RandomBytes(16 << 20, seed));
+  }
+};
 
 TEST_P(TcpTest, ManyConnectionsEchoRandomDataByteForByte) {
   Start();
@@ -985,15 +1003,9 @@ TEST_P(TcpTest, ALoopServingAListenerWakesForPostsTimersAndWatchers) {
 // buffers only up to the engine's share (half of a ring's), so the others
 // are still served, and its reset returns what it held.
 TEST_P(TcpEngineTest, EchoesAreSentFromTheReceiveBufferWhichComesBack) {
-  TcpServerOptions options;
-  // Far above what the stuck peer below gets queued: its lent buffers are
-  // bounded by the engine's share alone.
-  options.tcp.high_watermark = 64 << 20;
-  Start(std::move(options));
-  StreamEngine* streams = loop_->streams();
+  StreamEngine* streams = StartUnpaused();
   ASSERT_NE(streams, nullptr);
   int lent_in_on_data = 0;
-  handler_.echo = false;
   handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
     const uint64_t before = streams->buffers_lent();
     EXPECT_TRUE(conn->Write(bytes));
@@ -1021,10 +1033,7 @@ TEST_P(TcpEngineTest, EchoesAreSentFromTheReceiveBufferWhichComesBack) {
   }
   // A peer that sends and never reads.
   TestClient stuck(server_->address());
-  const int small = 4096;
-  setsockopt(stuck.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  const std::string flood = RandomBytes(16 << 20, 12);
-  stuck.Send(flood);
+  FloodWithoutReading(stuck, 12);
   uint64_t most_lent = 0;
   Pump(3000, [&] {
     stuck.Flush();
@@ -1055,14 +1064,10 @@ TEST_P(TcpEngineTest, EchoesAreSentFromTheReceiveBufferWhichComesBack) {
 TEST_P(TcpEngineTest, ServerDestroyedWithBuffersLentGetsThemAllBack) {
   for (const bool from_callback : {false, true}) {
     SCOPED_TRACE(from_callback ? "DeleteLater from OnData" : "destroyed");
-    TcpServerOptions options;
-    options.tcp.high_watermark = 64 << 20;
-    Start(std::move(options));
-    StreamEngine* streams = loop_->streams();
+    StreamEngine* streams = StartUnpaused();
     ASSERT_NE(streams, nullptr);
     uint64_t echoed = 0;
     uint64_t most_lent = 0;
-    handler_.echo = false;
     handler_.on_data = [&](TcpConnection* conn, absl::string_view bytes) {
       EXPECT_TRUE(conn->Write(bytes));
       // Here too: one iteration may echo all of it and delete the server.
@@ -1073,9 +1078,7 @@ TEST_P(TcpEngineTest, ServerDestroyedWithBuffersLentGetsThemAllBack) {
       }
     };
     TestClient stuck(server_->address());
-    const int small = 4096;
-    setsockopt(stuck.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    stuck.Send(RandomBytes(16 << 20, 14));
+    FloodWithoutReading(stuck, 14);
     ASSERT_TRUE(PumpUntil(
         [&] { return server_ == nullptr || echoed >= (8u << 20); }, [&] {
           stuck.Flush();
