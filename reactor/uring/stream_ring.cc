@@ -42,6 +42,11 @@ constexpr uint16_t kPbufRingInc = 2;
 constexpr uint32_t kCqeBufMore = 1u << 4;
 constexpr uint32_t kGenMask = 0xffffff;
 
+// The provided buffer a receive completion used (with IORING_CQE_F_BUFFER).
+uint16_t BufferIdOf(uint32_t cqe_flags) {
+  return static_cast<uint16_t>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+}
+
 uint64_t Tag(Op op, uint32_t slot, uint32_t gen) {
   return (static_cast<uint64_t>(op) << 56) |
          (static_cast<uint64_t>(gen & kGenMask) << 32) | slot;
@@ -544,7 +549,7 @@ void UringStreamRing::ReturnLent(uint16_t bid) {
 }
 
 uint32_t UringStreamRing::NoteReceived(int32_t res, uint32_t cqe_flags) {
-  const auto bid = static_cast<uint16_t>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+  const auto bid = BufferIdOf(cqe_flags);
   NBIO_CHECK_MSG(bid < buffer_count_, "buffer id out of range");
   BufferUse& u = buffer_use_[bid];
   if (!u.kernel_fills) {
@@ -570,7 +575,7 @@ uint32_t UringStreamRing::NoteReceived(int32_t res, uint32_t cqe_flags) {
 }
 
 const char* UringStreamRing::TakeBuffer(const Completion& c, uint16_t* bid) {
-  *bid = static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+  *bid = BufferIdOf(c.flags);
   return Buffer(*bid) + c.buf_offset;
 }
 
@@ -818,7 +823,7 @@ void UringStreamRing::Dispatch(const Completion& c) {
     // state (see OnAcceptCqe); nothing else holds a buffer either, but be
     // safe: a buffer must never leak.
     if ((c.flags & IORING_CQE_F_BUFFER) != 0) {
-      DoneWithReceive(static_cast<uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT));
+      DoneWithReceive(BufferIdOf(c.flags));
     }
     return;
   }
