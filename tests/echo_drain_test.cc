@@ -260,7 +260,8 @@ TEST_P(EchoDrainTest, WaitDrainEndsWhenIdlePeersClose) {
   std::vector<int> fds;
   for (int i = 0; i < kPeers; ++i) {
     fds.push_back(server_->Connect());
-    ASSERT_GE(fds.back(), 0);
+    ASSERT_GE(fds.back(), 0) << "connect " << i << ": " << std::strerror(errno)
+                             << "\n" << server_->Stderr();
   }
   // Every connection accepted before the signal (one echo each).
   for (int fd : fds) ASSERT_TRUE(WriteAll(fd, "x") && ReadN(fd, 1) == "x");

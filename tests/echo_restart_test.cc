@@ -103,16 +103,11 @@ void Client(const SocketAddress& to, const load::BytePattern& pattern,
   while (!load->stop.load()) {
     const uint64_t id = load->next_id.fetch_add(1);
     const bool handover = load->in_handover.load();
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     ++load->connects;
     if (handover) ++load->handover_connects;
-    if (connect(fd, to.sockaddr_ptr(), to.sockaddr_len()) != 0) {
+    const int fd = ConnectBlocking(to);
+    if (fd < 0) {
       ++load->refused;
-      close(fd);
       continue;
     }
     const uint64_t start = load::BytePattern::Start(id);

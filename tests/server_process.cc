@@ -118,20 +118,7 @@ std::string ServerProcess::ReadStdout(absl::Duration timeout) {
   return out;
 }
 
-int ServerProcess::Connect() const {
-  const int fd = socket(address_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (connect(fd, address_.sockaddr_ptr(), address_.sockaddr_len()) != 0) {
-    const int err = errno;
-    close(fd);
-    errno = err;  // for the caller's message
-    return -1;
-  }
-  return fd;
-}
+int ServerProcess::Connect() const { return ConnectBlocking(address_); }
 
 void ServerProcess::Signal(int signo) const {
   if (pid_ > 0) kill(pid_, signo);
@@ -225,6 +212,41 @@ bool WaitFor(absl::Duration timeout, const std::function<bool()>& done) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   return true;
+}
+
+int ConnectBlocking(const SocketAddress& to) {
+  const int fd = socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  int err = 0;
+  if (connect(fd, to.sockaddr_ptr(), to.sockaddr_len()) != 0) {
+    err = errno;
+    if (err == EINTR) {
+      // Interrupted, not failed: the handshake goes on in the kernel. With
+      // a send timeout set the kernel does not restart the call, and this
+      // happens without any signal: tearing down an io_uring (a backend
+      // probe, a test's loop) queues work to this thread that interrupts
+      // its next timed wait. Wait for the outcome instead.
+      pollfd p{fd, POLLOUT, 0};
+      int ready;
+      do {
+        ready = poll(&p, 1, 10000);
+      } while (ready < 0 && errno == EINTR);
+      socklen_t len = sizeof(err);
+      if (ready != 1 ||
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        err = ready == 0 ? ETIMEDOUT : errno;
+      }
+    }
+  }
+  if (err != 0) {
+    close(fd);
+    errno = err;  // for the caller's message
+    return -1;
+  }
+  return fd;
 }
 
 bool WriteAll(int fd, const std::string& data) {

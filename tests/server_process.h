@@ -79,6 +79,9 @@ class ServerProcess {
   std::optional<int> exit_status_;
 };
 
+// A blocking TCP connection to `to` with 10 s send and receive timeouts, or
+// -1 with errno set. An EINTR from connect() is waited out, not returned.
+int ConnectBlocking(const SocketAddress& to);
 // Writes all of `data` (blocking fd); false on error.
 bool WriteAll(int fd, const std::string& data);
 // Reads exactly `n` bytes, or until EOF / error / the fd's timeout.
