@@ -88,8 +88,9 @@ class UringStreamRing {
     // everything the socket holds, up to this, before the owner can stop
     // it: an owner that pauses reading at an output watermark returns the
     // room left under it, so that a pause never leaves bytes received and
-    // unwanted. (Kernels before 6.16 have no limit: then the bytes taken
-    // past a stop are kept aside, see StopReceive.)
+    // unwanted. (Kernels before 6.16 have no limit, and rings with
+    // incremental buffers do not use it: then the bytes taken past a stop
+    // are kept aside, see StopReceive.)
     virtual uint32_t ReceiveLimit(uint32_t slot) { return 0; }
     // Every completion for the slot's connection has been seen and the
     // kernel has let go of the slot: the owner may reuse what it keeps for
@@ -123,9 +124,10 @@ class UringStreamRing {
     // receive takes from a buffer only the bytes it got, and the next one
     // goes on in the same buffer, so small receives share buffers instead
     // of taking one each. Where the kernel lacks it, or when false, each
-    // receive takes a whole buffer. Off by default: with 64 KiB buffers a
-    // never-reading peer's connection once stopped receiving in the TCP
-    // layer above, not understood yet (README.md).
+    // receive takes a whole buffer. With it the ring asks no ReceiveLimit:
+    // on Linux 6.18 a limited receive re-armed on incremental buffers now
+    // and then never completed, the socket full (README.md). Off by
+    // default: whole buffers were measured in the backend (README.md).
     bool incremental_buffers = false;
     // Accepting: a multishot accept while more than this many slots are
     // free, then one single-shot accept at a time, armed only while a slot
