@@ -205,11 +205,12 @@ absl::Status UringStreamPoller::Grow(Listener* l) {
   options.event_fd = true;
   // Whole buffers, one per receive (the ring's default, said here because
   // it was measured): incremental ones (Linux 6.12), 64 of 64 KiB, cut 16
-  // KiB echoes to a median 0.83x of the CPU, but stalled a peer that never
-  // reads (echo_drain_test, 2 reactors, ASan: 7 of 60 runs) together with
-  // the receive limit, which the ring now drops with them: a paused
-  // connection would then keep what the kernel took in user memory. Not
-  // measured that way yet; 256 of 16 KiB gained nothing.
+  // KiB echoes to a median 0.83x of the CPU with the kernel's receive limit,
+  // but stalled a peer that never reads (echo_drain_test, 2 reactors, ASan:
+  // 7 of 60 runs). The ring keeps the limit with single-shot receives on
+  // them now, and that costs most of the gain (0.96x); without any limit
+  // (0.78x) slow readers are not held to the watermark. 256 of 16 KiB
+  // gained nothing.
   options.incremental_buffers = false;
   // Single-shot accepts only, one at a time while a slot is free: a
   // multishot accept takes the whole backlog at once, and what finds the

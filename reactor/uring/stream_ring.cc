@@ -190,6 +190,7 @@ absl::Status UringStreamRing::Init(const Options& options) {
   buf_reg.ring_entries = buffer_count_;
   buf_reg.bgid = 0;
   incremental_ = options.incremental_buffers;
+  receive_limits_ = options.kernel_receive_limits;
   buf_reg.pad = incremental_ ? kPbufRingInc : 0;
   ret = io_uring_register_buf_ring(&ring_, &buf_reg, 0);
   if (ret == -EINVAL && incremental_) {
@@ -312,28 +313,36 @@ void UringStreamRing::CancelAccept() {
 
 void UringStreamRing::ArmReceive(uint32_t slot) {
   Slot& s = slots_[slot];
-  // Not with incremental buffers: there a limited receive re-armed after
-  // one that emptied the socket sometimes never completed (Linux 6.18:
-  // echo_server's never-reading peer stalled in 9 of 180 runs with limits,
-  // 0 of 60 without; the slot armed, nothing in the completion queue).
-  const uint32_t limit =
-      receive_limits_ && !incremental_ ? handler_->ReceiveLimit(slot) : 0;
-  // The kernel (6.16+) ends a multishot receive once it has taken
-  // sqe->optlen bytes (checked after each receive, so the last one may go
-  // past it by up to a buffer), and sqe->len caps each receive.
-  uint32_t per_receive = 0;
-  uint32_t total = 0;
-  if (limit >= buffer_bytes_) {
-    total = limit - buffer_bytes_ + 1;  // the last buffer still fits
-  } else if (limit > 0) {
-    per_receive = limit;  // one receive, sized to the room
-    total = 1;
-  }
+  const uint32_t limit = handler_->ReceiveLimit(slot);
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr,
-                               per_receive, 0);
-  // sqe->optlen, the same word as file_index in liburing 2.3's header.
-  sqe->file_index = total;
+  if (limit > 0 && (!receive_limits_ || incremental_)) {
+    // No kernel byte limit to end a multishot receive (before 6.16), or
+    // one that must not be used: with incremental buffers a limited
+    // receive re-armed after one that emptied the socket sometimes never
+    // completed (Linux 6.18: echo_server's never-reading peer stalled in 9
+    // of 180 runs with the limit, 0 of 60 without; the slot armed, nothing
+    // in the completion queue). An unlimited multishot receive would take
+    // up to 32 buffers a wake-up past the owner's room, so a single-shot
+    // receive of at most the room instead, armed again after each.
+    io_uring_prep_recv(sqe, static_cast<int>(slot), nullptr,
+                       std::min(limit, buffer_bytes_), 0);
+  } else {
+    // The kernel (6.16+) ends a multishot receive once it has taken
+    // sqe->optlen bytes (checked after each receive, so the last one may
+    // go past it by up to a buffer), and sqe->len caps each receive.
+    uint32_t per_receive = 0;
+    uint32_t total = 0;
+    if (limit >= buffer_bytes_) {
+      total = limit - buffer_bytes_ + 1;  // the last buffer still fits
+    } else if (limit > 0) {
+      per_receive = limit;  // one receive, sized to the room
+      total = 1;
+    }
+    io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr,
+                                 per_receive, 0);
+    // sqe->optlen, the same word as file_index in liburing 2.3's header.
+    sqe->file_index = total;
+  }
   sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
   sqe->buf_group = 0;
   io_uring_sqe_set_data64(sqe, Tag(kRecv, slot, s.gen));

@@ -88,9 +88,9 @@ class UringStreamRing {
     // everything the socket holds, up to this, before the owner can stop
     // it: an owner that pauses reading at an output watermark returns the
     // room left under it, so that a pause never leaves bytes received and
-    // unwanted. (Kernels before 6.16 have no limit, and rings with
-    // incremental buffers do not use it: then the bytes taken past a stop
-    // are kept aside, see StopReceive.)
+    // unwanted. (Kernels before 6.16 have no such limit, and rings with
+    // incremental buffers do not use it: there a slot with a limit gets
+    // single-shot receives of at most the limit, one after the other.)
     virtual uint32_t ReceiveLimit(uint32_t slot) { return 0; }
     // Every completion for the slot's connection has been seen and the
     // kernel has let go of the slot: the owner may reuse what it keeps for
@@ -124,8 +124,9 @@ class UringStreamRing {
     // receive takes from a buffer only the bytes it got, and the next one
     // goes on in the same buffer, so small receives share buffers instead
     // of taking one each. Where the kernel lacks it, or when false, each
-    // receive takes a whole buffer. With it the ring asks no ReceiveLimit:
-    // on Linux 6.18 a limited receive re-armed on incremental buffers now
+    // receive takes a whole buffer. With it a ReceiveLimit is kept with
+    // single-shot receives, not the kernel's multishot byte limit: on Linux
+    // 6.18 a limited multishot receive re-armed on incremental buffers now
     // and then never completed, the socket full (README.md). Off by
     // default: whole buffers were measured in the backend (README.md).
     bool incremental_buffers = false;
@@ -140,6 +141,9 @@ class UringStreamRing {
     // Registers an eventfd (event_fd()) for waiting on several rings. It
     // costs a wake-up per completion batch, so it is off unless asked for.
     bool event_fd = false;
+    // False: receive limits as on a kernel before 6.16, which has no
+    // multishot byte limit (single-shot receives); for tests.
+    bool kernel_receive_limits = true;
   };
 
   struct Counters {
