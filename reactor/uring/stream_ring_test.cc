@@ -1553,6 +1553,36 @@ TEST(UringStreamRingDeathTest, DestroyedWithABufferLentFailsACheck) {
   ring->ReturnLent(handler.lent[1].bid);
 }
 
+// The same with incremental buffers, where two deliveries share a buffer:
+// each loan holds it, so the ring may go only once both are back, and a
+// third return of that buffer is a misuse.
+TEST(UringStreamRingDeathTest, DestroyedWithAnIncrementalBufferLentFailsACheck) {
+  UringStreamRing::Options options = SmallOptions();
+  options.incremental_buffers = true;
+  LendingHandler handler(64);
+  handler.echo = false;
+  CREATE_OR_SKIP(ring, options, &handler);
+  if (!ring->incremental_buffers()) {
+    GTEST_SKIP() << "the kernel has no incremental buffers (Linux 6.12)";
+  }
+  OneClient one;
+  ASSERT_TRUE(one.Start(*ring, handler));
+  one.client->out = "x";
+  ASSERT_TRUE(
+      Pump(*ring, one.clients, [&] { return handler.lent.size() == 1; }));
+  one.client->out = "y";
+  ASSERT_TRUE(
+      Pump(*ring, one.clients, [&] { return handler.lent.size() == 2; }));
+  ASSERT_EQ(handler.lent[0].bid, handler.lent[1].bid) << "not one buffer";
+  EXPECT_DEATH(ring.reset(), "buffers lent out");
+  ring->ReturnLent(handler.lent[0].bid);
+  // One loan of the buffer is still out.
+  EXPECT_DEATH(ring.reset(), "buffers lent out");
+  ring->ReturnLent(handler.lent[1].bid);
+  EXPECT_DEATH(ring->ReturnLent(handler.lent[0].bid), "not lent");
+  ring.reset();  // nothing lent: goes quietly
+}
+
 // Several rings in one blocking call: each ring's eventfd in one epoll set.
 // (With DEFER_TASKRUN the ring fd itself does not turn readable: see
 // README.md.)
