@@ -282,6 +282,13 @@ absl::StatusOr<std::unique_ptr<UringStreamRing>> CreateRetrying(
   std::unique_ptr<UringStreamRing> var = std::move(var##_or).value(); \
   (handler)->set_ring(var.get())
 
+// A test of incremental buffers on a kernel without them (before Linux
+// 6.12; the ring then uses whole buffers): skipped, saying why.
+#define SKIP_WITHOUT_INCREMENTAL_BUFFERS(ring)                             \
+  if (!(ring)->incremental_buffers()) {                                   \
+    GTEST_SKIP() << "the kernel has no incremental buffers (Linux 6.12)"; \
+  }
+
 // Runs the ring (and the clients) until `done()` or the deadline.
 template <typename Done>
 bool Pump(UringStreamRing& ring, const std::vector<Client*>& clients, Done done,
@@ -1309,9 +1316,7 @@ TEST(UringStreamRingTest, IncrementalBufferComesBackAfterItsLastLoan) {
   LendingHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, options, &handler);
-  if (!ring->incremental_buffers()) {
-    GTEST_SKIP() << "the kernel has no incremental buffers (Linux 6.12)";
-  }
+  SKIP_WITHOUT_INCREMENTAL_BUFFERS(ring);
   OneClient one;
   ASSERT_TRUE(one.Start(*ring, handler));
   // 100-byte messages, one at a time: ten fit in the first buffer, the
@@ -1400,9 +1405,7 @@ TEST(UringStreamRingTest, IncrementalBuffersKeepReceivingBurstAfterBurst) {
   options.allow_defer_taskrun = false;  // as the backend runs it
   EchoHandler handler(64);
   CREATE_OR_SKIP(ring, options, &handler);
-  if (!ring->incremental_buffers()) {
-    GTEST_SKIP() << "the kernel has no incremental buffers (Linux 6.12)";
-  }
+  SKIP_WITHOUT_INCREMENTAL_BUFFERS(ring);
   handler.receive_limit = 10000;  // from the first arm
   OneClient one;
   ASSERT_TRUE(one.Start(*ring, handler));
@@ -1562,9 +1565,7 @@ TEST(UringStreamRingDeathTest, DestroyedWithIncrementalLoansFailsACheck) {
   LendingHandler handler(64);
   handler.echo = false;
   CREATE_OR_SKIP(ring, options, &handler);
-  if (!ring->incremental_buffers()) {
-    GTEST_SKIP() << "the kernel has no incremental buffers (Linux 6.12)";
-  }
+  SKIP_WITHOUT_INCREMENTAL_BUFFERS(ring);
   OneClient one;
   ASSERT_TRUE(one.Start(*ring, handler));
   one.client->out = "x";
