@@ -315,33 +315,25 @@ void UringStreamRing::ArmReceive(uint32_t slot) {
   Slot& s = slots_[slot];
   const uint32_t limit = handler_->ReceiveLimit(slot);
   io_uring_sqe* sqe = GetSqe();
-  if (limit > 0 && (!receive_limits_ || incremental_)) {
-    // No kernel byte limit to end a multishot receive (before 6.16), or
-    // one that must not be used: with incremental buffers a limited
-    // receive re-armed after one that emptied the socket sometimes never
-    // completed (Linux 6.18: echo_server's never-reading peer stalled in 9
-    // of 180 runs with the limit, 0 of 60 without; the slot armed, nothing
-    // in the completion queue). An unlimited multishot receive would take
-    // up to 32 buffers a wake-up past the owner's room, so a single-shot
-    // receive of at most the room instead, armed again after each.
+  if (limit > 0 &&
+      (limit < buffer_bytes_ || !receive_limits_ || incremental_)) {
+    // One receive of at most the room, armed again after it: where the
+    // room is under a buffer; where the kernel has no multishot byte limit
+    // (before 6.16), since an unlimited multishot receive would take up to
+    // 32 buffers a wake-up past the room; and with incremental buffers,
+    // where a limited multishot receive re-armed after one that emptied
+    // the socket sometimes never completed (Linux 6.18: echo_server's
+    // never-reading peer stalled in 9 of 180 runs with the limit, 0 of 60
+    // without; the slot armed, nothing in the completion queue).
     io_uring_prep_recv(sqe, static_cast<int>(slot), nullptr,
                        std::min(limit, buffer_bytes_), 0);
   } else {
+    io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr, 0, 0);
     // The kernel (6.16+) ends a multishot receive once it has taken
-    // sqe->optlen bytes (checked after each receive, so the last one may
-    // go past it by up to a buffer), and sqe->len caps each receive.
-    uint32_t per_receive = 0;
-    uint32_t total = 0;
-    if (limit >= buffer_bytes_) {
-      total = limit - buffer_bytes_ + 1;  // the last buffer still fits
-    } else if (limit > 0) {
-      per_receive = limit;  // one receive, sized to the room
-      total = 1;
-    }
-    io_uring_prep_recv_multishot(sqe, static_cast<int>(slot), nullptr,
-                                 per_receive, 0);
-    // sqe->optlen, the same word as file_index in liburing 2.3's header.
-    sqe->file_index = total;
+    // sqe->optlen bytes, checked after each receive, so the last one may
+    // go past it by up to a buffer: that one still fits under the limit.
+    // sqe->optlen is the same word as file_index in liburing 2.3's header.
+    sqe->file_index = limit > 0 ? limit - buffer_bytes_ + 1 : 0;
   }
   sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
   sqe->buf_group = 0;

@@ -222,9 +222,9 @@ class UringStreamRing {
   // Whether Wait(0) has work to do without any new completion: requests
   // queued but not submitted, an accept to re-arm, held data to deliver,
   // buffers to hand back, completions reaped by StopAccepting, SettleClosed
-  // or InstallFd and not dispatched yet. An owner that waits on event_fd() must call
-  // Wait(0) first when this is true, or the queued work waits for an
-  // unrelated wake-up.
+  // or InstallFd and not dispatched yet. An owner that waits on event_fd()
+  // must call Wait(0) first when this is true, or the queued work waits for
+  // an unrelated wake-up.
   bool HasPendingWork() const;
 
   // Whether everything the kernel held for `slot` has been delivered: its
