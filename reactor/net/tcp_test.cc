@@ -1039,8 +1039,8 @@ TEST_P(TcpEngineTest, EchoesAreSentFromTheReceiveBufferWhichComesBack) {
     stuck.Flush();
     most_lent = std::max(most_lent, streams->buffers_lent());
   });
-  // Half of the first ring's buffers (4 MiB of them: 64 of 64 KiB, or 256
-  // of 16 KiB before Linux 6.12) reached: the rest of its echo was copied.
+  // Half of the first ring's buffers (4 MiB of them, 64 of 64 KiB)
+  // reached: the rest of its echo was copied.
   EXPECT_EQ(most_lent, (4u << 20) / streams->receive_chunk_bytes() / 2);
   TestClient other(server_->address());
   const std::string hello = RandomBytes(64 * 1024, 13);

@@ -203,14 +203,20 @@ absl::Status UringStreamPoller::Grow(Listener* l) {
     options.buffer_bytes = kSmallBufferBytes;
   }
   options.event_fd = true;
-  // Whole buffers, one per receive (the ring's default, said here because
-  // it was measured): incremental ones (Linux 6.12), 64 of 64 KiB, cut 16
-  // KiB echoes to a median 0.83x of the CPU with the kernel's receive limit,
-  // but stalled a peer that never reads (echo_drain_test, 2 reactors, ASan:
-  // 7 of 60 runs). The ring keeps the limit with single-shot receives on
-  // them now, and that costs most of the gain (0.96x); without any limit
-  // (0.78x) slow readers are not held to the watermark. 256 of 16 KiB
-  // gained nothing.
+  // Whole buffers, one per receive: 64 of 64 KiB (the same 4 MiB as 256 of
+  // 16 KiB, which the ring defaults to). A bulk receive fills a buffer four
+  // times the size, so 16 KiB echoes take 0.61 completions a message
+  // instead of 1.56 and cost a median 0.93x of the CPU (0.87-1.04, 8
+  // interleaved pairs); 100, 1,000 and 10,000 connections of 64 B stayed
+  // level (0.99, 1.00, 1.01-1.02). 128 of 64 KiB measured the same at twice
+  // the memory; 128 of 32 KiB gained nothing. Incremental buffers (Linux
+  // 6.12), 64 of 64 KiB, were level with these (0.97x of 256 of 16 KiB,
+  // these 0.96x, same run) with the kernel's receive limit, and with that
+  // limit they stall a peer that never reads (echo_drain_test, 2 reactors,
+  // ASan: 2 of 60 runs even with the limit used only above a buffer), so
+  // the ring keeps the limit with single-shot receives on them, which
+  // costs the gain; without any limit slow readers are not held to the
+  // watermark.
   options.incremental_buffers = false;
   // Single-shot accepts only, one at a time while a slot is free: a
   // multishot accept takes the whole backlog at once, and what finds the

@@ -81,8 +81,8 @@ class UringStreamPoller final : public UringPoller, public StreamEngine {
   void SettleClosed() override;
 
   static constexpr uint32_t kFirstRingSlots = 4096;
-  static constexpr uint32_t kBuffersPerRing = 256;
-  static constexpr uint32_t kBufferBytes = 16 * 1024;
+  static constexpr uint32_t kBuffersPerRing = 64;
+  static constexpr uint32_t kBufferBytes = 64 * 1024;
 
   // For reports and tests.
   struct RingStats {
