@@ -126,13 +126,17 @@ absl::Status UringStreamRing::Init(const Options& options) {
       continue;
     }
     params = io_uring_params{};
-    params.flags = a.flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+    const bool disable = options.bind_on_first_use &&
+                         (a.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
+    params.flags = a.flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP |
+                   (disable ? IORING_SETUP_R_DISABLED : 0u);
     params.cq_entries = cq_entries_;
     ret = io_uring_queue_init_params(options.sq_entries, &ring_, &params);
     if (ret != -EINVAL) {
       setup_mode_ = a.name;
       single_issuer_ = (a.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
       defer_taskrun_ = (a.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+      disabled_ = disable;
       break;
     }
   }
@@ -245,7 +249,7 @@ UringStreamRing::~UringStreamRing() {
 }
 
 UringStreamRing::Slot& UringStreamRing::SlotOf(uint32_t slot) {
-  NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
+  NBIO_DCHECK(OnOwnerThread());
   NBIO_CHECK_MSG(slot < slot_count_, "slot out of range");
   Slot& s = slots_[slot];
   NBIO_CHECK_MSG((s.flags & kInUse) != 0, "slot not in use");
@@ -254,6 +258,7 @@ UringStreamRing::Slot& UringStreamRing::SlotOf(uint32_t slot) {
 
 io_uring_sqe* UringStreamRing::GetSqe() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) EnableOnThisThread();
   for (int tries = 0; sqe == nullptr && tries < 64; ++tries) {
     // The submission queue is full: hand it to the kernel. EBUSY says the
     // completion side must be reaped first; what is reaped here waits in
@@ -261,6 +266,7 @@ io_uring_sqe* UringStreamRing::GetSqe() {
     const int ret = io_uring_submit(&ring_);
     if (ret == -EBUSY) {
       io_uring_get_events(&ring_);
+      deferred_left_ = defer_taskrun_;
       Reap();
     } else {
       NBIO_CHECK_MSG(ret >= 0 || ret == -EINTR || ret == -EAGAIN,
@@ -355,6 +361,7 @@ void UringStreamRing::CancelReceive(uint32_t slot) {
   // At once: until the kernel sees the cancel, a multishot receive goes on
   // taking everything the socket holds (for a paused connection, bytes
   // that must then be kept aside).
+  EnableOnThisThread();
   io_uring_submit(&ring_);
 }
 
@@ -686,6 +693,16 @@ void UringStreamRing::RearmStarved() {
   }
 }
 
+void UringStreamRing::EnableOnThisThread() {
+  if (!disabled_) return;
+  // The raw call: liburing 2.3 has no io_uring_enable_rings.
+  const long ret = syscall(__NR_io_uring_register, ring_.ring_fd,
+                           IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+  NBIO_CHECK_MSG(ret == 0, "io_uring: enabling a ring failed");
+  disabled_ = false;
+  owner_ = std::this_thread::get_id();
+}
+
 void UringStreamRing::Reap() {
   unsigned head;
   unsigned seen = 0;
@@ -697,12 +714,13 @@ void UringStreamRing::Reap() {
     batch_.push_back({cqe->user_data, cqe->res, cqe->flags, at});
     ++seen;
   }
+  last_reaped_ = seen;
   io_uring_cq_advance(&ring_, seen);
 }
 
 absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   // SINGLE_ISSUER: the kernel would answer EEXIST from another thread.
-  NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
+  NBIO_DCHECK(OnOwnerThread());
   // From a handler, the batch being dispatched would be overwritten.
   NBIO_CHECK_MSG(!in_wait_, "UringStreamRing::Wait from inside a handler");
   in_wait_ = true;
@@ -710,6 +728,7 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
     bool* in_wait;
     ~Leave() { *in_wait = false; }
   } leave{&in_wait_};
+  EnableOnThisThread();
   if (accept_pending_) ArmAccept();
   // Buffers given back since the last Wait (lent ones) reach the kernel,
   // and the receives they were short for are armed, before it waits.
@@ -756,6 +775,9 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
     io_uring_cqe* cqe = nullptr;
     ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
   }
+  // A wait for one completion runs at most 20 items of deferred work (or
+  // as many as it needs for that completion) and keeps the rest.
+  bool drained = timeout_nanos == 0;
   // ETIME: the timeout; EINTR: a signal; EBUSY: completions overflowed and
   // must be reaped first (done below); EAGAIN: the kernel was short of
   // memory for a request, which is retried at the next Wait().
@@ -771,6 +793,9 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
     // Copy the completions out before dispatching: callbacks queue new
     // requests, and may submit them when the submission queue fills.
     Reap();
+    // A full queue: the kernel stopped running deferred work when the
+    // completions it asked for were there, and may hold more.
+    if (round == 0 && last_reaped_ >= cq_entries_) drained = false;
     while (true) {
       if (!resume_.empty()) {
         // Held data first: it is older than anything in batch_.
@@ -799,7 +824,9 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
     // this enter moves them into the queue just emptied.
     ++counters_.cq_overflows;
     io_uring_get_events(&ring_);
+    drained = false;
   }
+  deferred_left_ = defer_taskrun_ && !drained;
   return dispatched;
 }
 
@@ -1006,6 +1033,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
 
 bool UringStreamRing::HasPendingWork() const {
   if (io_uring_sq_ready(&ring_) > 0 || accept_pending_ || !resume_.empty() ||
+      deferred_left_ ||
       buffers_to_publish_ > 0 || batch_pos_ < batch_.size()) {
     return true;
   }
@@ -1023,7 +1051,7 @@ bool UringStreamRing::ReceiveDrained(uint32_t slot) const {
 
 template <typename Pick, typename Done>
 void UringStreamRing::RunSelected(Pick pick, Done done, const char* what) {
-  NBIO_DCHECK(!single_issuer_ || std::this_thread::get_id() == owner_);
+  NBIO_DCHECK(OnOwnerThread());
   // The kernel cancels and closes at once; the deadline only turns a bug
   // into a clear failure instead of a hang.
   constexpr int kRounds = 3000;  // of 10 ms
@@ -1032,7 +1060,9 @@ void UringStreamRing::RunSelected(Pick pick, Done done, const char* what) {
     __kernel_timespec ts{};
     ts.tv_nsec = 10 * 1000 * 1000;
     io_uring_cqe* cqe = nullptr;
+    EnableOnThisThread();
     io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    deferred_left_ = defer_taskrun_;
     Reap();
     // batch_ may be in the middle of a Wait()'s dispatch (this runs from a
     // handler): only entries not yet dispatched are looked at, by index,

@@ -120,6 +120,12 @@ class UringStreamRing {
     uint32_t buffer_bytes = 16 * 1024;
     // Tries SINGLE_ISSUER | DEFER_TASKRUN first when true.
     bool allow_defer_taskrun = true;
+    // With SINGLE_ISSUER, the kernel binds the ring to one thread: Create()'s
+    // by default. When true, to the thread that first enters it (Wait(), or
+    // anything that submits) instead, for a ring made on one thread and run
+    // on another (an event loop set up before its thread runs). The ring is
+    // created disabled (IORING_SETUP_R_DISABLED) and enabled then.
+    bool bind_on_first_use = false;
     // Buffers consumed incrementally (IOU_PBUF_RING_INC, Linux 6.12): a
     // receive takes from a buffer only the bytes it got, and the next one
     // goes on in the same buffer, so small receives share buffers instead
@@ -363,6 +369,13 @@ class UringStreamRing {
   void DeliverHeld(uint32_t slot);
   void RearmStarved();
   void Reap();
+  // Enables a ring created disabled, binding it to the calling thread.
+  void EnableOnThisThread();
+  // Whether this thread may enter the ring (SINGLE_ISSUER binds it).
+  bool OnOwnerThread() const {
+    return !single_issuer_ || disabled_ ||
+           std::this_thread::get_id() == owner_;
+  }
   void Dispatch(const Completion& c);
   void OnAcceptCqe(const Completion& c);
   void OnRecvCqe(uint32_t slot, const Completion& c);
@@ -371,9 +384,18 @@ class UringStreamRing {
   Slot& SlotOf(uint32_t slot);
 
   Handler* const handler_;
-  const std::thread::id owner_ = std::this_thread::get_id();  // Create()'s
+  // The thread the kernel binds the ring to (SINGLE_ISSUER): Create()'s,
+  // or with Options::bind_on_first_use the first to enter it.
+  std::thread::id owner_ = std::this_thread::get_id();
   bool single_issuer_ = false;  // the kernel binds the ring to owner_
   bool defer_taskrun_ = false;  // completion work runs only in Wait()
+  bool disabled_ = false;       // IORING_SETUP_R_DISABLED, not enabled yet
+  // DEFER_TASKRUN: the last entry may have left completion work queued in
+  // the kernel, which the eventfd will not announce again (it signals only
+  // when that work list goes from empty to not empty). Only a Wait(0) that
+  // ran it all clears it.
+  bool deferred_left_ = false;
+  uint32_t last_reaped_ = 0;  // completions taken by the last Reap()
   io_uring ring_{};
   bool ring_ready_ = false;
   const char* setup_mode_ = "";
