@@ -21,9 +21,12 @@
 //
 // A listener's first ring is made in Listen(), so that an error (the
 // locked-memory limit, ENOMEM) reaches the caller; the next ones as it
-// fills. Rings are COOP_TASKRUN, not bound to a thread (a loop may be set up
-// on one thread and run on another): DEFER_TASKRUN would run completion
-// work only when the loop enters that very ring, which no eventfd reports.
+// fills. Rings are SINGLE_ISSUER|DEFER_TASKRUN where the kernel has them
+// (COOP_TASKRUN otherwise), bound to the thread that first runs them, since
+// a loop may be set up on one thread and run on another. Their completion
+// work runs only when the loop enters the ring; a ring whose last entry
+// may have left some queued says so (HasPendingWork), and the loop runs it
+// again before blocking, since its eventfd will not announce that work.
 // When a later ring cannot be created, the listener is told
 // (listen_failed) and accepts by itself: ordinary descriptors, readiness,
 // nothing refused.
