@@ -773,6 +773,42 @@ TEST_P(TcpTest, ServersComeAndGoOnOneLoopWithoutLeaking) {
   EXPECT_EQ(loop_->Load().fds_waiting, 0);
 }
 
+// As above, but every iteration blocks in the poller (a 5 ms periodic timer
+// ends it), as a serving loop's do: on io_uring the one ring is then
+// entered mostly by blocking waits, which with DEFER_TASKRUN may leave
+// completion work in the kernel, and a closed server's ring must still be
+// retired (its ring fd and eventfd closed).
+TEST_P(TcpTest, ServersComeAndGoOnALoopThatBlocks) {
+  Start();
+  server_.reset();
+  Pump(5);
+  const int at_rest = OpenFds();
+  // Always pending, so that no iteration blocks for good.
+  Timer tick(loop_.get(), [] {});
+  tick.StartPeriodic(absl::Milliseconds(5));
+  auto block_once = [&] {
+    ASSERT_TRUE(loop_->RunOnce(EventLoop::RunMode::kWait).ok());
+  };
+  for (int round = 0; round < 5; ++round) {
+    absl::StatusOr<std::unique_ptr<TcpServer>> server =
+        TcpServer::Create(loop_.get(), &handler_, TcpServerOptions());
+    ASSERT_TRUE(server.ok()) << server.status();
+    {
+      TestClient client((*server)->address());
+      client.Send("round");
+      for (int i = 0; i < 2000 && client.received() != "round"; ++i) {
+        block_once();
+        client.Receive();
+      }
+      ASSERT_EQ(client.received(), "round") << "round " << round;
+    }
+    for (int i = 0; i < 20; ++i) block_once();
+    server->reset();
+    for (int i = 0; i < 20; ++i) block_once();
+  }
+  EXPECT_EQ(OpenFds(), at_rest);
+}
+
 // ForEachConnection's contract, edge by edge: every open connection once,
 // none that is closing (OnClosed pending); fn may close or write to the one
 // it is given; a connection opened during the walk may or may not be seen,

@@ -275,6 +275,14 @@ void UringStreamPoller::RetireIdleRings() {
     // Its buffers lent to connections of other rings hold it too.
     if (r == nullptr || !r->listener->stopped ||
         r->ring->counters().slots_in_use > 0 ||
+        r->ring->counters().buffers_lent > 0) {
+      continue;
+    }
+    // Work it may still hold (with DEFER_TASKRUN, any blocking wait may
+    // leave some in the kernel) is run now: a loop that only ever blocks in
+    // this ring would otherwise keep it for good.
+    if (r->ring->HasPendingWork()) RunRing(r);
+    if (r->ring->counters().slots_in_use > 0 ||
         r->ring->counters().buffers_lent > 0 || r->ring->HasPendingWork()) {
       continue;
     }
