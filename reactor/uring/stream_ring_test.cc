@@ -1786,6 +1786,31 @@ TEST(UringStreamRingTest, BindsToTheThreadThatFirstRunsIt) {
   EXPECT_EQ(handler.violations, 0);
 }
 
+// A ring made to bind on first use but destroyed before anything entered
+// it (a server set up and dropped before its loop ran): it goes without
+// touching the kernel's submission side, and the listener it was given
+// still serves another ring, which accepts what waited in the backlog.
+TEST(UringStreamRingTest, BindOnFirstUseRingMayGoBeforeItEverRan) {
+  UringStreamRing::Options options = SmallOptions();
+  options.bind_on_first_use = true;
+  EchoHandler first(64);
+  CREATE_OR_SKIP(ring, options, &first);
+  Connected conns;
+  ListenOn(*ring, &conns);  // an accept prepared, never submitted
+  Client client(conns.port);
+  ring.reset();
+  EchoHandler second(64);
+  CREATE_OR_SKIP(other, SmallOptions(), &second);
+  ASSERT_TRUE(other->Listen(conns.listener).ok());
+  client.out = "after the first ring";
+  const std::vector<Client*> clients = {&client};
+  ASSERT_TRUE(Pump(*other, clients, [&] {
+    return client.in == "after the first ring";
+  }));
+  EXPECT_TRUE(first.accepted.empty());
+  EXPECT_EQ(second.accepted.size(), 1u);
+}
+
 TEST(UringStreamRingTest, EpollOnEventFdsWaitsOnSeveralRings) {
   UringStreamRing::Options options = SmallOptions();
   options.event_fd = true;
