@@ -272,20 +272,18 @@ void UringStreamPoller::RetireIdleRings() {
   bool retired = false;
   for (size_t i = 0; i < rings_.size(); ++i) {
     Ring* r = rings_[i].get();
+    if (r == nullptr || !r->listener->stopped) continue;
     // Its buffers lent to connections of other rings hold it too.
-    if (r == nullptr || !r->listener->stopped ||
-        r->ring->counters().slots_in_use > 0 ||
-        r->ring->counters().buffers_lent > 0) {
-      continue;
-    }
+    auto held = [r] {
+      const UringStreamRing::Counters& k = r->ring->counters();
+      return k.slots_in_use > 0 || k.buffers_lent > 0;
+    };
+    if (held()) continue;
     // Work it may still hold (with DEFER_TASKRUN, any blocking wait may
     // leave some in the kernel) is run now: a loop that only ever blocks in
     // this ring would otherwise keep it for good.
     if (r->ring->HasPendingWork()) RunRing(r);
-    if (r->ring->counters().slots_in_use > 0 ||
-        r->ring->counters().buffers_lent > 0 || r->ring->HasPendingWork()) {
-      continue;
-    }
+    if (held() || r->ring->HasPendingWork()) continue;
     Listener* l = r->listener;
     l->rings.erase(std::find(l->rings.begin(), l->rings.end(), r->index));
     if (r->is_registered()) Remove(r);

@@ -703,7 +703,7 @@ void UringStreamRing::EnableOnThisThread() {
   owner_ = std::this_thread::get_id();
 }
 
-void UringStreamRing::Reap() {
+unsigned UringStreamRing::Reap() {
   unsigned head;
   unsigned seen = 0;
   io_uring_cqe* cqe;
@@ -714,8 +714,8 @@ void UringStreamRing::Reap() {
     batch_.push_back({cqe->user_data, cqe->res, cqe->flags, at});
     ++seen;
   }
-  last_reaped_ = seen;
   io_uring_cq_advance(&ring_, seen);
+  return seen;
 }
 
 absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
@@ -792,10 +792,10 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
   for (int round = 0; round < 4; ++round) {
     // Copy the completions out before dispatching: callbacks queue new
     // requests, and may submit them when the submission queue fills.
-    Reap();
+    const unsigned reaped = Reap();
     // A full queue: the kernel stopped running deferred work when the
     // completions it asked for were there, and may hold more.
-    if (round == 0 && last_reaped_ >= cq_entries_) drained = false;
+    if (round == 0 && reaped >= cq_entries_) drained = false;
     while (true) {
       if (!resume_.empty()) {
         // Held data first: it is older than anything in batch_.

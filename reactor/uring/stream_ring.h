@@ -228,9 +228,10 @@ class UringStreamRing {
   // Whether Wait(0) has work to do without any new completion: requests
   // queued but not submitted, an accept to re-arm, held data to deliver,
   // buffers to hand back, completions reaped by StopAccepting, SettleClosed
-  // or InstallFd and not dispatched yet. An owner that waits on event_fd()
-  // must call Wait(0) first when this is true, or the queued work waits for
-  // an unrelated wake-up.
+  // or InstallFd and not dispatched yet, or (DEFER_TASKRUN) completion work
+  // the kernel may still hold from the last entry, which event_fd() will
+  // not announce. An owner that waits on event_fd() must call Wait(0) first
+  // when this is true, or the queued work waits for an unrelated wake-up.
   bool HasPendingWork() const;
 
   // Whether everything the kernel held for `slot` has been delivered: its
@@ -368,7 +369,8 @@ class UringStreamRing {
   void DropSpill(uint32_t slot);
   void DeliverHeld(uint32_t slot);
   void RearmStarved();
-  void Reap();
+  // Copies the completion queue into batch_; returns how many it took.
+  unsigned Reap();
   // Enables a ring created disabled, binding it to the calling thread.
   void EnableOnThisThread();
   // Whether this thread may enter the ring (SINGLE_ISSUER binds it).
@@ -395,7 +397,6 @@ class UringStreamRing {
   // when that work list goes from empty to not empty). Only a Wait(0) that
   // ran it all clears it.
   bool deferred_left_ = false;
-  uint32_t last_reaped_ = 0;  // completions taken by the last Reap()
   io_uring ring_{};
   bool ring_ready_ = false;
   const char* setup_mode_ = "";
