@@ -676,7 +676,10 @@ void UringStreamRing::RearmStarved() {
   // meet ENOBUFS again. The list is FIFO, so every starved connection gets
   // its turn; with no free buffer nothing is armed (no spin) and the next
   // returned buffer brings the next turn.
-  uint32_t free_buffers = buffer_count_ - counters_.buffers_out;
+  // Receives armed here since the last entry to the kernel have not taken
+  // their buffers yet: counted, or a second call would arm them again.
+  const uint32_t taken = counters_.buffers_out + rearmed_unsubmitted_;
+  uint32_t free_buffers = taken < buffer_count_ ? buffer_count_ - taken : 0;
   while (starved_count_ > 0 && free_buffers > 0) {
     const uint32_t slot = starved_[starved_head_];
     starved_head_ = (starved_head_ + 1) % starved_.size();
@@ -688,6 +691,7 @@ void UringStreamRing::RearmStarved() {
       ArmReceive(slot);
       s.flags |= kStarvedRetry;
       ++counters_.enobufs_rearms;
+      ++rearmed_unsubmitted_;
       --free_buffers;
     }
   }
@@ -793,6 +797,9 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
     // Copy the completions out before dispatching: callbacks queue new
     // requests, and may submit them when the submission queue fills.
     const unsigned reaped = Reap();
+    // What RearmStarved armed went in with the enter above, and the buffers
+    // those receives took are in buffers_out now.
+    if (round == 0) rearmed_unsubmitted_ = 0;
     // A full queue: the kernel stopped running deferred work when the
     // completions it asked for were there, and may hold more.
     if (round == 0 && reaped >= cq_entries_) drained = false;
@@ -996,6 +1003,7 @@ void UringStreamRing::OnRecvCqe(uint32_t slot, const Completion& c) {
     if ((s.flags & kStarved) == 0) {
       s.flags |= kStarved;
       if ((s.flags & kStarvedRetry) != 0) {
+        ++counters_.enobufs_again;
         // Starved again right after its turn (the receives still armed took
         // the buffers first): it keeps its place at the front, or a
         // connection could wait behind every other starved one at every

@@ -157,6 +157,7 @@ class UringStreamRing {
     uint32_t receives_armed = 0;
     uint32_t buffers_out = 0;     // filled by the kernel, not returned yet
     uint64_t enobufs_rearms = 0;  // receives ended by ENOBUFS and re-armed
+    uint64_t enobufs_again = 0;   // re-armed ones that met ENOBUFS again
     uint64_t cq_overflows = 0;    // waits that found completions overflowed
     uint64_t accept_arms = 0;     // accept requests armed (either kind)
     uint64_t spilled_bytes = 0;   // received while stopped, copied aside
@@ -418,6 +419,7 @@ class UringStreamRing {
   char* buffers_ = nullptr;
   size_t buffers_bytes_ = 0;
   uint32_t buffer_count_ = 0;
+  uint32_t rearmed_unsubmitted_ = 0;  // RearmStarved's, before the next enter
   uint32_t buffer_bytes_ = 0;
   uint32_t buffers_to_publish_ = 0;
   // Bytes received for stopped slots (a receive in flight when it was

@@ -882,6 +882,28 @@ TEST(UringStreamRingTest, BufferRingExhaustionLosesNoByte) {
   EXPECT_EQ(ring->counters().buffers_out, 0u);
 }
 
+// Starved receives are armed again no faster than buffers come back. Every
+// client sends one buffer's worth once, so after the first wait four
+// connections have their bytes and twelve starve; nothing else competes for
+// the buffers. The ring re-arms starved receives both before it enters the
+// kernel and after it dispatched; counting only the kernel's buffers, the
+// second of those arming rounds armed four more receives than there were
+// buffers, and those met ENOBUFS again at once.
+TEST(UringStreamRingTest, StarvedReceivesAreArmedNoFasterThanBuffersReturn) {
+  EchoHandler handler(64);
+  UringStreamRing::Options options = SmallOptions();
+  options.buffer_count = 4;
+  options.buffer_bytes = 1024;
+  CREATE_OR_SKIP(ring, options, &handler);
+  Connected c;
+  ConnectAll(*ring, handler, 16, &c);
+  ExpectEveryoneEchoedAtOnce(*ring, c, 1024);
+  EXPECT_GT(ring->counters().enobufs_rearms, 0u) << "no connection starved";
+  EXPECT_EQ(ring->counters().enobufs_again, 0u);
+  EXPECT_EQ(handler.violations, 0);
+  EXPECT_EQ(ring->counters().buffers_out, 0u);
+}
+
 // A completion queue far too small for its connections overflows; the
 // kernel keeps what did not fit (IORING_FEAT_NODROP) and ends multishot
 // receives it could not post to, and the ring re-arms them: no byte lost.
