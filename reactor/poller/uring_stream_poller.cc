@@ -210,13 +210,11 @@ absl::Status UringStreamPoller::Grow(Listener* l) {
   // interleaved pairs); 100, 1,000 and 10,000 connections of 64 B stayed
   // level (0.99, 1.00, 1.01-1.02). 128 of 64 KiB measured the same at twice
   // the memory; 128 of 32 KiB gained nothing. Incremental buffers (Linux
-  // 6.12), 64 of 64 KiB, were level with these (0.97x of 256 of 16 KiB,
-  // these 0.96x, same run) with the kernel's receive limit, and with that
-  // limit they stall a peer that never reads (echo_drain_test, 2 reactors,
-  // ASan: 2 of 60 runs even with the limit used only above a buffer), so
-  // the ring keeps the limit with single-shot receives on them, which
-  // costs the gain; without any limit slow readers are not held to the
-  // watermark.
+  // 6.12), 64 of 64 KiB, were level with these with 16 KiB messages
+  // (0.97x of 256 of 16 KiB, these 0.96x, same run) and cost more at
+  // 10,000 connections of 64 B (12.6-13.0 us a message against
+  // 11.0-11.2). The stall once blamed on them with the kernel's limit was
+  // the test's (reactor/uring/README.md).
   options.incremental_buffers = false;
   // Single-shot accepts only, one at a time while a slot is free: a
   // multishot accept takes the whole backlog at once, and what finds the
