@@ -865,13 +865,15 @@ void ExpectEveryoneEchoedAtOnce(UringStreamRing& ring, Connected& c,
   }
 }
 
-// Sixteen echoing connections on a ring of four 1 KiB receive buffers.
-class ShortOfBuffersTest : public ::testing::Test {
+// Sixteen echoing connections on a ring of four 1 KiB receive buffers,
+// with DEFER_TASKRUN where the kernel has it (true) and COOP_TASKRUN (false).
+class ShortOfBuffersTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     UringStreamRing::Options options = SmallOptions();
     options.buffer_count = 4;
     options.buffer_bytes = 1024;
+    options.allow_defer_taskrun = GetParam();
     auto created = CreateRetrying(options, &handler);
     if (!created.ok() && Unavailable(created.status())) {
       GTEST_SKIP() << "io_uring unavailable: " << created.status();
@@ -892,7 +894,7 @@ class ShortOfBuffersTest : public ::testing::Test {
   Connected conns;
 };
 
-TEST_F(ShortOfBuffersTest, BufferRingExhaustionLosesNoByte) {
+TEST_P(ShortOfBuffersTest, BufferRingExhaustionLosesNoByte) {
   // 16 x 64 KiB at once, waiting for 4 KiB of buffers.
   ExpectEveryoneEchoedAtOnce(*ring, conns, 64 * 1024);
   EXPECT_GT(ring->counters().enobufs_rearms, 0u);
@@ -907,11 +909,16 @@ TEST_F(ShortOfBuffersTest, BufferRingExhaustionLosesNoByte) {
 // kernel and after it dispatched; counting only the kernel's buffers, the
 // second of those arming rounds armed four more receives than there were
 // buffers, and those met ENOBUFS again at once.
-TEST_F(ShortOfBuffersTest, StarvedReceivesAreArmedNoFasterThanBuffersReturn) {
+TEST_P(ShortOfBuffersTest, StarvedReceivesAreArmedNoFasterThanBuffersReturn) {
   ExpectEveryoneEchoedAtOnce(*ring, conns, 1024);
   EXPECT_GT(ring->counters().enobufs_rearms, 0u) << "no connection starved";
   EXPECT_EQ(ring->counters().enobufs_again, 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(TaskRun, ShortOfBuffersTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "DeferTaskrun" : "CoopTaskrun";
+                         });
 
 // A completion queue far too small for its connections overflows; the
 // kernel keeps what did not fit (IORING_FEAT_NODROP) and ends multishot
