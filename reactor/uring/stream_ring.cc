@@ -796,12 +796,14 @@ absl::StatusOr<int> UringStreamRing::Wait(int64_t timeout_nanos) {
     // Copy the completions out before dispatching: callbacks queue new
     // requests, and may submit them when the submission queue fills.
     const unsigned reaped = Reap();
-    // What RearmStarved armed went in with the enter above, and the buffers
-    // those receives took are in buffers_out now.
-    if (round == 0) rearmed_unsubmitted_ = 0;
-    // A full queue: the kernel stopped running deferred work when the
-    // completions it asked for were there, and may hold more.
-    if (round == 0 && reaped >= cq_entries_) drained = false;
+    if (round == 0) {
+      // What RearmStarved armed went in with the enter above, and the
+      // buffers those receives took are in buffers_out now.
+      rearmed_unsubmitted_ = 0;
+      // A full queue: the kernel stopped running deferred work when the
+      // completions it asked for were there, and may hold more.
+      if (reaped >= cq_entries_) drained = false;
+    }
     while (true) {
       if (!resume_.empty()) {
         // Held data first: it is older than anything in batch_.
